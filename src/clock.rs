@@ -1,0 +1,91 @@
+//! Wall-clock time, injected wherever TTLs, token expiry or certificate
+//! checks are decided, so tests can fix or move it.
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// A source of wall-clock time.
+pub trait Clock: Send + Sync + 'static {
+    /// The current wall-clock time.
+    fn now(&self) -> SystemTime;
+}
+
+/// The system's clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> SystemTime {
+        SystemTime::now()
+    }
+}
+
+/// A clock that only moves when told to (tests, simulations).
+#[derive(Debug, Clone)]
+pub struct ManualClock(Arc<Mutex<SystemTime>>);
+
+impl ManualClock {
+    /// A clock reading `unix_seconds`.
+    pub fn at_unix(unix_seconds: u64) -> Self {
+        Self(Arc::new(Mutex::new(
+            UNIX_EPOCH + Duration::from_secs(unix_seconds),
+        )))
+    }
+
+    /// Sets the time.
+    pub fn set_unix(&self, unix_seconds: u64) {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) =
+            UNIX_EPOCH + Duration::from_secs(unix_seconds);
+    }
+
+    /// Moves the time forward (or back, with a negative jump via `set_unix`).
+    pub fn advance(&self, by: Duration) {
+        let mut t = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        *t += by;
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> SystemTime {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// A shareable clock handle.
+pub type SharedClock = Arc<dyn Clock>;
+
+/// Seconds since the Unix epoch; 0 for times before it.
+pub fn unix_seconds(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+/// The build time less a day: any earlier reading means the clock has not
+/// been set yet (no RTC, NTP not synced).
+pub fn build_floor_unix() -> u64 {
+    env!("TETHER_BUILD_UNIX").parse().unwrap_or(0)
+}
+
+/// Whether `now` can be trusted for TLS and SAS tokens.
+pub fn is_plausible(now: SystemTime) -> bool {
+    unix_seconds(now) >= build_floor_unix()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_1970_clock_is_not_plausible_and_today_is() {
+        assert!(!is_plausible(UNIX_EPOCH + Duration::from_secs(10)));
+        assert!(is_plausible(SystemTime::now()));
+    }
+
+    #[test]
+    fn manual_clock_moves_only_when_told() {
+        let c = ManualClock::at_unix(1_000);
+        c.advance(Duration::from_secs(5));
+        assert_eq!(unix_seconds(c.now()), 1_005);
+        c.set_unix(7);
+        assert_eq!(unix_seconds(c.now()), 7);
+    }
+}

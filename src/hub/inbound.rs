@@ -1,0 +1,128 @@
+//! Incoming publishes: method calls, twin answers and patches, C2D messages.
+//! Handlers run on their own tasks; the session task only dispatches.
+
+use rumqttc::Publish;
+use serde_json::Value;
+use tracing::{debug, info, warn};
+
+use super::methods::{C2dMessage, MethodCall, MethodResponse};
+use super::properties;
+use super::session::Session;
+use super::topics::Inbound;
+
+impl Session {
+    pub(super) fn on_publish(&mut self, p: Publish) {
+        let topic = p.topic.clone();
+        match self.handle.topics().classify(&topic) {
+            Inbound::MethodCall { name, rid } => {
+                self.ack(&p);
+                self.on_method(name, rid, p.payload.to_vec());
+            }
+            Inbound::TwinResponse { status, rid } => {
+                self.ack(&p);
+                self.on_twin_response(status, &rid, &p.payload);
+            }
+            Inbound::DesiredPatch { version } => {
+                self.ack(&p);
+                debug!(?version, "desired properties patch");
+                self.deliver_desired(&p.payload, false);
+            }
+            Inbound::DesiredDocument => {
+                self.ack(&p);
+                self.deliver_desired(&p.payload, true);
+            }
+            Inbound::CloudToDevice { properties } => self.on_c2d(p, properties),
+            Inbound::Unknown => {
+                self.ack(&p);
+                debug!(%topic, "ignoring a message on an unexpected topic");
+            }
+        }
+    }
+
+    fn ack(&self, p: &Publish) {
+        if let Err(e) = self.handle.shared.client.try_ack(p) {
+            debug!(error = %e, "could not queue PUBACK; the hub will redeliver");
+        }
+    }
+
+    fn on_method(&mut self, name: String, rid: String, payload: Vec<u8>) {
+        let handle = self.handle.clone();
+        let Ok(permit) = self.method_slots.clone().try_acquire_owned() else {
+            warn!(method = %name, %rid, "too many direct-method calls in progress; answering 503");
+            let busy = MethodResponse::error(503, "busy", "too many calls in progress, retry later");
+            tokio::spawn(async move {
+                let _ = handle.respond(&rid, &busy).await;
+            });
+            return;
+        };
+        let call = MethodCall {
+            name,
+            rid,
+            connection: self.connection,
+            payload,
+        };
+        let router = self.router.clone();
+        tokio::spawn(async move {
+            let rid = call.rid.clone();
+            let name = call.name.clone();
+            let resp = router.dispatch(call).await;
+            drop(permit);
+            if resp.status == 404 && !router.method_names().contains(&name) {
+                info!(method = %name, %rid, "unknown direct method answered 404");
+            }
+            if let Err(e) = handle.respond(&rid, &resp).await {
+                warn!(method = %name, %rid, error = %e, "could not send the method response");
+            }
+        });
+    }
+
+    fn on_twin_response(&mut self, status: u16, rid: &str, body: &[u8]) {
+        if self.twin_get.as_deref() == Some(rid) {
+            self.twin_get = None;
+            if status == 200 {
+                match serde_json::from_slice::<Value>(body) {
+                    Ok(twin) => {
+                        let desired = twin.get("desired").cloned().unwrap_or(Value::Null);
+                        self.router.deliver_desired(&desired, true);
+                    }
+                    Err(e) => warn!(error = %e, "the twin document is not JSON; ignoring it"),
+                }
+            } else {
+                warn!(status, "the hub refused the twin GET; desired properties may be stale");
+            }
+        } else if status >= 400 {
+            warn!(status, %rid, "the hub refused a reported-properties update");
+        }
+    }
+
+    fn deliver_desired(&self, body: &[u8], full: bool) {
+        if body.is_empty() {
+            return;
+        }
+        match serde_json::from_slice::<Value>(body) {
+            Ok(doc) => self.router.deliver_desired(&doc, full),
+            Err(e) => warn!(error = %e, "desired properties are not JSON; ignoring them"),
+        }
+    }
+
+    /// A QoS 1 C2D message is acknowledged only after its handler took it.
+    fn on_c2d(&self, p: Publish, props: Vec<(String, Option<String>)>) {
+        let kind = properties::get(&props, "type").map(str::to_string);
+        let Some(handler) = self.router.c2d_handler(kind.as_deref()) else {
+            info!(kind = ?kind, "no handler for this cloud-to-device message; acknowledging it");
+            self.ack(&p);
+            return;
+        };
+        let client = self.handle.shared.client.clone();
+        let msg = C2dMessage {
+            properties: props,
+            payload: p.payload.to_vec(),
+        };
+        tokio::spawn(async move {
+            if let Err(e) = handler(msg).await {
+                warn!(kind = ?kind, error = %e, "a cloud-to-device message was refused");
+            }
+            let _ = client.ack(&p).await;
+        });
+    }
+}

@@ -1,0 +1,184 @@
+//! Direct methods and cloud-to-device messages: handlers registered by name
+//! (methods) or by `type` property (C2D) before the session starts, so no
+//! call that arrives on the first connection is missed.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use serde_json::json;
+
+/// A boxed, sendable future.
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// One direct-method invocation.
+#[derive(Debug, Clone)]
+pub struct MethodCall {
+    /// Method name.
+    pub name: String,
+    /// The hub's request id (`$rid`), echoed in the response.
+    pub rid: String,
+    /// Which connection it arrived on: `$rid`s restart per connection, so
+    /// de-duplication must be per connection.
+    pub connection: u64,
+    /// The JSON payload as received.
+    pub payload: Vec<u8>,
+}
+
+/// The answer to a direct method.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MethodResponse {
+    /// Status code sent in the response topic.
+    pub status: u16,
+    /// JSON body.
+    pub body: Vec<u8>,
+}
+
+impl MethodResponse {
+    /// A response with a JSON value body.
+    pub fn json(status: u16, body: &serde_json::Value) -> Self {
+        Self {
+            status,
+            body: body.to_string().into_bytes(),
+        }
+    }
+
+    /// An error answer `{"error": ..., "detail": ...}`.
+    pub fn error(status: u16, error: &str, detail: &str) -> Self {
+        Self::json(status, &json!({ "error": error, "detail": detail }))
+    }
+}
+
+/// A direct-method handler.
+pub type MethodHandler = Arc<dyn Fn(MethodCall) -> BoxFuture<MethodResponse> + Send + Sync>;
+
+/// A cloud-to-device message.
+#[derive(Debug, Clone)]
+pub struct C2dMessage {
+    /// Decoded property bag.
+    pub properties: Vec<(String, Option<String>)>,
+    /// Body.
+    pub payload: Vec<u8>,
+}
+
+/// A C2D handler; the message is acknowledged (PUBACK) once it returns,
+/// whatever it returns: MQTT has no reject, so an error is only logged.
+pub type C2dHandler = Arc<dyn Fn(C2dMessage) -> BoxFuture<Result<(), String>> + Send + Sync>;
+
+/// A desired-properties handler: receives the full desired document (after
+/// a twin GET or the retained document) or a patch.
+pub type DesiredHandler = Arc<dyn Fn(serde_json::Value, bool) + Send + Sync>;
+
+/// Handlers, keyed by method name and C2D `type`.
+#[derive(Clone, Default)]
+pub struct Router {
+    methods: HashMap<String, MethodHandler>,
+    c2d: HashMap<String, C2dHandler>,
+    desired: Vec<DesiredHandler>,
+}
+
+impl Router {
+    /// An empty router: every method is answered 404.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Registers a direct-method handler.
+    pub fn method<F, Fut>(&mut self, name: &str, f: F) -> &mut Self
+    where
+        F: Fn(MethodCall) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = MethodResponse> + Send + 'static,
+    {
+        self.methods
+            .insert(name.to_string(), Arc::new(move |c| Box::pin(f(c))));
+        self
+    }
+
+    /// Registers a C2D handler for messages whose `type` property is `kind`.
+    pub fn c2d<F, Fut>(&mut self, kind: &str, f: F) -> &mut Self
+    where
+        F: Fn(C2dMessage) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), String>> + Send + 'static,
+    {
+        self.c2d
+            .insert(kind.to_string(), Arc::new(move |m| Box::pin(f(m))));
+        self
+    }
+
+    /// Registers a desired-properties handler.
+    pub fn desired(&mut self, f: impl Fn(serde_json::Value, bool) + Send + Sync + 'static) -> &mut Self {
+        self.desired.push(Arc::new(f));
+        self
+    }
+
+    /// Names of the registered methods (reported as capabilities).
+    pub fn method_names(&self) -> Vec<String> {
+        let mut names: Vec<_> = self.methods.keys().cloned().collect();
+        names.sort();
+        names
+    }
+
+    /// The future answering `call`: the handler's, or a 404.
+    pub fn dispatch(&self, call: MethodCall) -> BoxFuture<MethodResponse> {
+        match self.methods.get(&call.name) {
+            Some(h) => h(call),
+            None => {
+                let resp = MethodResponse::error(
+                    404,
+                    "unknown method",
+                    &format!("this device has no method named {:?}", call.name),
+                );
+                Box::pin(async move { resp })
+            }
+        }
+    }
+
+    /// The handler for a C2D message of this `type`.
+    pub fn c2d_handler(&self, kind: Option<&str>) -> Option<C2dHandler> {
+        kind.and_then(|k| self.c2d.get(k).cloned())
+    }
+
+    /// Delivers desired properties to every handler.
+    pub fn deliver_desired(&self, doc: &serde_json::Value, full: bool) {
+        for h in &self.desired {
+            h(doc.clone(), full);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn call(name: &str) -> MethodCall {
+        MethodCall {
+            name: name.into(),
+            rid: "1".into(),
+            connection: 0,
+            payload: b"{}".to_vec(),
+        }
+    }
+
+    #[tokio::test]
+    async fn unknown_methods_get_a_404_never_silence() {
+        let r = Router::new();
+        let resp = r.dispatch(call("Nope")).await;
+        assert_eq!(resp.status, 404);
+        let body: serde_json::Value = serde_json::from_slice(&resp.body).unwrap();
+        assert_eq!(body["error"], "unknown method");
+    }
+
+    #[tokio::test]
+    async fn registered_methods_are_routed_by_name() {
+        let mut r = Router::new();
+        r.method("Echo", |c: MethodCall| async move {
+            MethodResponse {
+                status: 200,
+                body: c.payload,
+            }
+        });
+        assert_eq!(r.dispatch(call("Echo")).await.body, b"{}");
+        assert_eq!(r.method_names(), ["Echo"]);
+    }
+}

@@ -1,0 +1,28 @@
+//! The hub session: one MQTT 3.1.1 connection to Azure IoT Hub or a plain
+//! broker, owned by a single task; the rest of the daemon holds a
+//! [`HubHandle`] and registers handlers on a [`Router`] before [`start`].
+//!
+//! - [`topics`] and [`properties`]: the topic scheme and property bags.
+//! - [`credentials`] and [`sas`]: what CONNECT presents, SAS tokens.
+//! - [`session`]: the task owning the event loop; [`inbound`] dispatch.
+//! - [`tracker`]: maps packet ids to delivery tokens (PUBACK notices).
+//! - [`backoff`], [`failure`]: reconnect policy and error classes.
+
+pub mod backoff;
+pub mod credentials;
+pub mod failure;
+mod handle;
+mod inbound;
+pub mod methods;
+pub mod options;
+pub mod properties;
+pub mod sas;
+mod session;
+pub mod status;
+pub mod topics;
+pub mod tracker;
+
+pub use handle::{HubHandle, PublishError, ReconfigureError, Telemetry};
+pub use methods::{C2dMessage, MethodCall, MethodResponse, Router};
+pub use session::{start, Delivery, Hub};
+pub use status::{ConnState, HubStatus};

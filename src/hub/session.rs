@@ -1,0 +1,477 @@
+//! The session task: owns rumqttc's event loop, connects (waiting for a
+//! plausible clock first), renews SAS tokens by reconnecting, reconnects
+//! forever with jittered backoff, and reports PUBACKs per delivery token.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rumqttc::{AsyncClient, Event, EventLoop, Outgoing, Packet, QoS, Request};
+use serde_json::{Map, Value};
+use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, warn};
+
+use crate::clock::{is_plausible, unix_seconds, SharedClock};
+use crate::config::HubConfig;
+use crate::service::Beat;
+
+use super::backoff::{Backoff, Failure};
+use super::credentials::CredentialSource;
+use super::failure::classify;
+use super::handle::{HubHandle, Shared};
+use super::methods::Router;
+use super::options::{self, OptionsError, Target};
+use super::status::{ConnState, HubStatus};
+use super::topics::{Scheme, Topics};
+use super::tracker::{Queued, Token, Tracker};
+
+/// What the session tells the owner of delivery tokens (the outbox).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Delivery {
+    /// A new connection is up (numbered from 1).
+    Connected(u64),
+    /// The publish with this token was acknowledged by the hub.
+    Acked(Token),
+    /// The connection dropped: every tracked publish not yet acknowledged
+    /// must be sent again.
+    InFlightLost,
+}
+
+/// A running hub session.
+pub struct Hub {
+    /// Handle for publishing and status.
+    pub handle: HubHandle,
+    /// Delivery notices, for exactly one consumer.
+    pub deliveries: mpsc::Receiver<Delivery>,
+    /// The session task; ends after shutdown.
+    pub task: JoinHandle<()>,
+}
+
+/// A connection that dies sooner than this after CONNACK counts as a quick
+/// drop; several in a row mean another client has our device id.
+const QUICK_DROP: Duration = Duration::from_secs(10);
+const QUICK_DROPS_TO_WARN: u32 = 3;
+/// Concurrent direct-method calls; beyond it calls are answered 503 at once.
+const METHOD_SLOTS: usize = 32;
+/// How long a clean disconnect may take at shutdown.
+const DISCONNECT_GRACE: Duration = Duration::from_secs(3);
+/// Margin added to the silence a loop announces before it counts as stuck.
+const SLACK: Duration = Duration::from_secs(30);
+
+/// Starts the session task. `reported` seeds the reported properties.
+///
+/// # Errors
+/// When TLS material or the proxy setting cannot be used.
+pub fn start(
+    cfg: &HubConfig,
+    router: Router,
+    clock: SharedClock,
+    reported: Map<String, Value>,
+    beat: Beat,
+    shutdown: CancellationToken,
+) -> Result<Hub, OptionsError> {
+    let creds = CredentialSource::new(&cfg.endpoint, cfg.sas_ttl);
+    let (scheme, module) = match &cfg.endpoint {
+        crate::config::HubEndpoint::Azure(a) => (Scheme::Azure, a.module_id.as_deref()),
+        crate::config::HubEndpoint::Broker(_) => (Scheme::Plain, None),
+    };
+    let topics = Topics::new(scheme, cfg.endpoint.device_id(), module);
+    let mut opts = options::build(cfg, creds.client_id(), &topics)?;
+    let (client, mut eventloop) = AsyncClient::new(opts.clone(), options::REQUEST_CAPACITY);
+    let mut net = eventloop.network_options();
+    net.set_connection_timeout(cfg.connect_timeout.as_secs().max(1));
+    eventloop.set_network_options(net);
+    opts.set_credentials("", "");
+
+    let (status_tx, status_rx) = watch::channel(HubStatus::new(clock.now()));
+    let (delivery_tx, deliveries) = mpsc::channel(2 * options::MAX_IN_FLIGHT as usize + 8);
+    let queued = Queued::default();
+    let handle = HubHandle {
+        shared: Arc::new(Shared {
+            client: client.clone(),
+            queued: queued.clone(),
+            topics: topics.clone(),
+            status: status_rx,
+            reported: Mutex::new(reported),
+            reconnect_now: AtomicBool::new(false),
+            next_config: Mutex::new(None),
+        }),
+    };
+    let session = Session {
+        eventloop,
+        handle: handle.clone(),
+        creds,
+        clock,
+        target: options::target(cfg),
+        router: Arc::new(router),
+        tracker: Tracker::new(queued),
+        deliveries: delivery_tx,
+        status: status_tx,
+        backoff: Backoff::hub_default(),
+        connection: 0,
+        connected_at: None,
+        quick_drops: 0,
+        last_logged: None,
+        renewal: None,
+        beat,
+        connect_timeout: cfg.connect_timeout,
+        method_slots: Arc::new(Semaphore::new(METHOD_SLOTS)),
+        twin_get: None,
+        shutdown,
+    };
+    let task = tokio::spawn(session.run());
+    Ok(Hub {
+        handle,
+        deliveries,
+        task,
+    })
+}
+
+pub(super) struct Session {
+    eventloop: EventLoop,
+    pub(super) handle: HubHandle,
+    creds: CredentialSource,
+    clock: SharedClock,
+    target: Target,
+    pub(super) router: Arc<Router>,
+    tracker: Tracker,
+    deliveries: mpsc::Sender<Delivery>,
+    status: watch::Sender<HubStatus>,
+    backoff: Backoff,
+    pub(super) connection: u64,
+    connected_at: Option<Instant>,
+    quick_drops: u32,
+    last_logged: Option<String>,
+    renewal: Option<JoinHandle<()>>,
+    beat: Beat,
+    connect_timeout: Duration,
+    pub(super) method_slots: Arc<Semaphore>,
+    pub(super) twin_get: Option<String>,
+    shutdown: CancellationToken,
+}
+
+impl Session {
+    async fn run(mut self) {
+        let stopper = self.spawn_stopper();
+        loop {
+            if self.eventloop.network.is_none() {
+                if self.shutdown.is_cancelled() || !self.prepare_connect().await {
+                    break;
+                }
+            }
+            let event = if self.shutdown.is_cancelled() {
+                // Draining after DISCONNECT was requested: bounded.
+                match tokio::time::timeout(DISCONNECT_GRACE, self.eventloop.poll()).await {
+                    Ok(ev) => ev,
+                    Err(_) => break,
+                }
+            } else if self.connected_at.is_some() {
+                // Never cancel a poll on a live connection (it may be halfway
+                // through writing a packet); shutdown arrives as a DISCONNECT
+                // request through the stopper task.
+                self.eventloop.poll().await
+            } else {
+                tokio::select! {
+                    ev = self.eventloop.poll() => ev,
+                    () = self.shutdown.cancelled() => break,
+                }
+            };
+            match event {
+                Ok(Event::Outgoing(Outgoing::Disconnect)) if self.shutdown.is_cancelled() => break,
+                Ok(event) => {
+                    self.on_event(event);
+                    let keep_alive = self.eventloop.mqtt_options.keep_alive();
+                    self.beat.beat_expecting(keep_alive + self.connect_timeout + SLACK);
+                }
+                Err(err) => {
+                    let delay = self.on_error(&err);
+                    self.beat.beat_expecting(delay + self.connect_timeout + SLACK);
+                    tokio::select! {
+                        () = tokio::time::sleep(delay) => {}
+                        () = self.shutdown.cancelled() => break,
+                    }
+                }
+            }
+        }
+        stopper.abort();
+        if let Some(r) = self.renewal.take() {
+            r.abort();
+        }
+        self.set_state(ConnState::Stopped, None, None);
+        info!("hub session stopped");
+    }
+
+    /// Sends DISCONNECT when shutdown is requested, so the broker does not
+    /// publish our Last Will for a clean stop.
+    fn spawn_stopper(&self) -> JoinHandle<()> {
+        let shutdown = self.shutdown.clone();
+        let client = self.handle.shared.client.clone();
+        tokio::spawn(async move {
+            shutdown.cancelled().await;
+            let _ = client.try_disconnect();
+        })
+    }
+
+    /// Waits for a plausible clock and sets fresh credentials. Returns false
+    /// when shutdown came first.
+    async fn prepare_connect(&mut self) -> bool {
+        let mut told = false;
+        while !is_plausible(self.clock.now()) {
+            if !told {
+                warn!(
+                    clock_unix = unix_seconds(self.clock.now()),
+                    "the system clock reads a time before this build; waiting for it to be set \
+                     (NTP) before connecting: TLS certificates and SAS tokens need the real time"
+                );
+                self.set_state(ConnState::WaitingForClock, None, None);
+                told = true;
+            }
+            self.beat.beat_expecting(SLACK);
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                () = self.shutdown.cancelled() => return false,
+            }
+        }
+        self.apply_next_config();
+        let creds = match self.creds.current(self.clock.now()) {
+            Ok(c) => {
+                self.status.send_modify(|s| s.credential_expired = false);
+                c
+            }
+            Err(e) => {
+                if !self.status.borrow().credential_expired {
+                    error!("{e}");
+                }
+                self.status.send_modify(|s| {
+                    s.credential_expired = true;
+                    s.last_error = Some(e.to_string());
+                });
+                match self.creds.expired_fallback() {
+                    Some(c) => c,
+                    None => return true,
+                }
+            }
+        };
+        let password = creds.password.as_ref().map(|p| p.expose().to_string());
+        self.eventloop
+            .mqtt_options
+            .set_credentials(creds.username.clone(), password.unwrap_or_default());
+        let expires = creds.expires_at.map(unix_seconds);
+        self.status.send_modify(|s| s.credential_expires_at = expires);
+        self.schedule_renewal(creds.renew_at);
+        if self.status.borrow().state != ConnState::Disconnected {
+            self.set_state(ConnState::Connecting, None, None);
+        }
+        debug!(target = %self.target, "connecting");
+        true
+    }
+
+    fn schedule_renewal(&mut self, renew_at: Option<std::time::SystemTime>) {
+        if let Some(r) = self.renewal.take() {
+            r.abort();
+        }
+        let Some(at) = renew_at else { return };
+        let wait = at.duration_since(self.clock.now()).unwrap_or_default();
+        let shared = self.handle.shared.clone();
+        self.renewal = Some(tokio::spawn(async move {
+            tokio::time::sleep(wait).await;
+            shared.reconnect_now.store(true, Ordering::SeqCst);
+            let _ = shared.client.disconnect().await;
+        }));
+    }
+
+    /// Takes a configuration handed over by [`HubHandle::reconfigure`].
+    fn apply_next_config(&mut self) {
+        let next = self
+            .handle
+            .shared
+            .next_config
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(next) = next {
+            info!(target = %next.target, "applying the new hub configuration");
+            self.eventloop.mqtt_options = next.options;
+            self.creds = next.creds;
+            self.target = next.target;
+            self.connect_timeout = next.connect_timeout;
+            self.backoff.reset();
+        }
+    }
+
+    fn on_event(&mut self, event: Event) {
+        match event {
+            Event::Incoming(Packet::ConnAck(ack)) => self.on_connected(ack.session_present),
+            Event::Incoming(Packet::Publish(p)) => self.on_publish(p),
+            Event::Incoming(Packet::PubAck(ack)) => {
+                if let Some(token) = self.tracker.on_puback(ack.pkid) {
+                    self.notify(Delivery::Acked(token));
+                }
+            }
+            Event::Outgoing(Outgoing::Publish(pkid)) => self.tracker.on_outgoing_publish(pkid),
+            Event::Outgoing(Outgoing::AwaitAck(pkid)) => self.tracker.on_await_ack(pkid),
+            _ => {}
+        }
+    }
+
+    fn on_connected(&mut self, session_present: bool) {
+        self.connection += 1;
+        self.connected_at = Some(Instant::now());
+        self.last_logged = None;
+        info!(target = %self.target, session_present, connection = self.connection, "hub connected");
+        self.status.send_modify(|s| s.connects += 1);
+        self.set_state(ConnState::Connected, None, None);
+        self.subscribe();
+        self.announce();
+        self.notify(Delivery::Connected(self.connection));
+    }
+
+    fn subscribe(&self) {
+        let client = &self.handle.shared.client;
+        let subs = self.handle.topics().subscriptions().into_iter().map(|t| {
+            rumqttc::SubscribeFilter::new(t, QoS::AtLeastOnce)
+        });
+        if let Err(e) = client.try_subscribe_many(subs) {
+            warn!(error = %e, "could not queue subscriptions; they will be retried on reconnect");
+        }
+    }
+
+    /// Presence (plain broker), twin GET (Azure) and the reported document.
+    fn announce(&mut self) {
+        let shared = &self.handle.shared;
+        let topics = &shared.topics;
+        let reported = Value::Object(
+            shared
+                .reported
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone(),
+        );
+        let result = match topics.scheme() {
+            Scheme::Plain => {
+                let online = serde_json::json!({
+                    "online": true,
+                    "agent": concat!("tether/", env!("CARGO_PKG_VERSION")),
+                    "connectedAt": unix_seconds(self.clock.now()),
+                });
+                self.publish_untracked(topics.status(), online.to_string(), true)
+                    .and_then(|()| {
+                        self.publish_untracked(topics.twin_reported(""), reported.to_string(), true)
+                    })
+            }
+            Scheme::Azure => {
+                let rid = super::handle::next_rid();
+                let get = shared
+                    .client
+                    .try_publish(topics.twin_get(&rid), QoS::AtMostOnce, false, Vec::new());
+                self.twin_get = Some(rid);
+                let patch = shared.client.try_publish(
+                    topics.twin_reported(&super::handle::next_rid()),
+                    QoS::AtMostOnce,
+                    false,
+                    reported.to_string(),
+                );
+                get.and(patch)
+            }
+        };
+        if let Err(e) = result {
+            warn!(error = %e, "could not queue presence/twin messages after connecting");
+        }
+    }
+
+    fn publish_untracked(&self, topic: String, body: String, retain: bool) -> Result<(), rumqttc::ClientError> {
+        let shared = &self.handle.shared;
+        shared.queued.push_with(None, || {
+            shared.client.try_publish(topic, QoS::AtLeastOnce, retain, body)
+        })
+    }
+
+    /// Handles a lost or refused connection; returns the delay before the
+    /// next attempt.
+    fn on_error(&mut self, err: &rumqttc::ConnectionError) -> Duration {
+        let was_connected = self.connected_at.take();
+        self.forget_in_flight(was_connected.is_some());
+        if let Some(r) = self.renewal.take() {
+            r.abort();
+        }
+        self.status.send_modify(|s| s.disconnects += 1);
+        if self.handle.shared.reconnect_now.swap(false, Ordering::SeqCst) {
+            info!("reconnecting with fresh credentials");
+            self.set_state(ConnState::Connecting, None, None);
+            return Duration::ZERO;
+        }
+        let (failure, mut message) = classify(err, &self.target.to_string());
+        match was_connected {
+            Some(at) if at.elapsed() < QUICK_DROP => self.quick_drops += 1,
+            Some(_) => {
+                self.quick_drops = 0;
+                self.backoff.reset();
+            }
+            None => {}
+        }
+        if self.quick_drops >= QUICK_DROPS_TO_WARN {
+            message = format!(
+                "{message}; the hub closed the connection {} times right after accepting it: \
+                 another client is probably connected with device id {:?} (a hub allows one \
+                 connection per device)",
+                self.quick_drops,
+                self.handle.topics().device_id()
+            );
+        }
+        if self.last_logged.as_deref() != Some(message.as_str()) {
+            warn!("{message}");
+            self.last_logged = Some(message.clone());
+        } else {
+            debug!("{message}");
+        }
+        let delay = self.backoff.next_delay(failure, &mut rand::thread_rng());
+        debug!(?delay, "next connection attempt");
+        self.set_state(ConnState::Disconnected, Some(message), Some(failure));
+        delay
+    }
+
+    /// rumqttc moves unacknowledged publishes, and requests still in its
+    /// channel, into `pending` and would replay them only if the broker kept
+    /// the session. We drop them all and let the token owner resend, so the
+    /// packet-id mapping stays exact whatever the broker says.
+    fn forget_in_flight(&mut self, was_connected: bool) {
+        let drained = self
+            .eventloop
+            .pending
+            .iter()
+            .filter(|r| matches!(r, Request::Publish(p) if p.qos != QoS::AtMostOnce && p.pkid == 0))
+            .count();
+        self.eventloop.pending.clear();
+        self.eventloop.state.events.clear();
+        self.eventloop.state.collision = None;
+        self.tracker.on_connection_lost(drained);
+        if was_connected {
+            self.notify(Delivery::InFlightLost);
+        }
+    }
+
+    fn notify(&self, d: Delivery) {
+        if let Err(e) = self.deliveries.try_send(d) {
+            // Only a consumer that stopped reading gets here; the message is
+            // then resent later (a duplicate), never lost.
+            debug!(error = %e, "delivery notice dropped");
+        }
+    }
+
+    pub(super) fn set_state(&self, state: ConnState, error: Option<String>, failure: Option<Failure>) {
+        let now = self.clock.now();
+        self.status.send_modify(|s| {
+            if s.state != state {
+                s.since = now;
+            }
+            s.state = state;
+            if error.is_some() || state == ConnState::Connected {
+                s.last_error = error;
+                s.last_failure = failure;
+            }
+        });
+    }
+}

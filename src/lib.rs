@@ -1,0 +1,22 @@
+//! tether: an edge gateway agent that tethers a building/IoT controller to a
+//! cloud hub (Azure IoT Hub or any MQTT broker).
+//!
+//! Map of the crate:
+//! - [`config`]: the TOML file, validated into typed settings.
+//! - [`hub`]: the one MQTT session to the hub: auth (SAS, x509, password),
+//!   topic scheme, reconnect with backoff, method routing, telemetry.
+//! - [`tls`]: rustls client configuration (ring provider).
+//! - [`clock`]: injected wall-clock time.
+//! - [`service`]: process life: signals, systemd notify and watchdog.
+//! - [`app`]: the composition root wiring everything together.
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod app;
+pub mod certinfo;
+pub mod clock;
+pub mod config;
+pub mod hub;
+pub mod logging;
+pub mod service;
+pub mod tls;

@@ -1,0 +1,105 @@
+//! The `tether` command line: `run`, `check-config`, `sas-token`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime};
+
+use clap::{Parser, Subcommand};
+
+use tether::app;
+use tether::clock::unix_seconds;
+use tether::config::{self, connection_string::ConnectionAuth, ConnectionString};
+use tether::hub::sas;
+
+/// Edge gateway agent: tethers a controller to a cloud hub.
+#[derive(Parser)]
+#[command(name = "tether", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon.
+    Run {
+        /// Configuration file.
+        #[arg(short, long, default_value = "/etc/tether/tether.toml")]
+        config: PathBuf,
+    },
+    /// Validate a configuration file without connecting anywhere.
+    CheckConfig {
+        /// Configuration file.
+        #[arg(short, long, default_value = "/etc/tether/tether.toml")]
+        config: PathBuf,
+    },
+    /// Print the SAS token tether would send, for debugging with other clients.
+    SasToken {
+        /// Azure IoT Hub device connection string with a SharedAccessKey.
+        #[arg(long)]
+        connection_string: String,
+        /// Absolute expiry (Unix seconds).
+        #[arg(long, conflicts_with = "ttl")]
+        expiry: Option<u64>,
+        /// Lifetime from now, e.g. `1h` or `30m` (default 1h).
+        #[arg(long)]
+        ttl: Option<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let code = match cli.command {
+        Command::Run { config } => app::run(&config),
+        Command::CheckConfig { config } => check_config(&config),
+        Command::SasToken {
+            connection_string,
+            expiry,
+            ttl,
+        } => sas_token(&connection_string, expiry, ttl.as_deref()),
+    };
+    ExitCode::from(u8::try_from(code).unwrap_or(1))
+}
+
+fn check_config(path: &std::path::Path) -> i32 {
+    match config::load(path) {
+        Ok(cfg) => {
+            println!("{}: ok", path.display());
+            println!("{}", config::summary::summary(&cfg));
+            0
+        }
+        Err(e) => {
+            eprintln!("{}: {e}", path.display());
+            app::EXIT_CONFIG
+        }
+    }
+}
+
+fn sas_token(conn: &str, expiry: Option<u64>, ttl: Option<&str>) -> i32 {
+    let cs = match ConnectionString::parse(conn) {
+        Ok(cs) => cs,
+        Err(e) => {
+            eprintln!("tether sas-token: --connection-string: {e}");
+            return app::EXIT_CONFIG;
+        }
+    };
+    let ConnectionAuth::SharedAccessKey(key) = &cs.auth else {
+        eprintln!(
+            "tether sas-token: the connection string has no SharedAccessKey, so there is no token to mint"
+        );
+        return app::EXIT_CONFIG;
+    };
+    let se = match (expiry, ttl) {
+        (Some(se), _) => se,
+        (None, ttl) => match humantime::parse_duration(ttl.unwrap_or("1h")) {
+            Ok(d) => unix_seconds(SystemTime::now() + d.max(Duration::from_secs(1))),
+            Err(e) => {
+                eprintln!("tether sas-token: --ttl: {e} (use e.g. 1h, 30m)");
+                return app::EXIT_CONFIG;
+            }
+        },
+    };
+    let uri = sas::resource_uri(&cs.host_name, &cs.device_id, cs.module_id.as_deref());
+    println!("{}", sas::sign(&key.0, &uri, se).expose());
+    0
+}
