@@ -27,7 +27,7 @@ pub struct MethodCall {
 }
 
 /// The answer to a direct method.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MethodResponse {
     /// Status code sent in the response topic.
     pub status: u16,

@@ -206,12 +206,21 @@ impl Session {
 
     /// Sends DISCONNECT when shutdown is requested, so the broker does not
     /// publish our Last Will for a clean stop.
+    /// On a plain broker it first marks the device offline itself, since a
+    /// clean DISCONNECT suppresses the Last Will.
     fn spawn_stopper(&self) -> JoinHandle<()> {
         let shutdown = self.shutdown.clone();
-        let client = self.handle.shared.client.clone();
+        let shared = self.handle.shared.clone();
         tokio::spawn(async move {
             shutdown.cancelled().await;
-            let _ = client.try_disconnect();
+            if shared.topics.scheme() == Scheme::Plain && shared.status.borrow().is_connected() {
+                let offline = r#"{"online":false}"#;
+                let topic = shared.topics.status();
+                let _ = shared.queued.push_with(None, || {
+                    shared.client.try_publish(topic, QoS::AtLeastOnce, true, offline)
+                });
+            }
+            let _ = shared.client.try_disconnect();
         })
     }
 

@@ -1,0 +1,317 @@
+//! The hub session against a real Mosquitto: TLS with passwords, refused
+//! credentials and certificates, broker restarts, method calls, telemetry
+//! and presence, in the plain-broker topic scheme.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use support::mqtt::Cloud;
+use support::{untrusted_ca_pem, Broker, BrokerOptions};
+use tether::clock::SystemClock;
+use tether::hub::backoff::Failure;
+use tether::hub::{self, ConnState, Delivery, Hub, HubStatus, MethodCall, MethodResponse, Router, Telemetry};
+use tether::service::Beat;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+fn plain_config(broker: &Broker, password: &str, ca_file: &std::path::Path) -> tether::config::Config {
+    let text = format!(
+        r#"
+        [hub]
+        url = "mqtts://localhost:{port}"
+        device_id = "dev1"
+        username = "dev1"
+        password = "{password}"
+        ca_file = "{ca}"
+        keep_alive = "5s"
+        connect_timeout = "5s"
+        "#,
+        port = broker.tls_port(),
+        ca = ca_file.display(),
+    );
+    tether::config::parse(&text, broker.dir()).expect("valid test config")
+}
+
+fn start(cfg: &tether::config::Config, router: Router) -> (Hub, CancellationToken) {
+    let stop = CancellationToken::new();
+    let hub = hub::start(
+        &cfg.hub,
+        router,
+        Arc::new(SystemClock),
+        serde_json::Map::new(),
+        Beat::detached(),
+        stop.clone(),
+    )
+    .expect("hub starts");
+    (hub, stop)
+}
+
+async fn wait_for(rx: &mut watch::Receiver<HubStatus>, what: &str, f: impl Fn(&HubStatus) -> bool) -> HubStatus {
+    let got = tokio::time::timeout(WAIT, rx.wait_for(|s| f(s)))
+        .await
+        .map(|r| r.map(|s| s.clone()));
+    match got {
+        Ok(Ok(s)) => s,
+        _ => panic!("hub never reached: {what}; last status {:?}", rx.borrow()),
+    }
+}
+
+fn echo_router() -> Router {
+    let mut r = Router::new();
+    r.method("Echo", |c: MethodCall| async move {
+        MethodResponse {
+            status: 200,
+            body: c.payload,
+        }
+    });
+    r
+}
+
+fn broker_with_dev1() -> Broker {
+    Broker::start(BrokerOptions::new().user("dev1", "s3cret"))
+}
+
+/// A device with the right password connects over TLS, announces itself
+/// retained, and its telemetry arrives with the pinned topic and property
+/// bag; the PUBACK comes back as a delivery notice for its token.
+#[tokio::test]
+async fn connects_over_tls_with_a_password_and_publishes_telemetry() {
+    let broker = broker_with_dev1();
+    let cfg = plain_config(&broker, "s3cret", &broker.ca_pem_path());
+    let mut cloud = Cloud::connect(broker.plain_port(), &["devices/dev1/#"]).await;
+    let (mut hub, stop) = start(&cfg, Router::new());
+    let mut status = hub.handle.watch_status();
+    wait_for(&mut status, "connected", HubStatus::is_connected).await;
+    assert_eq!(hub.deliveries.recv().await, Some(Delivery::Connected(1)));
+
+    let online = cloud.next_on("devices/dev1/status", WAIT).await;
+
+    let online: Value = serde_json::from_slice(&online.payload).unwrap();
+    assert_eq!(online["online"], true);
+
+    let msg = Telemetry {
+        message_id: "0b6e5a55-1f3c-4f55-9d3a-3d0b5f8c0001".into(),
+        message_type: "attribute".into(),
+        payload: br#"{"attributeId":1}"#.to_vec(),
+        properties: vec![],
+    };
+    hub.handle.publish_telemetry(&msg, Some(77)).await.unwrap();
+    let got = cloud.next_on("devices/dev1/messages/events/", WAIT).await;
+    assert_eq!(
+        got.topic,
+        "devices/dev1/messages/events/%24.mid=0b6e5a55-1f3c-4f55-9d3a-3d0b5f8c0001\
+         &%24.ct=application%2Fjson&%24.ce=utf-8&type=attribute"
+    );
+    assert_eq!(&got.payload[..], br#"{"attributeId":1}"#);
+    let ack = tokio::time::timeout(WAIT, hub.deliveries.recv()).await.unwrap();
+    assert_eq!(ack, Some(Delivery::Acked(77)));
+    stop.cancel();
+    hub.task.await.unwrap();
+}
+
+/// A wrong password is reported as refused credentials, not as a network
+/// problem, and the session keeps retrying.
+#[tokio::test]
+async fn a_wrong_password_is_reported_as_such() {
+    let broker = broker_with_dev1();
+    let cfg = plain_config(&broker, "wrong", &broker.ca_pem_path());
+    let (hub, stop) = start(&cfg, Router::new());
+    let mut status = hub.handle.watch_status();
+    let s = wait_for(&mut status, "auth failure", |s| s.last_failure.is_some()).await;
+    assert_eq!(s.state, ConnState::Disconnected);
+    assert_eq!(s.last_failure, Some(Failure::Auth));
+    let msg = s.last_error.unwrap();
+    assert!(msg.contains("refused the credentials"), "{msg}");
+    assert!(!msg.contains("wrong"), "the password leaked: {msg}");
+    stop.cancel();
+    hub.task.await.unwrap();
+}
+
+/// A broker whose certificate is not signed by a trusted CA is refused
+/// with a TLS error that says so.
+#[tokio::test]
+async fn an_untrusted_certificate_is_refused() {
+    let broker = broker_with_dev1();
+    let dir = tempfile::tempdir().unwrap();
+    let other = dir.path().join("other-ca.pem");
+    std::fs::write(&other, untrusted_ca_pem()).unwrap();
+    let cfg = plain_config(&broker, "s3cret", &other);
+    let (hub, stop) = start(&cfg, Router::new());
+    let mut status = hub.handle.watch_status();
+    let s = wait_for(&mut status, "tls failure", |s| s.last_failure.is_some()).await;
+    assert_eq!(s.last_failure, Some(Failure::Tls), "{:?}", s.last_error);
+    assert!(s.last_error.unwrap().contains("TLS with localhost"));
+    stop.cancel();
+    hub.task.await.unwrap();
+}
+
+/// Killing the broker drops the session; it reports the loss of in-flight
+/// messages and reconnects by itself once the broker is back.
+#[tokio::test]
+async fn reconnects_after_the_broker_is_killed_and_restarted() {
+    let mut broker = broker_with_dev1();
+    let cfg = plain_config(&broker, "s3cret", &broker.ca_pem_path());
+    let (mut hub, stop) = start(&cfg, Router::new());
+    let mut status = hub.handle.watch_status();
+    wait_for(&mut status, "connected", HubStatus::is_connected).await;
+    assert_eq!(hub.deliveries.recv().await, Some(Delivery::Connected(1)));
+
+    broker.kill();
+    wait_for(&mut status, "disconnected", |s| s.state == ConnState::Disconnected).await;
+    assert_eq!(hub.deliveries.recv().await, Some(Delivery::InFlightLost));
+    broker.restart();
+    let s = wait_for(&mut status, "reconnected", |s| s.is_connected() && s.connects == 2).await;
+    assert!(s.disconnects >= 1);
+    assert_eq!(hub.deliveries.recv().await, Some(Delivery::Connected(2)));
+    stop.cancel();
+    hub.task.await.unwrap();
+}
+
+/// A method call published by the cloud is routed by name and answered on
+/// the response topic with the same `$rid` and the handler's status.
+#[tokio::test]
+async fn a_method_call_round_trips() {
+    let broker = broker_with_dev1();
+    let cfg = plain_config(&broker, "s3cret", &broker.ca_pem_path());
+    let mut cloud = Cloud::connect(broker.plain_port(), &["devices/dev1/methods/res/#"]).await;
+    let (hub, stop) = start(&cfg, echo_router());
+    let mut status = hub.handle.watch_status();
+    wait_for(&mut status, "connected", HubStatus::is_connected).await;
+    // The subscription is made right after CONNACK; give it a moment.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    cloud
+        .publish("devices/dev1/methods/POST/Echo/?$rid=42", r#"{"hello":1}"#, false)
+        .await;
+    let res = cloud.next_on("devices/dev1/methods/res/", WAIT).await;
+    assert_eq!(res.topic, "devices/dev1/methods/res/200/?$rid=42");
+    assert_eq!(serde_json::from_slice::<Value>(&res.payload).unwrap(), json!({"hello": 1}));
+    stop.cancel();
+    hub.task.await.unwrap();
+}
+
+/// An unknown method gets a 404 answer, never silence.
+#[tokio::test]
+async fn an_unknown_method_gets_404() {
+    let broker = broker_with_dev1();
+    let cfg = plain_config(&broker, "s3cret", &broker.ca_pem_path());
+    let mut cloud = Cloud::connect(broker.plain_port(), &["devices/dev1/methods/res/#"]).await;
+    let (hub, stop) = start(&cfg, echo_router());
+    let mut status = hub.handle.watch_status();
+    wait_for(&mut status, "connected", HubStatus::is_connected).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    cloud
+        .publish("devices/dev1/methods/POST/Reboot/?$rid=7", "{}", false)
+        .await;
+    let res = cloud.next_on("devices/dev1/methods/res/", WAIT).await;
+    assert_eq!(res.topic, "devices/dev1/methods/res/404/?$rid=7");
+    let body: Value = serde_json::from_slice(&res.payload).unwrap();
+    assert_eq!(body["error"], "unknown method");
+    stop.cancel();
+    hub.task.await.unwrap();
+}
+
+/// On a clean stop the presence document says offline (a clean DISCONNECT
+/// suppresses the Last Will, so tether publishes it itself).
+#[tokio::test]
+async fn a_clean_stop_leaves_the_device_marked_offline() {
+    let broker = broker_with_dev1();
+    let cfg = plain_config(&broker, "s3cret", &broker.ca_pem_path());
+    let (hub, stop) = start(&cfg, Router::new());
+    let mut status = hub.handle.watch_status();
+    wait_for(&mut status, "connected", HubStatus::is_connected).await;
+    stop.cancel();
+    hub.task.await.unwrap();
+    // A new subscriber sees the retained presence document.
+    let mut cloud = Cloud::connect(broker.plain_port(), &["devices/dev1/status"]).await;
+    let p = cloud.next_on("devices/dev1/status", WAIT).await;
+    let doc: Value = serde_json::from_slice(&p.payload).unwrap();
+    assert_eq!(doc["online"], false);
+}
+
+/// Reported properties go out retained on a plain broker, merged.
+#[tokio::test]
+async fn reported_properties_are_retained_and_merged() {
+    let broker = broker_with_dev1();
+    let cfg = plain_config(&broker, "s3cret", &broker.ca_pem_path());
+    let (hub, stop) = start(&cfg, Router::new());
+    let mut status = hub.handle.watch_status();
+    wait_for(&mut status, "connected", HubStatus::is_connected).await;
+    let patch = json!({"attributes": {"1": "true"}, "site": "B2"});
+    hub.handle.report(patch.as_object().unwrap().clone()).await.unwrap();
+    let patch = json!({"site": null});
+    hub.handle.report(patch.as_object().unwrap().clone()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut cloud = Cloud::connect(broker.plain_port(), &["devices/dev1/twin/reported"]).await;
+    let p = cloud.next_on("devices/dev1/twin/reported", WAIT).await;
+    assert!(p.retain);
+    let doc: Value = serde_json::from_slice(&p.payload).unwrap();
+    assert_eq!(doc, json!({"attributes": {"1": "true"}}));
+    stop.cancel();
+    hub.task.await.unwrap();
+}
+
+/// MQTT over WebSocket for sites that only let HTTP(S) out.
+#[tokio::test]
+async fn connects_over_websocket() {
+    let broker = Broker::start(
+        BrokerOptions::new()
+            .user("dev1", "s3cret")
+            .plain_anonymous(false)
+            .websockets(true),
+    );
+    let text = format!(
+        r#"
+        [hub]
+        url = "mqtt://localhost:{port}"
+        allow_insecure = true
+        transport = "websocket"
+        device_id = "dev1"
+        username = "dev1"
+        password = "s3cret"
+        keep_alive = "5s"
+        "#,
+        port = broker.ws_port().expect("websockets listener"),
+    );
+    let cfg = tether::config::parse(&text, broker.dir()).expect("valid config");
+    let (hub, stop) = start(&cfg, Router::new());
+    let mut status = hub.handle.watch_status();
+    wait_for(&mut status, "connected over websocket", HubStatus::is_connected).await;
+    stop.cancel();
+    hub.task.await.unwrap();
+}
+
+/// Two agents with one device id kick each other off; the session says
+/// that another client is probably using the same id.
+#[tokio::test]
+async fn a_duplicate_device_id_is_named_as_the_likely_cause() {
+    let broker = broker_with_dev1();
+    let cfg = plain_config(&broker, "s3cret", &broker.ca_pem_path());
+    let (a, stop_a) = start(&cfg, Router::new());
+    let (b, stop_b) = start(&cfg, Router::new());
+    let mut sa = a.handle.watch_status();
+    let mut sb = b.handle.watch_status();
+    let hint = |s: &HubStatus| {
+        s.last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("another client is probably connected"))
+    };
+    let found = tokio::time::timeout(Duration::from_secs(60), async {
+        tokio::select! {
+            r = sa.wait_for(hint) => r.is_ok(),
+            r = sb.wait_for(hint) => r.is_ok(),
+        }
+    })
+    .await;
+    assert_eq!(found, Ok(true), "a: {:?}\nb: {:?}", a.handle.status(), b.handle.status());
+    stop_a.cancel();
+    stop_b.cancel();
+    a.task.await.unwrap();
+    b.task.await.unwrap();
+}
