@@ -69,7 +69,13 @@ fn check_config(path: &std::path::Path) -> i32 {
             0
         }
         Err(e) => {
-            eprintln!("{}: {e}", path.display());
+            // Read and syntax errors name the file themselves.
+            match e {
+                config::ConfigError::Io { .. } | config::ConfigError::Syntax { .. } => {
+                    eprintln!("{e}")
+                }
+                _ => eprintln!("{}: {e}", path.display()),
+            }
             app::EXIT_CONFIG
         }
     }

@@ -12,14 +12,20 @@ use support::mqtt::Cloud;
 use support::{untrusted_ca_pem, Broker, BrokerOptions};
 use tether::clock::SystemClock;
 use tether::hub::backoff::Failure;
-use tether::hub::{self, ConnState, Delivery, Hub, HubStatus, MethodCall, MethodResponse, Router, Telemetry};
+use tether::hub::{
+    self, ConnState, Delivery, Hub, HubStatus, MethodCall, MethodResponse, Router, Telemetry,
+};
 use tether::service::Beat;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 const WAIT: Duration = Duration::from_secs(10);
 
-fn plain_config(broker: &Broker, password: &str, ca_file: &std::path::Path) -> tether::config::Config {
+fn plain_config(
+    broker: &Broker,
+    password: &str,
+    ca_file: &std::path::Path,
+) -> tether::config::Config {
     let text = format!(
         r#"
         [hub]
@@ -51,7 +57,11 @@ fn start(cfg: &tether::config::Config, router: Router) -> (Hub, CancellationToke
     (hub, stop)
 }
 
-async fn wait_for(rx: &mut watch::Receiver<HubStatus>, what: &str, f: impl Fn(&HubStatus) -> bool) -> HubStatus {
+async fn wait_for(
+    rx: &mut watch::Receiver<HubStatus>,
+    what: &str,
+    f: impl Fn(&HubStatus) -> bool,
+) -> HubStatus {
     let got = tokio::time::timeout(WAIT, rx.wait_for(|s| f(s)))
         .await
         .map(|r| r.map(|s| s.clone()));
@@ -108,7 +118,9 @@ async fn connects_over_tls_with_a_password_and_publishes_telemetry() {
          &%24.ct=application%2Fjson&%24.ce=utf-8&type=attribute"
     );
     assert_eq!(&got.payload[..], br#"{"attributeId":1}"#);
-    let ack = tokio::time::timeout(WAIT, hub.deliveries.recv()).await.unwrap();
+    let ack = tokio::time::timeout(WAIT, hub.deliveries.recv())
+        .await
+        .unwrap();
     assert_eq!(ack, Some(Delivery::Acked(77)));
     stop.cancel();
     hub.task.await.unwrap();
@@ -162,10 +174,16 @@ async fn reconnects_after_the_broker_is_killed_and_restarted() {
     assert_eq!(hub.deliveries.recv().await, Some(Delivery::Connected(1)));
 
     broker.kill();
-    wait_for(&mut status, "disconnected", |s| s.state == ConnState::Disconnected).await;
+    wait_for(&mut status, "disconnected", |s| {
+        s.state == ConnState::Disconnected
+    })
+    .await;
     assert_eq!(hub.deliveries.recv().await, Some(Delivery::InFlightLost));
     broker.restart();
-    let s = wait_for(&mut status, "reconnected", |s| s.is_connected() && s.connects == 2).await;
+    let s = wait_for(&mut status, "reconnected", |s| {
+        s.is_connected() && s.connects == 2
+    })
+    .await;
     assert!(s.disconnects >= 1);
     assert_eq!(hub.deliveries.recv().await, Some(Delivery::Connected(2)));
     stop.cancel();
@@ -186,11 +204,18 @@ async fn a_method_call_round_trips() {
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     cloud
-        .publish("devices/dev1/methods/POST/Echo/?$rid=42", r#"{"hello":1}"#, false)
+        .publish(
+            "devices/dev1/methods/POST/Echo/?$rid=42",
+            r#"{"hello":1}"#,
+            false,
+        )
         .await;
     let res = cloud.next_on("devices/dev1/methods/res/", WAIT).await;
     assert_eq!(res.topic, "devices/dev1/methods/res/200/?$rid=42");
-    assert_eq!(serde_json::from_slice::<Value>(&res.payload).unwrap(), json!({"hello": 1}));
+    assert_eq!(
+        serde_json::from_slice::<Value>(&res.payload).unwrap(),
+        json!({"hello": 1})
+    );
     stop.cancel();
     hub.task.await.unwrap();
 }
@@ -244,9 +269,15 @@ async fn reported_properties_are_retained_and_merged() {
     let mut status = hub.handle.watch_status();
     wait_for(&mut status, "connected", HubStatus::is_connected).await;
     let patch = json!({"attributes": {"1": "true"}, "site": "B2"});
-    hub.handle.report(patch.as_object().unwrap().clone()).await.unwrap();
+    hub.handle
+        .report(patch.as_object().unwrap().clone())
+        .await
+        .unwrap();
     let patch = json!({"site": null});
-    hub.handle.report(patch.as_object().unwrap().clone()).await.unwrap();
+    hub.handle
+        .report(patch.as_object().unwrap().clone())
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     let mut cloud = Cloud::connect(broker.plain_port(), &["devices/dev1/twin/reported"]).await;
     let p = cloud.next_on("devices/dev1/twin/reported", WAIT).await;
@@ -269,9 +300,8 @@ async fn connects_over_websocket() {
     let text = format!(
         r#"
         [hub]
-        url = "mqtt://localhost:{port}"
+        url = "ws://localhost:{port}/mqtt"
         allow_insecure = true
-        transport = "websocket"
         device_id = "dev1"
         username = "dev1"
         password = "s3cret"
@@ -282,7 +312,12 @@ async fn connects_over_websocket() {
     let cfg = tether::config::parse(&text, broker.dir()).expect("valid config");
     let (hub, stop) = start(&cfg, Router::new());
     let mut status = hub.handle.watch_status();
-    wait_for(&mut status, "connected over websocket", HubStatus::is_connected).await;
+    wait_for(
+        &mut status,
+        "connected over websocket",
+        HubStatus::is_connected,
+    )
+    .await;
     stop.cancel();
     hub.task.await.unwrap();
 }
@@ -309,7 +344,13 @@ async fn a_duplicate_device_id_is_named_as_the_likely_cause() {
         }
     })
     .await;
-    assert_eq!(found, Ok(true), "a: {:?}\nb: {:?}", a.handle.status(), b.handle.status());
+    assert_eq!(
+        found,
+        Ok(true),
+        "a: {:?}\nb: {:?}",
+        a.handle.status(),
+        b.handle.status()
+    );
     stop_a.cancel();
     stop_b.cancel();
     a.task.await.unwrap();

@@ -172,7 +172,7 @@ pub enum Transport {
 /// The controller's local REST API.
 #[derive(Debug, Clone)]
 pub struct ControllerConfig {
-    /// Base URL, e.g. `https://127.0.0.1` (required; no trailing `/`).
+    /// Base URL; default `https://127.0.0.1` (stored without a trailing `/`).
     pub base_url: String,
     /// Basic auth username.
     pub username: Option<String>,

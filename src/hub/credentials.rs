@@ -86,11 +86,7 @@ impl CredentialSource {
         let kind = match &a.auth {
             AzureAuth::SharedAccessKey(key) => Kind::AzureKey {
                 username,
-                resource_uri: sas::resource_uri(
-                    &a.host_name,
-                    &a.device_id,
-                    a.module_id.as_deref(),
-                ),
+                resource_uri: sas::resource_uri(&a.host_name, &a.device_id, a.module_id.as_deref()),
                 key: key.clone(),
                 ttl,
             },

@@ -29,7 +29,10 @@ pub fn classify(err: &ConnectionError, target: &str) -> (Failure, String) {
             Failure::Network,
             format!("connection to {target} lost: {e}"),
         ),
-        other => (Failure::Network, format!("connection to {target} failed: {other}")),
+        other => (
+            Failure::Network,
+            format!("connection to {target} failed: {other}"),
+        ),
     }
 }
 

@@ -43,7 +43,10 @@ impl Telemetry {
             ("$.ce", "utf-8"),
             ("type", self.message_type.as_str()),
         ];
-        let custom = self.properties.iter().map(|(k, v)| (k.as_str(), v.as_str()));
+        let custom = self
+            .properties
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()));
         properties::encode(standard.into_iter().chain(custom))
     }
 }
@@ -142,7 +145,11 @@ impl HubHandle {
     /// # Errors
     /// [`PublishError::TooLarge`] over the hub's limit, [`PublishError::Closed`]
     /// after shutdown.
-    pub async fn publish_telemetry(&self, msg: &Telemetry, token: Option<Token>) -> Result<(), PublishError> {
+    pub async fn publish_telemetry(
+        &self,
+        msg: &Telemetry,
+        token: Option<Token>,
+    ) -> Result<(), PublishError> {
         let topic = self.shared.topics.telemetry(&msg.property_bag());
         let size = topic.len() + msg.payload.len();
         if size > super::options::MAX_PACKET_BYTES - 16 {
@@ -191,7 +198,9 @@ impl HubHandle {
             self.shared.reconnect_now.store(true, Ordering::SeqCst);
             if self.shared.client.try_disconnect().is_err() {
                 self.shared.reconnect_now.store(false, Ordering::SeqCst);
-                tracing::debug!("disconnect not queued; the new config applies at the next reconnect");
+                tracing::debug!(
+                    "disconnect not queued; the new config applies at the next reconnect"
+                );
             }
         }
         Ok(())
@@ -234,7 +243,12 @@ impl HubHandle {
                 let topic = self.shared.topics.twin_reported(&next_rid());
                 self.shared
                     .client
-                    .publish(topic, QoS::AtMostOnce, false, Value::Object(patch).to_string())
+                    .publish(
+                        topic,
+                        QoS::AtMostOnce,
+                        false,
+                        Value::Object(patch).to_string(),
+                    )
                     .await
                     .map_err(|_| PublishError::Closed)
             }
@@ -246,7 +260,13 @@ impl HubHandle {
         }
     }
 
-    async fn publish_qos1(&self, topic: &str, payload: &[u8], retain: bool, token: Option<Token>) -> Result<(), PublishError> {
+    async fn publish_qos1(
+        &self,
+        topic: &str,
+        payload: &[u8],
+        retain: bool,
+        token: Option<Token>,
+    ) -> Result<(), PublishError> {
         loop {
             let sent = self.shared.queued.push_with(token, || {
                 self.shared
@@ -310,9 +330,15 @@ mod tests {
 
     #[test]
     fn merge_deletes_nulls_and_merges_objects() {
-        let mut doc = json!({"a": 1, "b": {"x": 1, "y": 2}}).as_object().unwrap().clone();
+        let mut doc = json!({"a": 1, "b": {"x": 1, "y": 2}})
+            .as_object()
+            .unwrap()
+            .clone();
         let patch = json!({"a": null, "b": {"y": 3}, "c": true});
         merge(&mut doc, patch.as_object().unwrap());
-        assert_eq!(Value::Object(doc), json!({"b": {"x": 1, "y": 3}, "c": true}));
+        assert_eq!(
+            Value::Object(doc),
+            json!({"b": {"x": 1, "y": 3}, "c": true})
+        );
     }
 }

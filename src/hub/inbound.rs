@@ -49,7 +49,8 @@ impl Session {
         let handle = self.handle.clone();
         let Ok(permit) = self.method_slots.clone().try_acquire_owned() else {
             warn!(method = %name, %rid, "too many direct-method calls in progress; answering 503");
-            let busy = MethodResponse::error(503, "busy", "too many calls in progress, retry later");
+            let busy =
+                MethodResponse::error(503, "busy", "too many calls in progress, retry later");
             tokio::spawn(async move {
                 let _ = handle.respond(&rid, &busy).await;
             });
@@ -88,7 +89,10 @@ impl Session {
                     Err(e) => warn!(error = %e, "the twin document is not JSON; ignoring it"),
                 }
             } else {
-                warn!(status, "the hub refused the twin GET; desired properties may be stale");
+                warn!(
+                    status,
+                    "the hub refused the twin GET; desired properties may be stale"
+                );
             }
         } else if status >= 400 {
             warn!(status, %rid, "the hub refused a reported-properties update");

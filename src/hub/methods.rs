@@ -107,7 +107,10 @@ impl Router {
     }
 
     /// Registers a desired-properties handler.
-    pub fn desired(&mut self, f: impl Fn(serde_json::Value, bool) + Send + Sync + 'static) -> &mut Self {
+    pub fn desired(
+        &mut self,
+        f: impl Fn(serde_json::Value, bool) + Send + Sync + 'static,
+    ) -> &mut Self {
         self.desired.push(Arc::new(f));
         self
     }

@@ -1,6 +1,8 @@
 //! Builds rumqttc's connection options from the validated hub config.
 
-use rumqttc::{LastWill, MqttOptions, Proxy, ProxyAuth, ProxyType, QoS, TlsConfiguration, Transport};
+use rumqttc::{
+    LastWill, MqttOptions, Proxy, ProxyAuth, ProxyType, QoS, TlsConfiguration, Transport,
+};
 
 use crate::config::{ClientCert, HubConfig, HubEndpoint, Transport as WireTransport};
 use crate::tls::{self, TlsError};
@@ -48,7 +50,10 @@ pub fn target(cfg: &HubConfig) -> Target {
     let ws = cfg.transport == WireTransport::WebSocket;
     match &cfg.endpoint {
         HubEndpoint::Azure(a) => Target {
-            host: a.gateway_host_name.clone().unwrap_or_else(|| a.host_name.clone()),
+            host: a
+                .gateway_host_name
+                .clone()
+                .unwrap_or_else(|| a.host_name.clone()),
             port: a.port.unwrap_or(if ws { 443 } else { 8883 }),
             tls: true,
         },
@@ -74,16 +79,24 @@ fn client_cert(cfg: &HubConfig) -> Option<&ClientCert> {
 ///
 /// # Errors
 /// When TLS files cannot be loaded or the proxy setting is malformed.
-pub fn build(cfg: &HubConfig, client_id: &str, topics: &Topics) -> Result<MqttOptions, OptionsError> {
+pub fn build(
+    cfg: &HubConfig,
+    client_id: &str,
+    topics: &Topics,
+) -> Result<MqttOptions, OptionsError> {
     let t = target(cfg);
     let ws = cfg.transport == WireTransport::WebSocket;
     let mut opts = if ws {
-        let path = match cfg.endpoint {
+        let path = match &cfg.endpoint {
             HubEndpoint::Azure(_) => "/$iothub/websocket",
-            HubEndpoint::Broker(_) => "/mqtt",
+            HubEndpoint::Broker(b) => b.path.as_str(),
         };
         let scheme = if t.tls { "wss" } else { "ws" };
-        MqttOptions::new(client_id, format!("{scheme}://{}:{}{path}", t.host, t.port), t.port)
+        MqttOptions::new(
+            client_id,
+            format!("{scheme}://{}:{}{path}", t.host, t.port),
+            t.port,
+        )
     } else {
         MqttOptions::new(client_id, t.host.clone(), t.port)
     };
@@ -95,7 +108,11 @@ pub fn build(cfg: &HubConfig, client_id: &str, topics: &Topics) -> Result<MqttOp
     if t.tls {
         let tls = tls::client_config(cfg.ca_file.as_deref(), client_cert(cfg))?;
         let tls = TlsConfiguration::Rustls(tls);
-        opts.set_transport(if ws { Transport::Wss(tls) } else { Transport::Tls(tls) });
+        opts.set_transport(if ws {
+            Transport::Wss(tls)
+        } else {
+            Transport::Tls(tls)
+        });
     } else if ws {
         opts.set_transport(Transport::Ws);
     }
@@ -152,7 +169,6 @@ fn redact_userinfo(s: &str) -> String {
         None => s.to_string(),
     }
 }
-
 
 #[cfg(test)]
 mod tests {

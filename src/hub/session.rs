@@ -157,10 +157,10 @@ impl Session {
     async fn run(mut self) {
         let stopper = self.spawn_stopper();
         loop {
-            if self.eventloop.network.is_none() {
-                if self.shutdown.is_cancelled() || !self.prepare_connect().await {
-                    break;
-                }
+            if self.eventloop.network.is_none()
+                && (self.shutdown.is_cancelled() || !self.prepare_connect().await)
+            {
+                break;
             }
             let event = if self.shutdown.is_cancelled() {
                 // Draining after DISCONNECT was requested: bounded.
@@ -184,11 +184,13 @@ impl Session {
                 Ok(event) => {
                     self.on_event(event);
                     let keep_alive = self.eventloop.mqtt_options.keep_alive();
-                    self.beat.beat_expecting(keep_alive + self.connect_timeout + SLACK);
+                    self.beat
+                        .beat_expecting(keep_alive + self.connect_timeout + SLACK);
                 }
                 Err(err) => {
                     let delay = self.on_error(&err);
-                    self.beat.beat_expecting(delay + self.connect_timeout + SLACK);
+                    self.beat
+                        .beat_expecting(delay + self.connect_timeout + SLACK);
                     tokio::select! {
                         () = tokio::time::sleep(delay) => {}
                         () = self.shutdown.cancelled() => break,
@@ -217,7 +219,9 @@ impl Session {
                 let offline = r#"{"online":false}"#;
                 let topic = shared.topics.status();
                 let _ = shared.queued.push_with(None, || {
-                    shared.client.try_publish(topic, QoS::AtLeastOnce, true, offline)
+                    shared
+                        .client
+                        .try_publish(topic, QoS::AtLeastOnce, true, offline)
                 });
             }
             let _ = shared.client.try_disconnect();
@@ -269,7 +273,8 @@ impl Session {
             .mqtt_options
             .set_credentials(creds.username.clone(), password.unwrap_or_default());
         let expires = creds.expires_at.map(unix_seconds);
-        self.status.send_modify(|s| s.credential_expires_at = expires);
+        self.status
+            .send_modify(|s| s.credential_expires_at = expires);
         self.schedule_renewal(creds.renew_at);
         if self.status.borrow().state != ConnState::Disconnected {
             self.set_state(ConnState::Connecting, None, None);
@@ -340,9 +345,12 @@ impl Session {
 
     fn subscribe(&self) {
         let client = &self.handle.shared.client;
-        let subs = self.handle.topics().subscriptions().into_iter().map(|t| {
-            rumqttc::SubscribeFilter::new(t, QoS::AtLeastOnce)
-        });
+        let subs = self
+            .handle
+            .topics()
+            .subscriptions()
+            .into_iter()
+            .map(|t| rumqttc::SubscribeFilter::new(t, QoS::AtLeastOnce));
         if let Err(e) = client.try_subscribe_many(subs) {
             warn!(error = %e, "could not queue subscriptions; they will be retried on reconnect");
         }
@@ -373,9 +381,12 @@ impl Session {
             }
             Scheme::Azure => {
                 let rid = super::handle::next_rid();
-                let get = shared
-                    .client
-                    .try_publish(topics.twin_get(&rid), QoS::AtMostOnce, false, Vec::new());
+                let get = shared.client.try_publish(
+                    topics.twin_get(&rid),
+                    QoS::AtMostOnce,
+                    false,
+                    Vec::new(),
+                );
                 self.twin_get = Some(rid);
                 let patch = shared.client.try_publish(
                     topics.twin_reported(&super::handle::next_rid()),
@@ -391,10 +402,17 @@ impl Session {
         }
     }
 
-    fn publish_untracked(&self, topic: String, body: String, retain: bool) -> Result<(), rumqttc::ClientError> {
+    fn publish_untracked(
+        &self,
+        topic: String,
+        body: String,
+        retain: bool,
+    ) -> Result<(), rumqttc::ClientError> {
         let shared = &self.handle.shared;
         shared.queued.push_with(None, || {
-            shared.client.try_publish(topic, QoS::AtLeastOnce, retain, body)
+            shared
+                .client
+                .try_publish(topic, QoS::AtLeastOnce, retain, body)
         })
     }
 
@@ -407,7 +425,12 @@ impl Session {
             r.abort();
         }
         self.status.send_modify(|s| s.disconnects += 1);
-        if self.handle.shared.reconnect_now.swap(false, Ordering::SeqCst) {
+        if self
+            .handle
+            .shared
+            .reconnect_now
+            .swap(false, Ordering::SeqCst)
+        {
             info!("reconnecting with fresh credentials");
             self.set_state(ConnState::Connecting, None, None);
             return Duration::ZERO;
@@ -470,7 +493,12 @@ impl Session {
         }
     }
 
-    pub(super) fn set_state(&self, state: ConnState, error: Option<String>, failure: Option<Failure>) {
+    pub(super) fn set_state(
+        &self,
+        state: ConnState,
+        error: Option<String>,
+        failure: Option<Failure>,
+    ) {
         let now = self.clock.now();
         self.status.send_modify(|s| {
             if s.state != state {

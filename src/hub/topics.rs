@@ -245,7 +245,10 @@ mod tests {
             name: "RestApi".into(),
             rid: "1f".into(),
         };
-        assert_eq!(azure().classify("$iothub/methods/POST/RestApi/?$rid=1f"), call);
+        assert_eq!(
+            azure().classify("$iothub/methods/POST/RestApi/?$rid=1f"),
+            call
+        );
         assert_eq!(
             plain().classify("devices/dev1/methods/POST/RestApi/?$rid=1f"),
             call
@@ -306,8 +309,7 @@ mod tests {
 
     #[test]
     fn c2d_properties_are_decoded() {
-        let got =
-            azure().classify("devices/dev1/messages/devicebound/%24.mid=9&type=setAttribute");
+        let got = azure().classify("devices/dev1/messages/devicebound/%24.mid=9&type=setAttribute");
         let Inbound::CloudToDevice { properties: p } = got else {
             panic!("not c2d: {got:?}")
         };
@@ -317,7 +319,10 @@ mod tests {
     #[test]
     fn module_topics_use_the_module_path() {
         let t = Topics::new(Scheme::Azure, "dev1", Some("m1"));
-        assert_eq!(t.telemetry("a=b"), "devices/dev1/modules/m1/messages/events/a=b");
+        assert_eq!(
+            t.telemetry("a=b"),
+            "devices/dev1/modules/m1/messages/events/a=b"
+        );
         assert_eq!(t.subscriptions().len(), 3);
     }
 }

@@ -20,7 +20,11 @@ pub struct Queued(Arc<Mutex<VecDeque<Option<Token>>>>);
 impl Queued {
     /// Runs `send` with the queue locked and records `token` only if it
     /// succeeded, so the order of records is the order of the channel.
-    pub fn push_with<E>(&self, token: Option<Token>, send: impl FnOnce() -> Result<(), E>) -> Result<(), E> {
+    pub fn push_with<E>(
+        &self,
+        token: Option<Token>,
+        send: impl FnOnce() -> Result<(), E>,
+    ) -> Result<(), E> {
         let mut q = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         send()?;
         q.push_back(token);
@@ -28,7 +32,10 @@ impl Queued {
     }
 
     fn pop(&self) -> Option<Option<Token>> {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner).pop_front()
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop_front()
     }
 
     fn drop_front(&self, n: usize) {
