@@ -303,7 +303,7 @@ fn plaintext_mqtt_needs_allow_insecure() {
 fn unsupported_schemes_and_credentials_in_urls_are_rejected() {
     assert_eq!(
         err(&with_hub("url = \"http://b\"\ndevice_id = \"d\"", "")),
-        "hub.url: unsupported scheme \"http\" (use mqtts://, mqtt:// or wss://)"
+        "hub.url: unsupported scheme \"http\" (use mqtts://, mqtt://, wss:// or ws://)"
     );
     let msg = err(&with_hub(
         "url = \"mqtts://u:hunter2@b\"\ndevice_id = \"d\"",
