@@ -356,3 +356,100 @@ async fn a_duplicate_device_id_is_named_as_the_likely_cause() {
     a.task.await.unwrap();
     b.task.await.unwrap();
 }
+
+/// Cloud-to-device messages reach the handler registered for their `type`
+/// property with the decoded properties and body.
+#[tokio::test]
+async fn c2d_messages_are_routed_by_type() {
+    let broker = broker_with_dev1();
+    let cfg = plain_config(&broker, "s3cret", &broker.ca_pem_path());
+    let (tx, mut rx) = tokio::sync::mpsc::channel(4);
+    let mut router = Router::new();
+    router.c2d("setAttribute", move |m: tether::hub::C2dMessage| {
+        let tx = tx.clone();
+        async move {
+            tx.send(m).await.map_err(|e| e.to_string())
+        }
+    });
+    let (hub, stop) = start(&cfg, router);
+    let mut status = hub.handle.watch_status();
+    wait_for(&mut status, "connected", HubStatus::is_connected).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let cloud = Cloud::connect(broker.plain_port(), &[]).await;
+    cloud
+        .publish(
+            "devices/dev1/messages/devicebound/%24.mid=m1&type=ping",
+            "ignored",
+            false,
+        )
+        .await;
+    cloud
+        .publish(
+            "devices/dev1/messages/devicebound/%24.mid=m2&type=setAttribute",
+            r#"{"attributeId":1,"value":"true"}"#,
+            false,
+        )
+        .await;
+    let m = tokio::time::timeout(WAIT, rx.recv()).await.unwrap().unwrap();
+    assert_eq!(tether::hub::properties::get(&m.properties, "$.mid"), Some("m2"));
+    assert_eq!(&m.payload[..], br#"{"attributeId":1,"value":"true"}"#);
+    stop.cancel();
+    hub.task.await.unwrap();
+}
+
+/// `hub.proxy`: the TLS connection is tunnelled through an HTTP CONNECT
+/// proxy (sites that only let HTTPS out through a proxy).
+#[tokio::test]
+async fn connects_through_an_http_connect_proxy() {
+    let broker = broker_with_dev1();
+    let (proxy_port, tunnels) = connect_proxy().await;
+    let mut cfg = plain_config(&broker, "s3cret", &broker.ca_pem_path());
+    cfg.hub.proxy = Some(format!("http://127.0.0.1:{proxy_port}"));
+    let (hub, stop) = start(&cfg, Router::new());
+    let mut status = hub.handle.watch_status();
+    wait_for(&mut status, "connected through the proxy", HubStatus::is_connected).await;
+    let target = tunnels.lock().unwrap().first().cloned();
+    assert_eq!(target, Some(format!("localhost:{}", broker.tls_port())));
+    stop.cancel();
+    hub.task.await.unwrap();
+}
+
+/// A minimal HTTP CONNECT proxy; records each tunnel's target.
+async fn connect_proxy() -> (u16, Arc<std::sync::Mutex<Vec<String>>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            let record = record.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && head.len() < 8192 {
+                    if client.read_exact(&mut byte).await.is_err() {
+                        return;
+                    }
+                    head.push(byte[0]);
+                }
+                let head = String::from_utf8_lossy(&head).into_owned();
+                let Some(target) = head
+                    .strip_prefix("CONNECT ")
+                    .and_then(|r| r.split_whitespace().next())
+                else {
+                    return;
+                };
+                record.lock().unwrap().push(target.to_string());
+                let Ok(mut upstream) = tokio::net::TcpStream::connect(target).await else {
+                    return;
+                };
+                let _ = client
+                    .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                    .await;
+                let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+            });
+        }
+    });
+    (port, seen)
+}
