@@ -367,9 +367,7 @@ async fn c2d_messages_are_routed_by_type() {
     let mut router = Router::new();
     router.c2d("setAttribute", move |m: tether::hub::C2dMessage| {
         let tx = tx.clone();
-        async move {
-            tx.send(m).await.map_err(|e| e.to_string())
-        }
+        async move { tx.send(m).await.map_err(|e| e.to_string()) }
     });
     let (hub, stop) = start(&cfg, router);
     let mut status = hub.handle.watch_status();
@@ -390,8 +388,14 @@ async fn c2d_messages_are_routed_by_type() {
             false,
         )
         .await;
-    let m = tokio::time::timeout(WAIT, rx.recv()).await.unwrap().unwrap();
-    assert_eq!(tether::hub::properties::get(&m.properties, "$.mid"), Some("m2"));
+    let m = tokio::time::timeout(WAIT, rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        tether::hub::properties::get(&m.properties, "$.mid"),
+        Some("m2")
+    );
     assert_eq!(&m.payload[..], br#"{"attributeId":1,"value":"true"}"#);
     stop.cancel();
     hub.task.await.unwrap();
@@ -407,7 +411,12 @@ async fn connects_through_an_http_connect_proxy() {
     cfg.hub.proxy = Some(format!("http://127.0.0.1:{proxy_port}"));
     let (hub, stop) = start(&cfg, Router::new());
     let mut status = hub.handle.watch_status();
-    wait_for(&mut status, "connected through the proxy", HubStatus::is_connected).await;
+    wait_for(
+        &mut status,
+        "connected through the proxy",
+        HubStatus::is_connected,
+    )
+    .await;
     let target = tunnels.lock().unwrap().first().cloned();
     assert_eq!(target, Some(format!("localhost:{}", broker.tls_port())));
     stop.cancel();
