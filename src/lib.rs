@@ -5,6 +5,8 @@
 //! - [`config`]: the TOML file, validated into typed settings.
 //! - [`hub`]: the one MQTT session to the hub: auth (SAS, x509, password),
 //!   topic scheme, reconnect with backoff, method routing, telemetry.
+//! - [`relay`]: executes the cloud's REST calls against the controller
+//!   (the device half of the Cloud Relay contract).
 //! - [`tls`]: rustls client configuration (ring provider).
 //! - [`clock`]: injected wall-clock time.
 //! - [`service`]: process life: signals, systemd notify and watchdog.
@@ -18,5 +20,6 @@ pub mod clock;
 pub mod config;
 pub mod hub;
 pub mod logging;
+pub mod relay;
 pub mod service;
 pub mod tls;
