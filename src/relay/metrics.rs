@@ -237,3 +237,9 @@ mod tests {
         assert_eq!(m.requests_with_status(200), 2);
     }
 }
+
+impl crate::admin::RenderMetrics for super::Relay {
+    fn render(&self, out: &mut String) {
+        self.metrics().render_prometheus(out);
+    }
+}
