@@ -14,7 +14,10 @@ fn main() {
         });
     // A day of slack: a device whose clock is set from a slightly older
     // source must still count as plausible.
-    println!("cargo:rustc-env=TETHER_BUILD_UNIX={}", epoch.saturating_sub(86_400));
+    println!(
+        "cargo:rustc-env=TETHER_BUILD_UNIX={}",
+        epoch.saturating_sub(86_400)
+    );
     println!("cargo:rerun-if-env-changed=SOURCE_DATE_EPOCH");
     println!("cargo:rerun-if-changed=build.rs");
 }

@@ -117,7 +117,11 @@ impl Daemon {
         tokio::spawn(async move { while deliveries.recv().await.is_some() {} });
 
         notify::ready();
-        info!(version = env!("CARGO_PKG_VERSION"), device = cfg.hub.endpoint.device_id(), "tether started");
+        info!(
+            version = env!("CARGO_PKG_VERSION"),
+            device = cfg.hub.endpoint.device_id(),
+            "tether started"
+        );
         loop {
             match signals.next().await {
                 Signal::Stop => break,

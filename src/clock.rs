@@ -56,7 +56,9 @@ pub type SharedClock = Arc<dyn Clock>;
 
 /// Seconds since the Unix epoch; 0 for times before it.
 pub fn unix_seconds(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// The build time less a day: any earlier reading means the clock has not

@@ -91,7 +91,10 @@ fn system_roots() -> RootCertStore {
 ///
 /// # Errors
 /// When the file is unreadable or holds no certificate.
-pub fn read_certs(path: &Path, what: &'static str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+pub fn read_certs(
+    path: &Path,
+    what: &'static str,
+) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let pem_err = |reason: String| TlsError::Pem {
         what,
         path: path.to_path_buf(),

@@ -28,7 +28,10 @@ pub struct HubMetrics {
 impl HubMetrics {
     /// Metrics for a session; `client_cert_not_after` is the expiry of the
     /// device's TLS client certificate, when it has one.
-    pub fn new(status: tokio::sync::watch::Receiver<HubStatus>, client_cert_not_after: Option<u64>) -> Arc<Self> {
+    pub fn new(
+        status: tokio::sync::watch::Receiver<HubStatus>,
+        client_cert_not_after: Option<u64>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             status,
             client_cert_not_after,
@@ -39,9 +42,25 @@ impl HubMetrics {
 impl RenderMetrics for HubMetrics {
     fn render(&self, out: &mut String) {
         let s = self.status.borrow().clone();
-        let connected = if s.state == ConnState::Connected { 1.0 } else { 0.0 };
-        family(out, "tether_hub_connected", "gauge", "1 while the hub session is connected.", connected);
-        family(out, "tether_hub_connects_total", "counter", "Successful hub connections.", s.connects as f64);
+        let connected = if s.state == ConnState::Connected {
+            1.0
+        } else {
+            0.0
+        };
+        family(
+            out,
+            "tether_hub_connected",
+            "gauge",
+            "1 while the hub session is connected.",
+            connected,
+        );
+        family(
+            out,
+            "tether_hub_connects_total",
+            "counter",
+            "Successful hub connections.",
+            s.connects as f64,
+        );
         family(
             out,
             "tether_hub_disconnects_total",
@@ -84,6 +103,10 @@ impl RenderMetrics for BuildInfo {
     fn render(&self, out: &mut String) {
         let _ = writeln!(out, "# HELP tether_build_info tether version.");
         let _ = writeln!(out, "# TYPE tether_build_info gauge");
-        let _ = writeln!(out, "tether_build_info{{version=\"{}\"}} 1", env!("CARGO_PKG_VERSION"));
+        let _ = writeln!(
+            out,
+            "tether_build_info{{version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        );
     }
 }

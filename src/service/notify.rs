@@ -52,7 +52,11 @@ pub fn watchdog_interval() -> Option<Duration> {
 
 /// Feeds the watchdog while `liveness` reports no stalled loop and mirrors
 /// the hub status into STATUS=. Runs until `shutdown`.
-pub async fn run(liveness: Liveness, mut hub: watch::Receiver<HubStatus>, shutdown: CancellationToken) {
+pub async fn run(
+    liveness: Liveness,
+    mut hub: watch::Receiver<HubStatus>,
+    shutdown: CancellationToken,
+) {
     let period = watchdog_interval().map(|d| d / 2);
     let mut tick = tokio::time::interval(period.unwrap_or(Duration::from_secs(3600)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -41,7 +41,10 @@ impl Cloud {
             }
         });
         for f in filters {
-            client.subscribe(*f, QoS::AtLeastOnce).await.expect("subscribe");
+            client
+                .subscribe(*f, QoS::AtLeastOnce)
+                .await
+                .expect("subscribe");
             tokio::time::timeout(Duration::from_secs(5), ready_rx.recv())
                 .await
                 .expect("SUBACK within 5 s");
