@@ -59,7 +59,11 @@ fn version_prints_the_version() {
 #[test]
 fn check_config_reports_syntax_errors_with_line_and_column() {
     let dir = tempfile::tempdir().unwrap();
-    let path = write(dir.path(), "bad.toml", "[hub]\nurl = \"mqtts://h:8883\"\ndevice_id = \n");
+    let path = write(
+        dir.path(),
+        "bad.toml",
+        "[hub]\nurl = \"mqtts://h:8883\"\ndevice_id = \n",
+    );
     let out = tether(&["check-config", "-c", path.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(64));
     let err = String::from_utf8_lossy(&out.stderr);
@@ -79,7 +83,10 @@ fn check_config_names_the_key_and_hides_secrets() {
     let out = tether(&["check-config", "-c", path.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(64));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("hub.connection_string: missing DeviceId"), "{err}");
+    assert!(
+        err.contains("hub.connection_string: missing DeviceId"),
+        "{err}"
+    );
     assert!(!err.contains("c2VjcmV0LWtleQ"), "{err}");
 
     let good = write(
@@ -88,7 +95,11 @@ fn check_config_names_the_key_and_hides_secrets() {
         "[hub]\nconnection_string = \"HostName=h.net;DeviceId=d1;SharedAccessKey=c2VjcmV0LWtleQ==\"\n",
     );
     let out = tether(&["check-config", "-c", good.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("d1"), "{text}");
     assert!(!text.contains("c2VjcmV0LWtleQ"), "{text}");
@@ -116,7 +127,11 @@ fn sas_token_matches_the_published_vector() {
 #[test]
 fn run_with_an_invalid_config_exits_64() {
     let dir = tempfile::tempdir().unwrap();
-    let path = write(dir.path(), "t.toml", "[hub]\nurl = \"ftp://x\"\ndevice_id = \"d\"\n");
+    let path = write(
+        dir.path(),
+        "t.toml",
+        "[hub]\nurl = \"ftp://x\"\ndevice_id = \"d\"\n",
+    );
     let out = tether(&["run", "-c", path.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&out.stderr).contains("hub.url"));
@@ -194,7 +209,12 @@ impl Running {
             std::thread::sleep(Duration::from_millis(50));
         };
         let mut err = String::new();
-        self.child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+        self.child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut err)
+            .unwrap();
         (status.code(), err)
     }
 }
@@ -236,7 +256,10 @@ fn the_daemon_notifies_systemd_reloads_and_stops_cleanly() {
     assert!(err.contains("configuration reloaded"), "{err}");
     assert!(err.contains("stopped"), "{err}");
     assert!(!err.contains(PASSWORD), "the password leaked into the logs");
-    assert!(!err.contains(new_password), "the password leaked into the logs");
+    assert!(
+        !err.contains(new_password),
+        "the password leaked into the logs"
+    );
 }
 
 /// The daemon starts and reports READY with the hub unreachable: offline

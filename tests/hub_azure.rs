@@ -59,7 +59,11 @@ fn key_conn() -> String {
     format!("HostName=localhost;DeviceId=dev1;SharedAccessKey={KEY_B64}")
 }
 
-fn start(cfg: &tether::config::Config, router: Router, clock: &ManualClock) -> (Hub, CancellationToken) {
+fn start(
+    cfg: &tether::config::Config,
+    router: Router,
+    clock: &ManualClock,
+) -> (Hub, CancellationToken) {
     let stop = CancellationToken::new();
     let hub = hub::start(
         &cfg.hub,
@@ -73,7 +77,11 @@ fn start(cfg: &tether::config::Config, router: Router, clock: &ManualClock) -> (
     (hub, stop)
 }
 
-async fn wait_for(rx: &mut watch::Receiver<HubStatus>, what: &str, f: impl Fn(&HubStatus) -> bool) -> HubStatus {
+async fn wait_for(
+    rx: &mut watch::Receiver<HubStatus>,
+    what: &str,
+    f: impl Fn(&HubStatus) -> bool,
+) -> HubStatus {
     let got = tokio::time::timeout(WAIT, rx.wait_for(|s| f(s)))
         .await
         .map(|r| r.map(|s| s.clone()));
@@ -101,7 +109,8 @@ async fn a_correct_sas_token_is_accepted() {
 /// A token signed with another key is refused as bad credentials.
 #[tokio::test]
 async fn a_wrong_key_is_refused() {
-    let broker = Broker::start(BrokerOptions::new().user(&username(), &token(b"another key", T0 + 3600)));
+    let broker =
+        Broker::start(BrokerOptions::new().user(&username(), &token(b"another key", T0 + 3600)));
     let clock = ManualClock::at_unix(T0);
     let cfg = config(&broker, &key_conn(), "1h", "");
     let (hub, stop) = start(&cfg, Router::new(), &clock);
@@ -131,9 +140,16 @@ async fn renewal_reconnects_with_a_new_token() {
     clock.advance(Duration::from_secs(100));
     broker.set_users(&[(&username(), &token(KEY, T0 + 100 + ttl))]);
     broker.reload();
-    let s = wait_for(&mut status, "renewed", |s| s.is_connected() && s.connects == 2).await;
+    let s = wait_for(&mut status, "renewed", |s| {
+        s.is_connected() && s.connects == 2
+    })
+    .await;
     assert_eq!(s.credential_expires_at, Some(T0 + 100 + ttl));
-    assert_eq!(s.last_failure, None, "renewal is not a failure: {:?}", s.last_error);
+    assert_eq!(
+        s.last_failure, None,
+        "renewal is not a failure: {:?}",
+        s.last_error
+    );
     stop.cancel();
     hub.task.await.unwrap();
 }
@@ -146,7 +162,11 @@ async fn methods_and_twin_use_the_iothub_topics() {
     let broker = Broker::start(BrokerOptions::new().user(&username(), &token(KEY, T0 + 3600)));
     let mut cloud = Cloud::connect(
         broker.plain_port(),
-        &["$iothub/methods/res/#", "$iothub/twin/GET/#", "$iothub/twin/PATCH/properties/reported/#"],
+        &[
+            "$iothub/methods/res/#",
+            "$iothub/twin/GET/#",
+            "$iothub/twin/PATCH/properties/reported/#",
+        ],
     )
     .await;
     let clock = ManualClock::at_unix(T0);
@@ -168,22 +188,38 @@ async fn methods_and_twin_use_the_iothub_topics() {
 
     let get = cloud.next_on("$iothub/twin/GET/", WAIT).await;
     let rid = get.topic.rsplit("$rid=").next().unwrap().to_string();
-    let reported = cloud.next_on("$iothub/twin/PATCH/properties/reported/", WAIT).await;
+    let reported = cloud
+        .next_on("$iothub/twin/PATCH/properties/reported/", WAIT)
+        .await;
     let reported: Value = serde_json::from_slice(&reported.payload).unwrap();
     assert!(reported.is_object());
     let twin = json!({"desired": {"attributes": {"1": "true"}, "$version": 3}, "reported": {}});
     cloud
-        .publish(&format!("$iothub/twin/res/200/?$rid={rid}"), twin.to_string(), false)
+        .publish(
+            &format!("$iothub/twin/res/200/?$rid={rid}"),
+            twin.to_string(),
+            false,
+        )
         .await;
-    let (doc, full) = tokio::time::timeout(WAIT, desired_rx.recv()).await.unwrap().unwrap();
+    let (doc, full) = tokio::time::timeout(WAIT, desired_rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
     assert!(full);
     assert_eq!(doc["attributes"]["1"], "true");
 
     let patch = json!({"attributes": {"1": "false"}, "$version": 4});
     cloud
-        .publish("$iothub/twin/PATCH/properties/desired/?$version=4", patch.to_string(), false)
+        .publish(
+            "$iothub/twin/PATCH/properties/desired/?$version=4",
+            patch.to_string(),
+            false,
+        )
         .await;
-    let (doc, full) = tokio::time::timeout(WAIT, desired_rx.recv()).await.unwrap().unwrap();
+    let (doc, full) = tokio::time::timeout(WAIT, desired_rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
     assert!(!full);
     assert_eq!(doc["attributes"]["1"], "false");
 
@@ -232,7 +268,12 @@ async fn x509_authenticates_with_the_client_certificate() {
         cert.display(),
         key.display()
     );
-    let cfg = config(&broker, "HostName=localhost;DeviceId=dev1;x509=true", "1h", &extra);
+    let cfg = config(
+        &broker,
+        "HostName=localhost;DeviceId=dev1;x509=true",
+        "1h",
+        &extra,
+    );
     let (hub, stop) = start(&cfg, Router::new(), &clock);
     let mut status = hub.handle.watch_status();
     let s = wait_for(&mut status, "connected", HubStatus::is_connected).await;

@@ -163,11 +163,7 @@ async fn metrics_text(State(admin): State<Arc<Admin>>) -> Response {
     for m in &admin.metrics {
         m.render(&mut out);
     }
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        out,
-    )
-        .into_response()
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }
 
 async fn require_token(State(admin): State<Arc<Admin>>, req: Request, next: Next) -> Response {
