@@ -12,8 +12,7 @@ use support::{Broker, BrokerOptions};
 use tether::admin::{self, metrics::BuildInfo, metrics::HubMetrics, Admin};
 use tether::clock::SystemClock;
 use tether::config::{AdminListen, Secret};
-use tether::hub::{self, HubStatus, Router};
-use tether::service::Beat;
+use tether::hub::{HubStatus, Router};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
@@ -49,16 +48,7 @@ async fn health_metrics_and_token_over_tcp() {
         broker.ca_pem_path().display()
     );
     let cfg = tether::config::parse(&text, broker.dir()).unwrap();
-    let stop = CancellationToken::new();
-    let hub = hub::start(
-        &cfg.hub,
-        Router::new(),
-        Arc::new(SystemClock),
-        serde_json::Map::new(),
-        Beat::detached(),
-        stop.clone(),
-    )
-    .unwrap();
+    let (hub, stop) = support::hub::start(&cfg, Router::new(), Arc::new(SystemClock));
     let state = Arc::new(Admin {
         hub: hub.handle.watch_status(),
         metrics: vec![

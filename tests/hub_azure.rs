@@ -11,17 +11,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
+use support::hub::{stop as stop_hub, wait_for, WAIT};
 use support::mqtt::Cloud;
 use support::{Broker, BrokerOptions};
 use tether::clock::ManualClock;
 use tether::hub::backoff::Failure;
 use tether::hub::credentials::azure_username;
-use tether::hub::{self, sas, Hub, HubStatus, MethodCall, MethodResponse, Router};
-use tether::service::Beat;
-use tokio::sync::{mpsc, watch};
+use tether::hub::{sas, Hub, HubStatus, MethodCall, MethodResponse, Router};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-const WAIT: Duration = Duration::from_secs(10);
 const T0: u64 = 1_900_000_000;
 /// base64 of "device-key-for-tests-0123456789!"
 const KEY_B64: &str = "ZGV2aWNlLWtleS1mb3ItdGVzdHMtMDEyMzQ1Njc4OSE=";
@@ -64,31 +63,7 @@ fn start(
     router: Router,
     clock: &ManualClock,
 ) -> (Hub, CancellationToken) {
-    let stop = CancellationToken::new();
-    let hub = hub::start(
-        &cfg.hub,
-        router,
-        Arc::new(clock.clone()),
-        serde_json::Map::new(),
-        Beat::detached(),
-        stop.clone(),
-    )
-    .expect("hub starts");
-    (hub, stop)
-}
-
-async fn wait_for(
-    rx: &mut watch::Receiver<HubStatus>,
-    what: &str,
-    f: impl Fn(&HubStatus) -> bool,
-) -> HubStatus {
-    let got = tokio::time::timeout(WAIT, rx.wait_for(|s| f(s)))
-        .await
-        .map(|r| r.map(|s| s.clone()));
-    match got {
-        Ok(Ok(s)) => s,
-        _ => panic!("hub never reached: {what}; last status {:?}", rx.borrow()),
-    }
+    support::hub::start(cfg, router, Arc::new(clock.clone()))
 }
 
 /// The SAS token computed from the device key and the injected clock is
@@ -102,8 +77,7 @@ async fn a_correct_sas_token_is_accepted() {
     let mut status = hub.handle.watch_status();
     let s = wait_for(&mut status, "connected", HubStatus::is_connected).await;
     assert_eq!(s.credential_expires_at, Some(T0 + 3600));
-    stop.cancel();
-    hub.task.await.unwrap();
+    stop_hub(hub, stop).await;
 }
 
 /// A token signed with another key is refused as bad credentials.
@@ -118,8 +92,7 @@ async fn a_wrong_key_is_refused() {
     let s = wait_for(&mut status, "refused", |s| s.last_failure.is_some()).await;
     assert_eq!(s.last_failure, Some(Failure::Auth));
     assert!(!s.last_error.unwrap().contains(KEY_B64));
-    stop.cancel();
-    hub.task.await.unwrap();
+    stop_hub(hub, stop).await;
 }
 
 /// At 80 % of its life the token is renewed by reconnecting with a fresh
@@ -150,8 +123,7 @@ async fn renewal_reconnects_with_a_new_token() {
         "renewal is not a failure: {:?}",
         s.last_error
     );
-    stop.cancel();
-    hub.task.await.unwrap();
+    stop_hub(hub, stop).await;
 }
 
 /// Direct methods arrive on `$iothub/methods/POST/{name}/?$rid=` and are
@@ -229,8 +201,7 @@ async fn methods_and_twin_use_the_iothub_topics() {
     let res = cloud.next_on("$iothub/methods/res/", WAIT).await;
     assert_eq!(res.topic, "$iothub/methods/res/201/?$rid=9");
     assert_eq!(&res.payload[..], br#"{"x":1}"#);
-    stop.cancel();
-    hub.task.await.unwrap();
+    stop_hub(hub, stop).await;
 }
 
 /// A pre-made SharedAccessSignature that has expired cannot be renewed:
@@ -248,8 +219,7 @@ async fn an_expired_premade_token_is_reported() {
     assert!(s.last_error.unwrap().contains("cannot renew"));
     // The token is still presented (the clock may be wrong) and retried.
     wait_for(&mut status, "connected anyway", HubStatus::is_connected).await;
-    stop.cancel();
-    hub.task.await.unwrap();
+    stop_hub(hub, stop).await;
 }
 
 /// x509: the client certificate authenticates and no password is sent.
@@ -278,8 +248,7 @@ async fn x509_authenticates_with_the_client_certificate() {
     let mut status = hub.handle.watch_status();
     let s = wait_for(&mut status, "connected", HubStatus::is_connected).await;
     assert_eq!(s.credential_expires_at, None);
-    stop.cancel();
-    hub.task.await.unwrap();
+    stop_hub(hub, stop).await;
 }
 
 /// A device without a real-time clock boots in 1970: no SAS token is minted
@@ -300,6 +269,5 @@ async fn waits_for_a_plausible_clock_before_connecting() {
     clock.set_unix(T0);
     let s = wait_for(&mut status, "connected", HubStatus::is_connected).await;
     assert_eq!(s.credential_expires_at, Some(T0 + 3600));
-    stop.cancel();
-    hub.task.await.unwrap();
+    stop_hub(hub, stop).await;
 }

@@ -8,67 +8,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
+use support::hub::{plain_config, stop as stop_hub, wait_for, WAIT};
 use support::mqtt::Cloud;
 use support::{untrusted_ca_pem, Broker, BrokerOptions};
 use tether::clock::SystemClock;
 use tether::hub::backoff::Failure;
 use tether::hub::{
-    self, ConnState, Delivery, Hub, HubStatus, MethodCall, MethodResponse, Router, Telemetry,
+    ConnState, Delivery, Hub, HubStatus, MethodCall, MethodResponse, Router, Telemetry,
 };
-use tether::service::Beat;
-use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-const WAIT: Duration = Duration::from_secs(10);
-
-fn plain_config(
-    broker: &Broker,
-    password: &str,
-    ca_file: &std::path::Path,
-) -> tether::config::Config {
-    let text = format!(
-        r#"
-        [hub]
-        url = "mqtts://localhost:{port}"
-        device_id = "dev1"
-        username = "dev1"
-        password = "{password}"
-        ca_file = "{ca}"
-        keep_alive = "5s"
-        connect_timeout = "5s"
-        "#,
-        port = broker.tls_port(),
-        ca = ca_file.display(),
-    );
-    tether::config::parse(&text, broker.dir()).expect("valid test config")
-}
-
 fn start(cfg: &tether::config::Config, router: Router) -> (Hub, CancellationToken) {
-    let stop = CancellationToken::new();
-    let hub = hub::start(
-        &cfg.hub,
-        router,
-        Arc::new(SystemClock),
-        serde_json::Map::new(),
-        Beat::detached(),
-        stop.clone(),
-    )
-    .expect("hub starts");
-    (hub, stop)
-}
-
-async fn wait_for(
-    rx: &mut watch::Receiver<HubStatus>,
-    what: &str,
-    f: impl Fn(&HubStatus) -> bool,
-) -> HubStatus {
-    let got = tokio::time::timeout(WAIT, rx.wait_for(|s| f(s)))
-        .await
-        .map(|r| r.map(|s| s.clone()));
-    match got {
-        Ok(Ok(s)) => s,
-        _ => panic!("hub never reached: {what}; last status {:?}", rx.borrow()),
-    }
+    support::hub::start(cfg, router, Arc::new(SystemClock))
 }
 
 fn echo_router() -> Router {
@@ -95,8 +46,7 @@ async fn connects_over_tls_with_a_password_and_publishes_telemetry() {
     let cfg = plain_config(&broker, "s3cret", &broker.ca_pem_path());
     let mut cloud = Cloud::connect(broker.plain_port(), &["devices/dev1/#"]).await;
     let (mut hub, stop) = start(&cfg, Router::new());
-    let mut status = hub.handle.watch_status();
-    wait_for(&mut status, "connected", HubStatus::is_connected).await;
+    support::hub::connected(&hub).await;
     assert_eq!(hub.deliveries.recv().await, Some(Delivery::Connected(1)));
 
     let online = cloud.next_on("devices/dev1/status", WAIT).await;
@@ -122,8 +72,7 @@ async fn connects_over_tls_with_a_password_and_publishes_telemetry() {
         .await
         .unwrap();
     assert_eq!(ack, Some(Delivery::Acked(77)));
-    stop.cancel();
-    hub.task.await.unwrap();
+    stop_hub(hub, stop).await;
 }
 
 /// A wrong password is reported as refused credentials, not as a network
@@ -140,8 +89,7 @@ async fn a_wrong_password_is_reported_as_such() {
     let msg = s.last_error.unwrap();
     assert!(msg.contains("refused the credentials"), "{msg}");
     assert!(!msg.contains("wrong"), "the password leaked: {msg}");
-    stop.cancel();
-    hub.task.await.unwrap();
+    stop_hub(hub, stop).await;
 }
 
 /// A broker whose certificate is not signed by a trusted CA is refused
@@ -158,8 +106,7 @@ async fn an_untrusted_certificate_is_refused() {
     let s = wait_for(&mut status, "tls failure", |s| s.last_failure.is_some()).await;
     assert_eq!(s.last_failure, Some(Failure::Tls), "{:?}", s.last_error);
     assert!(s.last_error.unwrap().contains("TLS with localhost"));
-    stop.cancel();
-    hub.task.await.unwrap();
+    stop_hub(hub, stop).await;
 }
 
 /// Killing the broker drops the session; it reports the loss of in-flight
@@ -170,7 +117,7 @@ async fn reconnects_after_the_broker_is_killed_and_restarted() {
     let cfg = plain_config(&broker, "s3cret", &broker.ca_pem_path());
     let (mut hub, stop) = start(&cfg, Router::new());
     let mut status = hub.handle.watch_status();
-    wait_for(&mut status, "connected", HubStatus::is_connected).await;
+    support::hub::connected(&hub).await;
     assert_eq!(hub.deliveries.recv().await, Some(Delivery::Connected(1)));
 
     broker.kill();
@@ -186,8 +133,7 @@ async fn reconnects_after_the_broker_is_killed_and_restarted() {
     .await;
     assert!(s.disconnects >= 1);
     assert_eq!(hub.deliveries.recv().await, Some(Delivery::Connected(2)));
-    stop.cancel();
-    hub.task.await.unwrap();
+    stop_hub(hub, stop).await;
 }
 
 /// A method call published by the cloud is routed by name and answered on
@@ -198,8 +144,7 @@ async fn a_method_call_round_trips() {
     let cfg = plain_config(&broker, "s3cret", &broker.ca_pem_path());
     let mut cloud = Cloud::connect(broker.plain_port(), &["devices/dev1/methods/res/#"]).await;
     let (hub, stop) = start(&cfg, echo_router());
-    let mut status = hub.handle.watch_status();
-    wait_for(&mut status, "connected", HubStatus::is_connected).await;
+    support::hub::connected(&hub).await;
     // The subscription is made right after CONNACK; give it a moment.
     tokio::time::sleep(Duration::from_millis(300)).await;
 
@@ -216,8 +161,7 @@ async fn a_method_call_round_trips() {
         serde_json::from_slice::<Value>(&res.payload).unwrap(),
         json!({"hello": 1})
     );
-    stop.cancel();
-    hub.task.await.unwrap();
+    stop_hub(hub, stop).await;
 }
 
 /// An unknown method gets a 404 answer, never silence.
@@ -227,8 +171,7 @@ async fn an_unknown_method_gets_404() {
     let cfg = plain_config(&broker, "s3cret", &broker.ca_pem_path());
     let mut cloud = Cloud::connect(broker.plain_port(), &["devices/dev1/methods/res/#"]).await;
     let (hub, stop) = start(&cfg, echo_router());
-    let mut status = hub.handle.watch_status();
-    wait_for(&mut status, "connected", HubStatus::is_connected).await;
+    support::hub::connected(&hub).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     cloud
@@ -238,8 +181,7 @@ async fn an_unknown_method_gets_404() {
     assert_eq!(res.topic, "devices/dev1/methods/res/404/?$rid=7");
     let body: Value = serde_json::from_slice(&res.payload).unwrap();
     assert_eq!(body["error"], "unknown method");
-    stop.cancel();
-    hub.task.await.unwrap();
+    stop_hub(hub, stop).await;
 }
 
 /// On a clean stop the presence document says offline (a clean DISCONNECT
@@ -249,8 +191,7 @@ async fn a_clean_stop_leaves_the_device_marked_offline() {
     let broker = broker_with_dev1();
     let cfg = plain_config(&broker, "s3cret", &broker.ca_pem_path());
     let (hub, stop) = start(&cfg, Router::new());
-    let mut status = hub.handle.watch_status();
-    wait_for(&mut status, "connected", HubStatus::is_connected).await;
+    support::hub::connected(&hub).await;
     stop.cancel();
     hub.task.await.unwrap();
     // A new subscriber sees the retained presence document.
@@ -266,8 +207,7 @@ async fn reported_properties_are_retained_and_merged() {
     let broker = broker_with_dev1();
     let cfg = plain_config(&broker, "s3cret", &broker.ca_pem_path());
     let (hub, stop) = start(&cfg, Router::new());
-    let mut status = hub.handle.watch_status();
-    wait_for(&mut status, "connected", HubStatus::is_connected).await;
+    support::hub::connected(&hub).await;
     let patch = json!({"attributes": {"1": "true"}, "site": "B2"});
     hub.handle
         .report(patch.as_object().unwrap().clone())
@@ -284,8 +224,7 @@ async fn reported_properties_are_retained_and_merged() {
     assert!(p.retain);
     let doc: Value = serde_json::from_slice(&p.payload).unwrap();
     assert_eq!(doc, json!({"attributes": {"1": "true"}}));
-    stop.cancel();
-    hub.task.await.unwrap();
+    stop_hub(hub, stop).await;
 }
 
 /// MQTT over WebSocket for sites that only let HTTP(S) out.
@@ -318,8 +257,7 @@ async fn connects_over_websocket() {
         HubStatus::is_connected,
     )
     .await;
-    stop.cancel();
-    hub.task.await.unwrap();
+    stop_hub(hub, stop).await;
 }
 
 /// Two agents with one device id kick each other off; the session says
@@ -370,8 +308,7 @@ async fn c2d_messages_are_routed_by_type() {
         async move { tx.send(m).await.map_err(|e| e.to_string()) }
     });
     let (hub, stop) = start(&cfg, router);
-    let mut status = hub.handle.watch_status();
-    wait_for(&mut status, "connected", HubStatus::is_connected).await;
+    support::hub::connected(&hub).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let cloud = Cloud::connect(broker.plain_port(), &[]).await;
     cloud
@@ -397,8 +334,7 @@ async fn c2d_messages_are_routed_by_type() {
         Some("m2")
     );
     assert_eq!(&m.payload[..], br#"{"attributeId":1,"value":"true"}"#);
-    stop.cancel();
-    hub.task.await.unwrap();
+    stop_hub(hub, stop).await;
 }
 
 /// `hub.proxy`: the TLS connection is tunnelled through an HTTP CONNECT
@@ -419,8 +355,7 @@ async fn connects_through_an_http_connect_proxy() {
     .await;
     let target = tunnels.lock().unwrap().first().cloned();
     assert_eq!(target, Some(format!("localhost:{}", broker.tls_port())));
-    stop.cancel();
-    hub.task.await.unwrap();
+    stop_hub(hub, stop).await;
 }
 
 /// A minimal HTTP CONNECT proxy; records each tunnel's target.

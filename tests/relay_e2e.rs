@@ -14,10 +14,8 @@ use support::mqtt::Cloud;
 use support::{Broker, BrokerOptions, TestCa};
 use tether::clock::ManualClock;
 use tether::hub::credentials::azure_username;
-use tether::hub::{self, sas, HubStatus, Router};
+use tether::hub::{sas, HubStatus, Router};
 use tether::relay::{Relay, Uploader};
-use tether::service::Beat;
-use tokio_util::sync::CancellationToken;
 
 const WAIT: Duration = Duration::from_secs(10);
 const T0: u64 = 1_900_000_000;
@@ -74,16 +72,7 @@ async fn relayed_calls_round_trip_through_the_hub() {
         let r = r.clone();
         async move { r.handle(call).await }
     });
-    let stop = CancellationToken::new();
-    let hub = hub::start(
-        &cfg.hub,
-        router,
-        Arc::new(clock),
-        serde_json::Map::new(),
-        Beat::detached(),
-        stop.clone(),
-    )
-    .unwrap();
+    let (hub, stop) = support::hub::start(&cfg, router, Arc::new(clock));
     let mut cloud = Cloud::connect(broker.plain_port(), &["$iothub/methods/res/#"]).await;
     let mut status = hub.handle.watch_status();
     tokio::time::timeout(WAIT, status.wait_for(HubStatus::is_connected))

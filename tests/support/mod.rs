@@ -9,6 +9,7 @@
 
 pub mod broker;
 pub mod certs;
+pub mod hub;
 pub mod mqtt;
 
 pub use broker::{Broker, BrokerOptions, LogMark};
