@@ -183,6 +183,12 @@ impl RelayMetrics {
     }
 }
 
+impl crate::admin::RenderMetrics for super::Relay {
+    fn render(&self, out: &mut String) {
+        self.metrics().render_prometheus(out);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -235,11 +241,5 @@ mod tests {
             "{out}"
         );
         assert_eq!(m.requests_with_status(200), 2);
-    }
-}
-
-impl crate::admin::RenderMetrics for super::Relay {
-    fn render(&self, out: &mut String) {
-        self.metrics().render_prometheus(out);
     }
 }
