@@ -36,6 +36,10 @@ password = "{password}"
 ca_file = "{ca}"
 keep_alive = "5s"
 
+[store]
+# Relative to the config file: each test daemon has its own store.
+path = "state"
+
 [log]
 level = "trace"
 "#,

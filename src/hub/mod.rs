@@ -11,6 +11,7 @@
 pub mod backoff;
 pub mod credentials;
 pub mod failure;
+mod connection;
 mod handle;
 mod inbound;
 pub mod methods;

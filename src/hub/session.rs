@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rumqttc::{AsyncClient, Event, EventLoop, Outgoing, Packet, QoS, Request};
+use rumqttc::{AsyncClient, Event, EventLoop, Outgoing, Packet, QoS};
 use serde_json::{Map, Value};
 use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::JoinHandle;
@@ -20,7 +20,6 @@ use crate::service::Beat;
 
 use super::backoff::{Backoff, Failure};
 use super::credentials::CredentialSource;
-use super::failure::classify;
 use super::handle::{HubHandle, Shared};
 use super::methods::Router;
 use super::options::{self, OptionsError, Target};
@@ -52,8 +51,8 @@ pub struct Hub {
 
 /// A connection that dies sooner than this after CONNACK counts as a quick
 /// drop; several in a row mean another client has our device id.
-const QUICK_DROP: Duration = Duration::from_secs(10);
-const QUICK_DROPS_TO_WARN: u32 = 3;
+pub(super) const QUICK_DROP: Duration = Duration::from_secs(10);
+pub(super) const QUICK_DROPS_TO_WARN: u32 = 3;
 /// Concurrent direct-method calls; beyond it calls are answered 503 at once.
 const METHOD_SLOTS: usize = 32;
 /// How long a clean disconnect may take at shutdown.
@@ -131,26 +130,26 @@ pub fn start(
 }
 
 pub(super) struct Session {
-    eventloop: EventLoop,
+    pub(super) eventloop: EventLoop,
     pub(super) handle: HubHandle,
-    creds: CredentialSource,
-    clock: SharedClock,
-    target: Target,
+    pub(super) creds: CredentialSource,
+    pub(super) clock: SharedClock,
+    pub(super) target: Target,
     pub(super) router: Arc<Router>,
-    tracker: Tracker,
-    deliveries: mpsc::Sender<Delivery>,
-    status: watch::Sender<HubStatus>,
-    backoff: Backoff,
+    pub(super) tracker: Tracker,
+    pub(super) deliveries: mpsc::Sender<Delivery>,
+    pub(super) status: watch::Sender<HubStatus>,
+    pub(super) backoff: Backoff,
     pub(super) connection: u64,
-    connected_at: Option<Instant>,
-    quick_drops: u32,
-    last_logged: Option<String>,
-    renewal: Option<JoinHandle<()>>,
-    beat: Beat,
-    connect_timeout: Duration,
+    pub(super) connected_at: Option<Instant>,
+    pub(super) quick_drops: u32,
+    pub(super) last_logged: Option<String>,
+    pub(super) renewal: Option<JoinHandle<()>>,
+    pub(super) beat: Beat,
+    pub(super) connect_timeout: Duration,
     pub(super) method_slots: Arc<Semaphore>,
     pub(super) twin_get: Option<String>,
-    shutdown: CancellationToken,
+    pub(super) shutdown: CancellationToken,
 }
 
 impl Session {
@@ -331,161 +330,7 @@ impl Session {
         }
     }
 
-    fn on_connected(&mut self, session_present: bool) {
-        self.connection += 1;
-        self.connected_at = Some(Instant::now());
-        self.last_logged = None;
-        info!(target = %self.target, session_present, connection = self.connection, "hub connected");
-        self.status.send_modify(|s| s.connects += 1);
-        self.set_state(ConnState::Connected, None, None);
-        self.subscribe();
-        self.announce();
-        self.notify(Delivery::Connected(self.connection));
-    }
-
-    fn subscribe(&self) {
-        let client = &self.handle.shared.client;
-        let subs = self
-            .handle
-            .topics()
-            .subscriptions()
-            .into_iter()
-            .map(|t| rumqttc::SubscribeFilter::new(t, QoS::AtLeastOnce));
-        if let Err(e) = client.try_subscribe_many(subs) {
-            warn!(error = %e, "could not queue subscriptions; they will be retried on reconnect");
-        }
-    }
-
-    /// Presence (plain broker), twin GET (Azure) and the reported document.
-    fn announce(&mut self) {
-        let shared = &self.handle.shared;
-        let topics = &shared.topics;
-        let reported = Value::Object(
-            shared
-                .reported
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .clone(),
-        );
-        let result = match topics.scheme() {
-            Scheme::Plain => {
-                let online = serde_json::json!({
-                    "online": true,
-                    "agent": concat!("tether/", env!("CARGO_PKG_VERSION")),
-                    "connectedAt": unix_seconds(self.clock.now()),
-                });
-                self.publish_untracked(topics.status(), online.to_string(), true)
-                    .and_then(|()| {
-                        self.publish_untracked(topics.twin_reported(""), reported.to_string(), true)
-                    })
-            }
-            Scheme::Azure => {
-                let rid = super::handle::next_rid();
-                let get = shared.client.try_publish(
-                    topics.twin_get(&rid),
-                    QoS::AtMostOnce,
-                    false,
-                    Vec::new(),
-                );
-                self.twin_get = Some(rid);
-                let patch = shared.client.try_publish(
-                    topics.twin_reported(&super::handle::next_rid()),
-                    QoS::AtMostOnce,
-                    false,
-                    reported.to_string(),
-                );
-                get.and(patch)
-            }
-        };
-        if let Err(e) = result {
-            warn!(error = %e, "could not queue presence/twin messages after connecting");
-        }
-    }
-
-    fn publish_untracked(
-        &self,
-        topic: String,
-        body: String,
-        retain: bool,
-    ) -> Result<(), rumqttc::ClientError> {
-        let shared = &self.handle.shared;
-        shared.queued.push_with(None, || {
-            shared
-                .client
-                .try_publish(topic, QoS::AtLeastOnce, retain, body)
-        })
-    }
-
-    /// Handles a lost or refused connection; returns the delay before the
-    /// next attempt.
-    fn on_error(&mut self, err: &rumqttc::ConnectionError) -> Duration {
-        let was_connected = self.connected_at.take();
-        self.forget_in_flight(was_connected.is_some());
-        if let Some(r) = self.renewal.take() {
-            r.abort();
-        }
-        self.status.send_modify(|s| s.disconnects += 1);
-        if self
-            .handle
-            .shared
-            .reconnect_now
-            .swap(false, Ordering::SeqCst)
-        {
-            info!("reconnecting with fresh credentials");
-            self.set_state(ConnState::Connecting, None, None);
-            return Duration::ZERO;
-        }
-        let (failure, mut message) = classify(err, &self.target.to_string());
-        match was_connected {
-            Some(at) if at.elapsed() < QUICK_DROP => self.quick_drops += 1,
-            Some(_) => {
-                self.quick_drops = 0;
-                self.backoff.reset();
-            }
-            None => {}
-        }
-        if self.quick_drops >= QUICK_DROPS_TO_WARN {
-            message = format!(
-                "{message}; the hub closed the connection {} times right after accepting it: \
-                 another client is probably connected with device id {:?} (a hub allows one \
-                 connection per device)",
-                self.quick_drops,
-                self.handle.topics().device_id()
-            );
-        }
-        if self.last_logged.as_deref() != Some(message.as_str()) {
-            warn!("{message}");
-            self.last_logged = Some(message.clone());
-        } else {
-            debug!("{message}");
-        }
-        let delay = self.backoff.next_delay(failure, &mut rand::thread_rng());
-        debug!(?delay, "next connection attempt");
-        self.set_state(ConnState::Disconnected, Some(message), Some(failure));
-        delay
-    }
-
-    /// rumqttc moves unacknowledged publishes, and requests still in its
-    /// channel, into `pending` and would replay them only if the broker kept
-    /// the session. We drop them all and let the token owner resend, so the
-    /// packet-id mapping stays exact whatever the broker says.
-    fn forget_in_flight(&mut self, was_connected: bool) {
-        let drained = self
-            .eventloop
-            .pending
-            .iter()
-            .filter(|r| matches!(r, Request::Publish(p) if p.qos != QoS::AtMostOnce && p.pkid == 0))
-            .count();
-        self.eventloop.pending.clear();
-        self.eventloop.state.events.clear();
-        self.eventloop.state.collision = None;
-        self.tracker.on_connection_lost(drained);
-        if was_connected {
-            self.notify(Delivery::InFlightLost);
-        }
-    }
-
-    fn notify(&self, d: Delivery) {
+    pub(super) fn notify(&self, d: Delivery) {
         if let Err(e) = self.deliveries.try_send(d) {
             // Only a consumer that stopped reading gets here; the message is
             // then resent later (a duplicate), never lost.
