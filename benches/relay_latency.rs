@@ -28,7 +28,12 @@ async fn main() {
         .find_map(|a| a.parse().ok())
         .unwrap_or(1000);
     tether::tls::install_crypto_provider();
-    let broker = Broker::start(BrokerOptions::new().user("dev1", "pw"));
+    // Like production brokers, answer small packets at once (no Nagle delay).
+    let broker = Broker::start(
+        BrokerOptions::new()
+            .user("dev1", "pw")
+            .extra_config("set_tcp_nodelay true"),
+    );
     let controller = Eclypse::start().await;
     let text = format!(
         r#"

@@ -22,6 +22,9 @@ impl Cloud {
         opts.set_keep_alive(Duration::from_secs(5));
         opts.set_max_packet_size(512 * 1024, 512 * 1024);
         let (client, mut eventloop) = AsyncClient::new(opts, 64);
+        let mut net = eventloop.network_options();
+        net.set_tcp_nodelay(true);
+        eventloop.set_network_options(net);
         let (tx, rx) = mpsc::channel(1024);
         let (ready_tx, mut ready_rx) = mpsc::channel(1);
         let task = tokio::spawn(async move {
