@@ -5,8 +5,6 @@
 //! - [`config`]: the TOML file, validated into typed settings.
 //! - [`hub`]: the one MQTT session to the hub: auth (SAS, x509, password),
 //!   topic scheme, reconnect with backoff, method routing, telemetry.
-//! - [`relay`]: executes the cloud's REST calls against the controller
-//!   (the device half of the Cloud Relay contract).
 //! - [`tls`]: rustls client configuration (ring provider).
 //! - [`clock`]: injected wall-clock time.
 //! - [`service`]: process life: signals, systemd notify and watchdog.
@@ -15,11 +13,14 @@
 
 pub mod admin;
 pub mod app;
+pub mod bridge;
 pub mod certinfo;
 pub mod clock;
+pub mod cloud;
 pub mod config;
 pub mod hub;
 pub mod logging;
+pub mod outbox;
 pub mod relay;
 pub mod service;
 pub mod tls;

@@ -1,4 +1,5 @@
-//! The `tether` command line: `run`, `check-config`, `sas-token`.
+//! The `tether` command line: `run`, `check-config`, `sas-token`,
+//! `failures`, `outbox`, `cloud`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -10,6 +11,7 @@ use tether::app;
 use tether::clock::unix_seconds;
 use tether::config::{self, connection_string::ConnectionAuth, ConnectionString};
 use tether::hub::sas;
+use tether::outbox::cli as outbox_cli;
 
 /// Edge gateway agent: tethers a controller to a cloud hub.
 #[derive(Parser)]
@@ -45,6 +47,68 @@ enum Command {
         #[arg(long)]
         ttl: Option<String>,
     },
+    /// Push failures (messages a sink never took), through the admin API.
+    Failures {
+        /// Configuration file (for the admin address and token).
+        #[arg(short, long, default_value = "/etc/tether/tether.toml", global = true)]
+        config: PathBuf,
+        #[command(subcommand)]
+        action: FailuresAction,
+    },
+    /// The cloud side for plain brokers: invoke methods, serve the Cloud Relay API.
+    Cloud {
+        #[command(subcommand)]
+        command: Box<tether::cloud::cli::CloudCommand>,
+    },
+    /// The durable outbox, through the admin API.
+    Outbox {
+        /// Configuration file (for the admin address and token).
+        #[arg(short, long, default_value = "/etc/tether/tether.toml", global = true)]
+        config: PathBuf,
+        #[command(subcommand)]
+        action: OutboxAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum FailuresAction {
+    /// List failures, newest first.
+    List {
+        /// Page size.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        /// Only failures older than this id (the previous page's `next`).
+        #[arg(long)]
+        before: Option<String>,
+    },
+    /// Show one failure with its full message.
+    Show {
+        /// Failure id.
+        id: String,
+    },
+    /// Delete one failure.
+    Delete {
+        /// Failure id.
+        id: String,
+    },
+    /// Send a failed message again (or all of them with --all).
+    Replay {
+        /// Failure id.
+        #[arg(required_unless_present = "all")]
+        id: Option<String>,
+        /// Replay every failure.
+        #[arg(long, conflicts_with = "id")]
+        all: bool,
+        /// With --all: only this sink's failures (`hub` or a webhook name).
+        #[arg(long, requires = "all")]
+        partner: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum OutboxAction {
+    /// Queue depth, ages and counters per sink.
+    Stats,
 }
 
 fn main() -> ExitCode {
@@ -57,6 +121,25 @@ fn main() -> ExitCode {
             expiry,
             ttl,
         } => sas_token(&connection_string, expiry, ttl.as_deref()),
+        Command::Failures { config, action } => {
+            let cmd = match action {
+                FailuresAction::List { limit, before } => {
+                    outbox_cli::Command::List { limit, before }
+                }
+                FailuresAction::Show { id } => outbox_cli::Command::Show(id),
+                FailuresAction::Delete { id } => outbox_cli::Command::Delete(id),
+                FailuresAction::Replay { id: Some(id), .. } => outbox_cli::Command::Replay(id),
+                FailuresAction::Replay {
+                    id: None, partner, ..
+                } => outbox_cli::Command::ReplayAll(partner),
+            };
+            outbox_cli::run(&config, &cmd)
+        }
+        Command::Outbox {
+            config,
+            action: OutboxAction::Stats,
+        } => outbox_cli::run(&config, &outbox_cli::Command::Stats),
+        Command::Cloud { command } => tether::cloud::cli::run(*command),
     };
     ExitCode::from(u8::try_from(code).unwrap_or(1))
 }

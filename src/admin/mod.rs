@@ -4,6 +4,8 @@
 //! - `/v1/...`: operational routes added by components; they need the
 //!   bearer token whenever one is configured (always on TCP).
 
+pub mod attributes;
+pub mod failures;
 pub mod metrics;
 
 use std::sync::Arc;

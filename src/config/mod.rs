@@ -37,6 +37,8 @@ pub struct Config {
     pub bridge: Option<BridgeConfig>,
     /// Local admin API (health, metrics, attribute intake).
     pub admin: AdminConfig,
+    /// `[[webhook]]` outbox sinks.
+    pub webhooks: Vec<WebhookConfig>,
     /// Logging.
     pub log: LogConfig,
     /// Warnings found while loading (e.g. world-readable secret files):
@@ -240,6 +242,27 @@ pub struct StoreConfig {
     pub failure_ttl: Duration,
     /// Free-form map added to every attribute message (`extendedData`).
     pub extended_data: serde_json::Map<String, serde_json::Value>,
+}
+
+/// One `[[webhook]]`: an outbox sink POSTing each message's JSON.
+#[derive(Debug, Clone)]
+pub struct WebhookConfig {
+    /// Sink name: the failures' `partnerId`; unique, not `hub`.
+    pub name: String,
+    /// Endpoint (`https://...`; `http://` only on loopback).
+    pub url: String,
+    /// Basic auth user.
+    pub username: Option<String>,
+    /// Basic auth password.
+    pub password: Option<Secret>,
+    /// Extra request headers.
+    pub headers: Vec<(String, String)>,
+    /// Extra query parameters.
+    pub query: Vec<(String, String)>,
+    /// Trust anchors added for this endpoint (PEM), e.g. a private CA.
+    pub ca_file: Option<PathBuf>,
+    /// Per-request timeout; default 10 s.
+    pub timeout: Duration,
 }
 
 /// Outbox policy when `store.max_bytes` is reached.

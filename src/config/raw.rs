@@ -19,6 +19,8 @@ pub(crate) struct RawConfig {
     pub bridge: Option<RawBridge>,
     pub admin: RawAdmin,
     pub log: RawLog,
+    /// `[[webhook]]` outbox sinks.
+    pub webhook: Vec<RawWebhook>,
 }
 
 /// `[hub]`: either `connection_string` (Azure) or `url` (plain broker).
@@ -121,6 +123,28 @@ pub(crate) struct RawBridge {
     pub module_reset_line: Option<u32>,
     pub forward: Option<Vec<u16>>,
     #[serde(with = "humantime_opt")]
+    pub timeout: Option<Duration>,
+}
+
+/// One `[[webhook]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawWebhook {
+    pub name: String,
+    pub url: String,
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password: Option<String>,
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    #[serde(default)]
+    pub headers: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    pub query: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    #[serde(default, with = "humantime_opt")]
     pub timeout: Option<Duration>,
 }
 

@@ -10,6 +10,7 @@ mod hub;
 mod sections;
 #[cfg(test)]
 mod tests;
+mod webhook;
 
 use std::fs;
 use std::net::IpAddr;
@@ -80,6 +81,7 @@ fn parse_named(text: &str, base_dir: &Path, name: &Path) -> Result<(Config, bool
         .flatten();
     let admin = sections::admin(raw.admin, &mut cx)?;
     let log = sections::log(raw.log)?;
+    let webhooks = webhook::webhooks(raw.webhook, &mut cx)?;
     let config = Config {
         hub,
         controller,
@@ -88,6 +90,7 @@ fn parse_named(text: &str, base_dir: &Path, name: &Path) -> Result<(Config, bool
         bridge,
         admin,
         log,
+        webhooks,
         warnings: cx.warnings,
     };
     Ok((config, cx.inline_secrets))

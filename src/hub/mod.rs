@@ -9,9 +9,9 @@
 //! - [`backoff`], [`failure`]: reconnect policy and error classes.
 
 pub mod backoff;
+mod connection;
 pub mod credentials;
 pub mod failure;
-mod connection;
 mod handle;
 mod inbound;
 pub mod methods;

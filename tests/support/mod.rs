@@ -15,3 +15,4 @@ pub mod mqtt;
 pub use broker::{Broker, BrokerOptions, LogMark};
 pub use certs::{untrusted_ca_pem, Issued, TestCa};
 pub mod http;
+pub mod mcu;

@@ -1,0 +1,262 @@
+//! The composition root: loads the config, starts every component with its
+//! own settings, runs until a stop signal, and shuts down within a bound.
+//!
+//! Start order: outbox (local state), relay and bridge (their handlers must
+//! be on the router before the hub connects), hub session, admin API, the
+//! delivery tasks; then READY=1. Shutdown stops them in reverse, the outbox
+//! last so its final sync sees every accepted message.
+
+mod admin_api;
+mod components;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use crate::bridge::BridgeHandle;
+use crate::clock::{SharedClock, SystemClock};
+use crate::config::{self, Config};
+use crate::hub::{self, HubHandle, Router};
+use crate::outbox::Outbox;
+use crate::service::{notify, signals::Signal, signals::Signals, Liveness};
+use crate::{logging, tls};
+
+/// Exit code for an invalid configuration (EX_USAGE): the unit's
+/// `RestartPreventExitStatus=64` stops systemd from restart-looping.
+pub const EXIT_CONFIG: i32 = 64;
+/// Exit code for a runtime failure (systemd restarts the service).
+pub const EXIT_FAILURE: i32 = 1;
+/// How long shutdown may take before tasks are abandoned.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Runs the daemon with the config at `path`; returns the exit code.
+pub fn run(path: &Path) -> i32 {
+    let cfg = match config::load(path) {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            eprintln!("tether: invalid configuration: {e}");
+            return EXIT_CONFIG;
+        }
+    };
+    logging::init(&cfg.log.level, cfg.log.format);
+    for w in &cfg.warnings {
+        warn!("{w}");
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            error!(error = %e, "cannot start the async runtime");
+            return EXIT_FAILURE;
+        }
+    };
+    runtime.block_on(Daemon::new(path.to_path_buf(), Arc::new(SystemClock)).run(cfg))
+}
+
+/// Why start-up failed, with the exit code that says so to systemd.
+struct StartError {
+    code: i32,
+    message: String,
+}
+
+impl StartError {
+    fn config(message: impl std::fmt::Display) -> Self {
+        Self {
+            code: EXIT_CONFIG,
+            message: message.to_string(),
+        }
+    }
+
+    fn failure(message: impl std::fmt::Display) -> Self {
+        Self {
+            code: EXIT_FAILURE,
+            message: message.to_string(),
+        }
+    }
+}
+
+/// What runs between READY=1 and the stop signal.
+struct Running {
+    hub: HubHandle,
+    /// Stopped in this order; the outbox's tasks come last.
+    tasks: Vec<JoinHandle<()>>,
+    bridge: Option<BridgeHandle>,
+}
+
+/// The running daemon.
+pub struct Daemon {
+    path: PathBuf,
+    clock: SharedClock,
+    shutdown: CancellationToken,
+    liveness: Liveness,
+}
+
+impl Daemon {
+    /// A daemon reading its config from `path` (for reloads).
+    pub fn new(path: PathBuf, clock: SharedClock) -> Self {
+        Self {
+            path,
+            clock,
+            shutdown: CancellationToken::new(),
+            liveness: Liveness::new(),
+        }
+    }
+
+    /// Starts everything and runs until SIGTERM/SIGINT.
+    pub async fn run(self, cfg: Config) -> i32 {
+        tls::install_crypto_provider();
+        let mut signals = match Signals::install() {
+            Ok(s) => s,
+            Err(e) => {
+                error!(error = %e, "cannot install signal handlers");
+                return EXIT_FAILURE;
+            }
+        };
+        let running = match self.start(&cfg).await {
+            Ok(r) => r,
+            Err(e) => {
+                error!("{}", e.message);
+                self.shutdown.cancel();
+                return e.code;
+            }
+        };
+        notify::ready();
+        info!(
+            version = env!("CARGO_PKG_VERSION"),
+            device = cfg.hub.endpoint.device_id(),
+            "tether started"
+        );
+        loop {
+            match signals.next().await {
+                Signal::Stop => break,
+                Signal::Reload => self.reload(&running.hub),
+            }
+        }
+        self.stop(running).await;
+        0
+    }
+
+    async fn start(&self, cfg: &Config) -> Result<Running, StartError> {
+        let webhooks: Vec<String> = cfg.webhooks.iter().map(|w| w.name.clone()).collect();
+        let outbox = Outbox::open(&cfg.store, &webhooks, self.clock.clone())
+            .map_err(|e| StartError::failure(format!("cannot open the outbox: {e}")))?;
+        let mut router = Router::new();
+        let relay = components::relay(cfg, &self.clock)
+            .map_err(|e| StartError::config(format!("invalid relay settings: {e}")))?;
+        components::register_relay(&mut router, &relay);
+        let bridge = match &cfg.bridge {
+            Some(b) => {
+                let upstream = components::outbox_upstream(cfg, &outbox, &self.clock);
+                let beat = self.liveness.register("bridge", Duration::from_secs(60));
+                let handle =
+                    crate::bridge::spawn(b, upstream, None, beat, self.shutdown.child_token())
+                        .map_err(|e| StartError::config(format!("bridge: {e}")))?;
+                crate::bridge::register(&mut router, &handle);
+                Some(handle)
+            }
+            None => None,
+        };
+        let reported = components::reported_properties(&router, &self.clock);
+        let beat = self
+            .liveness
+            .register("hub session", Duration::from_secs(300));
+        let hub = hub::start(
+            &cfg.hub,
+            router,
+            self.clock.clone(),
+            reported,
+            beat,
+            self.shutdown.child_token(),
+        )
+        .map_err(|e| StartError::config(format!("invalid hub settings: {e}")))?;
+        if let Some(b) = &bridge {
+            b.attach_hub(hub.handle.clone());
+        }
+        let mut tasks = vec![hub.task];
+        let parts = admin_api::Parts {
+            hub: &hub.handle,
+            outbox: &outbox,
+            relay: &relay,
+            bridge: bridge.as_ref(),
+        };
+        if let Some(t) = admin_api::start(cfg, parts, &self.clock, self.shutdown.clone())
+            .await
+            .map_err(StartError::failure)?
+        {
+            tasks.push(t);
+        }
+        tasks.push(tokio::spawn(notify::run(
+            self.liveness.clone(),
+            hub.handle.watch_status(),
+            self.shutdown.clone(),
+        )));
+        tasks.push(components::schedules(
+            cfg,
+            relay,
+            &outbox,
+            self.shutdown.child_token(),
+        ));
+        tasks.extend(
+            components::outbox_tasks(
+                cfg,
+                &outbox,
+                hub.handle.clone(),
+                hub.deliveries,
+                &self.liveness,
+                &self.shutdown,
+            )
+            .map_err(StartError::config)?,
+        );
+        Ok(Running {
+            hub: hub.handle,
+            tasks,
+            bridge,
+        })
+    }
+
+    async fn stop(&self, running: Running) {
+        info!("stopping");
+        notify::stopping();
+        self.shutdown.cancel();
+        let stopped = tokio::time::timeout(SHUTDOWN_GRACE, async {
+            if let Some(b) = &running.bridge {
+                b.join().await;
+            }
+            for t in running.tasks {
+                let _ = t.await;
+            }
+        })
+        .await;
+        if stopped.is_err() {
+            warn!("some tasks did not stop within {SHUTDOWN_GRACE:?}; exiting anyway");
+        }
+        info!("stopped");
+    }
+
+    /// SIGHUP: validate the file first; an invalid one keeps the running
+    /// config. Changed hub credentials reconnect.
+    fn reload(&self, hub: &HubHandle) {
+        notify::reloading(false);
+        info!(path = %self.path.display(), "reloading the configuration");
+        match config::load(&self.path) {
+            Ok(cfg) => {
+                for w in &cfg.warnings {
+                    warn!("{w}");
+                }
+                match hub.reconfigure(&cfg.hub) {
+                    Ok(()) => info!("configuration reloaded"),
+                    Err(e) => error!("configuration not applied: {e}"),
+                }
+            }
+            Err(e) => error!("the new configuration is invalid, keeping the running one: {e}"),
+        }
+        notify::reloading(true);
+    }
+}

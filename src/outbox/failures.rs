@@ -1,0 +1,222 @@
+//! Push failures: messages a sink could not take within the TTL (or that
+//! were dropped or refused), kept `store.failure_ttl` for a local API that
+//! lists, deletes and replays them, in Afero's record shape.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::core::{Core, SinkId, State};
+use super::keys;
+use super::message::{unix_ms, NewMessage, Stored};
+use super::store::{Batch, StoreError};
+
+/// One push failure, as Afero's failure API shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PushFailure {
+    /// Id of this failure.
+    pub partner_push_failure_id: String,
+    /// The sink (`hub` or a webhook's name).
+    pub partner_id: String,
+    /// When the failure was recorded (ms since the epoch).
+    pub created_timestamp: u64,
+    /// The last error, e.g. `503 Service Unavailable`.
+    pub error_message: String,
+    /// The full original message.
+    pub partner_push_message: Value,
+    /// The message's `type` property (needed to replay it).
+    pub message_type: String,
+    /// The message's id (`$.mid`), kept by replays.
+    pub message_id: String,
+}
+
+/// A page of failures, newest first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FailurePage {
+    /// The failures.
+    pub push_failures: Vec<PushFailure>,
+    /// Pass as `before` for the next page; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
+}
+
+/// Stored as: store-clock ms (8 bytes, for purging) + JSON.
+fn encode(store_ms: u64, f: &PushFailure) -> Vec<u8> {
+    let mut v = store_ms.to_be_bytes().to_vec();
+    // A struct of strings, numbers and a JSON value always serialises.
+    v.extend(serde_json::to_vec(f).unwrap_or_default());
+    v
+}
+
+fn decode(b: &[u8]) -> Result<(u64, PushFailure), StoreError> {
+    let bad = || StoreError::Corrupt("a push failure record is malformed".into());
+    let ms = keys::u64s::<1>(b).ok_or_else(bad)?[0];
+    let f = serde_json::from_slice(&b[8..]).map_err(|_| bad())?;
+    Ok((ms, f))
+}
+
+/// Records a failure of `msg` for `sink` into `batch` and marks it done.
+pub(crate) fn record(
+    st: &mut State,
+    batch: &mut Batch,
+    sink: SinkId,
+    msg: &Stored,
+    bytes: u64,
+    error: &str,
+) {
+    let id = st.next_fid;
+    st.next_fid += 1;
+    st.fail_n += 1;
+    let store_ms = st.ages.now_ms();
+    let f = PushFailure {
+        partner_push_failure_id: id.to_string(),
+        partner_id: st.sinks[sink].name.clone(),
+        created_timestamp: unix_ms(st.ages.wall_now()),
+        error_message: error.to_string(),
+        partner_push_message: serde_json::from_slice(&msg.body)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&msg.body).into_owned())),
+        message_type: msg.message_type.clone(),
+        message_id: msg.id.to_string(),
+    };
+    batch.put(
+        keys::numbered(keys::FAIL, id).to_vec(),
+        encode(store_ms, &f),
+    );
+    st.sinks[sink].mark_done(msg.seq, bytes);
+    st.sinks[sink].counters.failures += 1;
+    st.dirty = true;
+}
+
+fn parse_id(id: &str) -> Option<u64> {
+    id.parse().ok()
+}
+
+impl Core {
+    /// Up to `limit` failures older than `before` (an id), newest first.
+    ///
+    /// # Errors
+    /// On storage errors.
+    pub fn list_failures(
+        &self,
+        limit: usize,
+        before: Option<&str>,
+    ) -> Result<FailurePage, StoreError> {
+        let to = match before.and_then(parse_id) {
+            Some(id) => keys::numbered(keys::FAIL, id).to_vec(),
+            None => vec![keys::FAIL + 1],
+        };
+        let rows = self.storage.scan(&[keys::FAIL], &to, limit + 1, true)?;
+        let mut push_failures = rows
+            .iter()
+            .map(|(_, v)| decode(v).map(|(_, f)| f))
+            .collect::<Result<Vec<_>, _>>()?;
+        let next = (push_failures.len() > limit).then(|| {
+            push_failures.truncate(limit);
+            push_failures
+                .last()
+                .map(|f| f.partner_push_failure_id.clone())
+        });
+        Ok(FailurePage {
+            push_failures,
+            next: next.flatten(),
+        })
+    }
+
+    /// One failure.
+    ///
+    /// # Errors
+    /// On storage errors.
+    pub fn failure(&self, id: &str) -> Result<Option<PushFailure>, StoreError> {
+        let Some(n) = parse_id(id) else {
+            return Ok(None);
+        };
+        match self.storage.get(&keys::numbered(keys::FAIL, n))? {
+            Some(v) => Ok(Some(decode(&v)?.1)),
+            None => Ok(None),
+        }
+    }
+
+    /// Deletes a failure; false when there was none.
+    ///
+    /// # Errors
+    /// On storage errors.
+    pub fn delete_failure(&self, id: &str) -> Result<bool, StoreError> {
+        let Some(n) = parse_id(id) else {
+            return Ok(false);
+        };
+        let key = keys::numbered(keys::FAIL, n);
+        let mut st = self.lock();
+        if self.storage.get(&key)?.is_none() {
+            return Ok(false);
+        }
+        let mut batch = Batch::default();
+        batch.del(key.to_vec());
+        st.fail_n = st.fail_n.saturating_sub(1);
+        st.persist_meta(&mut batch);
+        self.storage.apply(batch)?;
+        Ok(true)
+    }
+
+    /// The message to enqueue again for a failure: same id, body and type,
+    /// addressed to the failed sink only.
+    pub fn replay_message(f: &PushFailure) -> NewMessage {
+        NewMessage {
+            id: f
+                .message_id
+                .parse()
+                .unwrap_or_else(|_| uuid::Uuid::new_v4()),
+            message_type: f.message_type.clone(),
+            body: f.partner_push_message.to_string().into_bytes(),
+            only_sink: Some(f.partner_id.clone()),
+        }
+    }
+
+    /// Removes failures older than `store.failure_ttl`, oldest first, at
+    /// most `limit` per call; returns how many.
+    ///
+    /// # Errors
+    /// On storage errors.
+    pub fn purge_failures(&self, limit: usize) -> Result<usize, StoreError> {
+        let rows = self
+            .storage
+            .scan(&[keys::FAIL], &[keys::FAIL + 1], limit, false)?;
+        let ttl = self.settings.failure_ttl.as_millis() as u64;
+        let mut st = self.lock();
+        let now = st.ages.now_ms();
+        let mut batch = Batch::default();
+        let mut n = 0;
+        for (k, v) in rows {
+            let created = keys::u64s::<1>(&v).map_or(0, |[ms]| ms);
+            if created.saturating_add(ttl) > now {
+                break;
+            }
+            batch.del(k);
+            n += 1;
+        }
+        if n > 0 {
+            st.fail_n = st.fail_n.saturating_sub(n as u64);
+            st.persist_meta(&mut batch);
+            self.storage.apply(batch)?;
+        }
+        Ok(n)
+    }
+}
+
+impl Core {
+    /// Gives up on `msg` for `sink` at once (a permanent refusal, e.g. too
+    /// large for the hub): it becomes a push failure with `error`.
+    ///
+    /// # Errors
+    /// On storage errors.
+    pub fn give_up(&self, sink: SinkId, msg: &Stored, error: &str) -> Result<(), StoreError> {
+        let mut st = self.lock();
+        if st.sinks[sink].is_done(msg.seq) {
+            return Ok(());
+        }
+        let mut batch = Batch::default();
+        record(&mut st, &mut batch, sink, msg, msg.encoded_len(), error);
+        st.persist_meta(&mut batch);
+        self.storage.apply(batch)
+    }
+}

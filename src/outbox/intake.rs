@@ -1,0 +1,144 @@
+//! Intake with group commit: callers send requests over a bounded channel
+//! to a single writer thread, which takes every request waiting (up to a
+//! bound), appends them in one batch, flushes and `fdatasync`s once, and
+//! only then answers each request. Many messages share one disk sync, so
+//! durability does not cap throughput, and memory stays bounded by the
+//! channel.
+
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::append::{IntakeError, Receipt};
+use super::core::Core;
+use super::message::{NewMessage, MAX_BODY_BYTES};
+use super::store::StoreError;
+
+/// Requests waiting for the writer; senders wait when it is full.
+const QUEUE: usize = 512;
+/// Messages per group commit.
+const MAX_GROUP: usize = 4096;
+/// How often the size on disk is measured again by the writer.
+const DISK_REFRESH: Duration = Duration::from_millis(250);
+
+struct Job {
+    msgs: Vec<NewMessage>,
+    reply: oneshot::Sender<Result<Vec<Receipt>, IntakeError>>,
+}
+
+/// The in-process intake API (admin HTTP, relay schedules, the firmware
+/// bridge). Cheap to clone.
+#[derive(Clone)]
+pub struct Intake {
+    tx: mpsc::Sender<Job>,
+}
+
+impl Intake {
+    /// Accepts `msgs` durably: returns once they are on disk, or refuses
+    /// all of them.
+    ///
+    /// # Errors
+    /// See [`IntakeError`]; nothing of a refused request is kept.
+    pub async fn submit(&self, msgs: Vec<NewMessage>) -> Result<Vec<Receipt>, IntakeError> {
+        for m in &msgs {
+            check(m)?;
+        }
+        if msgs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (reply, answer) = oneshot::channel();
+        self.tx
+            .send(Job { msgs, reply })
+            .await
+            .map_err(|_| IntakeError::Closed)?;
+        answer.await.map_err(|_| IntakeError::Closed)?
+    }
+}
+
+fn check(m: &NewMessage) -> Result<(), IntakeError> {
+    let type_ok = !m.message_type.is_empty()
+        && m.message_type.len() <= 64
+        && m.message_type
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if !type_ok {
+        return Err(IntakeError::Invalid(format!(
+            "message type {:?} must be 1-64 letters, digits, - or _",
+            m.message_type
+        )));
+    }
+    if m.body.len() > MAX_BODY_BYTES {
+        return Err(IntakeError::TooLarge {
+            size: m.body.len() as u64,
+            max: MAX_BODY_BYTES as u64,
+        });
+    }
+    Ok(())
+}
+
+/// Starts the writer thread. It ends when every [`Intake`] is dropped.
+pub(crate) fn spawn_writer(core: Arc<Core>) -> std::io::Result<(Intake, JoinHandle<()>)> {
+    let (tx, rx) = mpsc::channel(QUEUE);
+    let handle = std::thread::Builder::new()
+        .name("outbox-writer".into())
+        .spawn(move || writer(&core, rx))?;
+    Ok((Intake { tx }, handle))
+}
+
+fn writer(core: &Core, mut rx: mpsc::Receiver<Job>) {
+    let mut measured = Instant::now();
+    while let Some(first) = rx.blocking_recv() {
+        let mut count = first.msgs.len();
+        let mut jobs = vec![first];
+        while count < MAX_GROUP {
+            match rx.try_recv() {
+                Ok(job) => {
+                    count += job.msgs.len();
+                    jobs.push(job);
+                }
+                Err(_) => break,
+            }
+        }
+        let (msgs, replies): (Vec<_>, Vec<_>) = jobs.into_iter().map(|j| (j.msgs, j.reply)).unzip();
+        let started = Instant::now();
+        let appended = core.append(msgs);
+        let synced = if appended.written.is_empty() {
+            Ok(())
+        } else {
+            core.storage.sync()
+        };
+        let answers = match synced {
+            Ok(()) => {
+                core.set_durable(appended.next_seq);
+                core.counters.accepted(appended.written.len() as u64);
+                core.counters.flushed(started.elapsed(), true, false);
+                appended.answers
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "outbox group commit failed; the requests are refused");
+                core.counters.flushed(
+                    started.elapsed(),
+                    false,
+                    matches!(e, StoreError::DiskFull(_)),
+                );
+                core.rollback(&appended.written);
+                let err = IntakeError::from(e);
+                appended
+                    .answers
+                    .into_iter()
+                    .map(|a| a.and(Err(err.clone())))
+                    .collect()
+            }
+        };
+        for (reply, answer) in replies.into_iter().zip(answers) {
+            // A caller that gave up (HTTP client gone) simply misses it.
+            let _ = reply.send(answer);
+        }
+        if measured.elapsed() >= DISK_REFRESH {
+            core.refresh_disk_bytes();
+            measured = Instant::now();
+        }
+    }
+}

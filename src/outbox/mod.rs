@@ -1,0 +1,264 @@
+//! The durable outbox: every message tether accepts reaches each sink (the
+//! hub, optional webhooks) or becomes a push failure that the admin API
+//! lists, deletes and replays.
+//!
+//! - [`message`]: Afero's attribute message shape, intake checks, records.
+//! - [`store`]: the storage trait, the hardened sled engine, format versions.
+//! - [`core`](self::core): counters, per-sink cursors, reads and acks;
+//!   [`append`](self::append) the capacity policy; `maintain` expiry and
+//!   compaction; [`failures`] the failure records; [`ages`] the age clock.
+//! - [`intake`]: group commit (one writer thread, one sync per group).
+//! - [`hub_sink`], [`webhook`]: delivery tasks, one per sink.
+//! - [`metrics`]: Prometheus text and `/healthz`; [`cli`]: the CLI's client.
+//!
+//! Design notes:
+//! - *Accepted means durable*: intake answers only after the group's batch
+//!   was applied, `flush()`ed and `fdatasync`ed; sinks read only below the
+//!   durable watermark, so nothing that could still be rolled back is sent.
+//! - *At least once*: a message leaves a sink's queue on its PUBACK (hub)
+//!   or 2xx (webhook). After a crash, everything above a sink's persisted
+//!   cursor is sent again with the same id (counted as duplicates).
+//! - *Capacity*: the live data may take half of `store.max_bytes` (sled's
+//!   measured space amplification is ~2.1x); in addition, when the size on
+//!   disk reaches `store.max_bytes` while the live data is above 1/8 of it,
+//!   the store counts as full. `drop-oldest` then drops at least the
+//!   incoming bytes (sled reuses the freed space, so the disk stops
+//!   growing); `reject-new` answers 503 with `Retry-After`.
+//! - *Ages* follow a persisted monotonic store clock, not the wall clock:
+//!   see [`ages`].
+
+pub mod ages;
+pub mod append;
+pub mod cli;
+pub mod core;
+pub mod failures;
+pub mod hub_sink;
+pub mod intake;
+pub mod keys;
+mod maintain;
+pub mod message;
+pub mod metrics;
+pub mod pacing;
+pub mod store;
+pub mod webhook;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::warn;
+
+use crate::clock::{unix_seconds, SharedClock};
+use crate::config::StoreConfig;
+use crate::hub::{Delivery, HubHandle};
+use crate::service::Beat;
+
+pub use self::append::{IntakeError, Receipt};
+pub use self::core::{Core, Settings, SinkId};
+pub use self::failures::{FailurePage, PushFailure};
+pub use self::hub_sink::HubSinkOptions;
+pub use self::intake::Intake;
+pub use self::maintain::{SinkStats, Stats};
+pub use self::message::{AttributeChange, NewMessage};
+pub use self::store::{Storage, StoreError};
+pub use self::webhook::{WebhookConfig, WebhookError};
+
+/// The hub's sink name (`partnerId` of its failures).
+pub const HUB_SINK: &str = "hub";
+/// Longest pause between upkeep rounds (expiry, compaction, purge).
+const UPKEEP_EVERY: Duration = Duration::from_millis(100);
+
+/// The outbox could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum OutboxError {
+    /// The store cannot be opened.
+    #[error("store.path {path}: {source}")]
+    Store {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        source: StoreError,
+    },
+    /// The writer thread could not start.
+    #[error("cannot start the outbox writer: {0}")]
+    Thread(#[from] std::io::Error),
+}
+
+/// An open outbox: the core, the intake, and what starting found.
+pub struct Outbox {
+    /// Shared state and operations.
+    pub core: Arc<Core>,
+    /// The in-process intake API.
+    pub intake: Intake,
+    /// Set when an unusable store was moved aside at start.
+    pub moved_aside: Option<PathBuf>,
+}
+
+/// Settings derived from `[store]`.
+pub fn settings(cfg: &StoreConfig) -> Settings {
+    Settings {
+        ttl: cfg.ttl,
+        failure_ttl: cfg.failure_ttl,
+        max_bytes: cfg.max_bytes,
+        full_policy: cfg.full_policy,
+    }
+}
+
+impl Outbox {
+    /// Opens the store in `cfg.path` (moving an unusable one aside) with
+    /// the sinks `hub` + `webhooks`, and starts the writer thread.
+    ///
+    /// # Errors
+    /// When the store cannot be opened (I/O, permissions) or the thread
+    /// cannot start.
+    pub fn open(
+        cfg: &StoreConfig,
+        webhooks: &[String],
+        clock: SharedClock,
+    ) -> Result<Self, OutboxError> {
+        let sinks = sink_names(webhooks);
+        let settings = settings(cfg);
+        let now = unix_seconds(clock.now());
+        let opened = store::open(&cfg.path, cfg.cache_bytes, now, |storage| {
+            Core::load(storage, &sinks, settings.clone(), clock.clone())
+        })
+        .map_err(|source| OutboxError::Store {
+            path: cfg.path.clone(),
+            source,
+        })?;
+        Self::start(opened.value, opened.moved_aside)
+    }
+
+    /// An outbox over any [`Storage`] (tests inject failures this way).
+    ///
+    /// # Errors
+    /// When loading fails or the thread cannot start.
+    pub fn with_storage(
+        storage: Arc<dyn Storage>,
+        settings: Settings,
+        webhooks: &[String],
+        clock: SharedClock,
+    ) -> Result<Self, OutboxError> {
+        let core =
+            Core::load(storage, &sink_names(webhooks), settings, clock).map_err(|source| {
+                OutboxError::Store {
+                    path: PathBuf::new(),
+                    source,
+                }
+            })?;
+        Self::start(core, None)
+    }
+
+    fn start(core: Core, moved_aside: Option<PathBuf>) -> Result<Self, OutboxError> {
+        let core = Arc::new(core);
+        let (intake, _writer) = intake::spawn_writer(core.clone())?;
+        Ok(Self {
+            core,
+            intake,
+            moved_aside,
+        })
+    }
+
+    /// Starts delivery to the hub; `deliveries` is the session's notice
+    /// receiver (this task is its only consumer).
+    pub fn spawn_hub_sink(
+        &self,
+        hub: HubHandle,
+        deliveries: mpsc::Receiver<Delivery>,
+        options: HubSinkOptions,
+        beat: Beat,
+        shutdown: CancellationToken,
+    ) -> JoinHandle<()> {
+        let sink = hub_sink::HubSink {
+            core: self.core.clone(),
+            sink: 0,
+            hub,
+            deliveries,
+            options,
+            beat,
+            shutdown,
+        };
+        tokio::spawn(sink.run())
+    }
+
+    /// Starts delivery to one webhook.
+    ///
+    /// # Errors
+    /// When its URL, headers or CA file are unusable, or it was not among
+    /// the sinks the outbox was opened with.
+    pub fn spawn_webhook(
+        &self,
+        cfg: WebhookConfig,
+        beat: Beat,
+        shutdown: CancellationToken,
+    ) -> Result<JoinHandle<()>, WebhookError> {
+        let sink = self
+            .core
+            .sink_id(&cfg.name)
+            .ok_or_else(|| WebhookError::Invalid {
+                name: cfg.name.clone(),
+                reason: "not registered with the outbox".into(),
+            })?;
+        let hook = webhook::Webhook::new(cfg)?;
+        Ok(tokio::spawn(webhook::run(
+            hook,
+            self.core.clone(),
+            sink,
+            beat,
+            shutdown,
+        )))
+    }
+
+    /// Starts the upkeep task: continuous expiry, compaction, failure
+    /// purging and the disk-size measurement. It syncs one last time when
+    /// `shutdown` fires.
+    pub fn spawn_upkeep(&self, beat: Beat, shutdown: CancellationToken) -> JoinHandle<()> {
+        let core = self.core.clone();
+        tokio::spawn(async move {
+            loop {
+                beat.beat_expecting(Duration::from_secs(60));
+                let wait = upkeep_round(&core).await;
+                tokio::select! {
+                    () = tokio::time::sleep(wait) => {}
+                    () = shutdown.cancelled() => break,
+                }
+            }
+            let _ = upkeep_round(&core).await;
+        })
+    }
+}
+
+fn sink_names(webhooks: &[String]) -> Vec<String> {
+    std::iter::once(HUB_SINK.to_string())
+        .chain(webhooks.iter().cloned())
+        .collect()
+}
+
+/// One round of upkeep; returns how long to wait before the next.
+async fn upkeep_round(core: &Arc<Core>) -> Duration {
+    let c = core.clone();
+    let result = tokio::task::spawn_blocking(move || -> Result<Duration, StoreError> {
+        let wait = c.expire(UPKEEP_EVERY)?;
+        c.purge_failures(1024)?;
+        if c.compact()? {
+            c.storage.sync()?;
+        }
+        c.refresh_disk_bytes();
+        Ok(wait)
+    })
+    .await;
+    match result {
+        Ok(Ok(wait)) => wait,
+        Ok(Err(e)) => {
+            warn!(error = %e, "outbox upkeep failed; retrying");
+            Duration::from_secs(1)
+        }
+        Err(e) => {
+            warn!(error = %e, "outbox upkeep task failed");
+            Duration::from_secs(1)
+        }
+    }
+}

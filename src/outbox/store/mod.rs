@@ -1,0 +1,119 @@
+//! The storage engine behind the outbox: a small ordered key-value trait so
+//! the engine (sled today) can be swapped, and failures can be injected in
+//! tests ([`Storage`]), plus opening with hardening and format versioning
+//! ([`open`]).
+
+mod format;
+mod sled_store;
+
+use std::io;
+
+pub use format::{open, Opened, FORMAT_VERSION};
+pub use sled_store::SledStorage;
+
+/// One write in a [`Batch`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    /// Insert or replace.
+    Put(Vec<u8>, Vec<u8>),
+    /// Remove (absent keys are fine).
+    Del(Vec<u8>),
+}
+
+/// Writes applied atomically: all or none survive a crash.
+#[derive(Debug, Default, Clone)]
+pub struct Batch {
+    /// The writes, in order.
+    pub ops: Vec<Op>,
+}
+
+impl Batch {
+    /// Adds an insert.
+    pub fn put(&mut self, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) {
+        self.ops.push(Op::Put(key.into(), value.into()));
+    }
+
+    /// Adds a removal.
+    pub fn del(&mut self, key: impl Into<Vec<u8>>) {
+        self.ops.push(Op::Del(key.into()));
+    }
+
+    /// Whether there is nothing to write.
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+}
+
+/// A storage operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The disk is full (ENOSPC/EDQUOT): intake answers 507.
+    #[error("the disk holding the outbox is full: {0}")]
+    DiskFull(#[source] io::Error),
+    /// Any other I/O error.
+    #[error("outbox I/O error: {0}")]
+    Io(#[source] io::Error),
+    /// The engine reports corruption or an unreadable format.
+    #[error("the outbox store is corrupt: {0}")]
+    Corrupt(String),
+    /// The store was written by a newer tether.
+    #[error(
+        "the outbox store has format version {found}; this tether understands up to {supported}"
+    )]
+    UnknownVersion {
+        /// Version found on disk.
+        found: u32,
+        /// Highest version this build reads.
+        supported: u32,
+    },
+    /// Anything else the engine reports.
+    #[error("outbox storage error: {0}")]
+    Engine(String),
+}
+
+impl StoreError {
+    /// Classifies an I/O error, telling a full disk apart.
+    pub fn from_io(e: io::Error) -> Self {
+        match e.kind() {
+            io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => StoreError::DiskFull(e),
+            _ => StoreError::Io(e),
+        }
+    }
+}
+
+/// Key-value pairs from a scan.
+pub type Rows = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// An ordered key-value store with atomic batches and an explicit
+/// durability point. Keys compare as bytes.
+pub trait Storage: Send + Sync + 'static {
+    /// The value at `key`.
+    ///
+    /// # Errors
+    /// On I/O or corruption.
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// Up to `limit` entries with `from <= key < to`, ascending, or
+    /// descending when `reverse`.
+    ///
+    /// # Errors
+    /// On I/O or corruption.
+    fn scan(&self, from: &[u8], to: &[u8], limit: usize, reverse: bool)
+        -> Result<Rows, StoreError>;
+
+    /// Applies `batch` atomically (visible at once, not yet durable).
+    ///
+    /// # Errors
+    /// When the engine refuses the write.
+    fn apply(&self, batch: Batch) -> Result<(), StoreError>;
+
+    /// Makes everything applied so far durable: survives a crash and a
+    /// power cut.
+    ///
+    /// # Errors
+    /// On I/O errors (a full disk is [`StoreError::DiskFull`]).
+    fn sync(&self) -> Result<(), StoreError>;
+
+    /// The store's size on disk in bytes.
+    fn disk_bytes(&self) -> u64;
+}

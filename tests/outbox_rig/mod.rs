@@ -1,0 +1,395 @@
+//! Shared rig for the outbox tests: tether's hub session, outbox and admin
+//! API in-process against a real Mosquitto, plus a persistent-session
+//! subscriber playing the cloud. Each `tests/outbox_*.rs` says
+//! `mod outbox_rig;`.
+#![allow(dead_code)]
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use serde_json::Value;
+use tether::admin::{self, Admin, Bound};
+use tether::clock::{SharedClock, SystemClock};
+use tether::config::Config;
+use tether::hub::{self, HubHandle, Router};
+use tether::outbox::metrics::OutboxMetrics;
+use tether::outbox::{HubSinkOptions, NewMessage, Outbox, Stats, Storage, WebhookConfig};
+use tether::service::Beat;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+pub const TOKEN: &str = "0123456789abcdef0123456789abcdef";
+pub const EVENTS: &str = "devices/dev1/messages/events/";
+
+/// How to start tether in-process.
+#[derive(Default)]
+pub struct RigOptions {
+    /// Lines for `[store]`.
+    pub store: String,
+    /// Wall clock (default: the system clock).
+    pub clock: Option<SharedClock>,
+    /// Storage to use instead of sled in the store directory.
+    pub storage: Option<Arc<dyn Storage>>,
+    /// Webhook sinks.
+    pub webhooks: Vec<WebhookConfig>,
+}
+
+pub struct Rig {
+    pub outbox: Outbox,
+    pub hub: HubHandle,
+    pub admin_addr: std::net::SocketAddr,
+    pub http: reqwest::Client,
+    pub stop: CancellationToken,
+    pub cfg: Config,
+    pub dir: tempfile::TempDir,
+}
+
+/// A config for tether against `127.0.0.1:port` with the store in `dir`.
+pub fn config_text(
+    port: u16,
+    dir: &Path,
+    store: &str,
+    admin: Option<std::net::SocketAddr>,
+) -> String {
+    let admin = admin.map_or(String::new(), |a| {
+        format!("[admin]\nlisten = \"{a}\"\ntoken = \"{TOKEN}\"\n")
+    });
+    format!(
+        "[hub]\nurl = \"mqtt://127.0.0.1:{port}\"\ndevice_id = \"dev1\"\nallow_insecure = true\n\
+         keep_alive = \"5s\"\nconnect_timeout = \"2s\"\n[store]\npath = \"{}\"\n{store}\n{admin}",
+        dir.join("store").display()
+    )
+}
+
+impl Rig {
+    pub async fn start(broker_port: u16, opts: RigOptions) -> Rig {
+        tether::tls::install_crypto_provider();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let text = config_text(broker_port, dir.path(), &opts.store, None);
+        let cfg = tether::config::parse(&text, dir.path()).expect("valid rig config");
+        let clock = opts.clock.unwrap_or_else(|| Arc::new(SystemClock));
+        let names: Vec<String> = opts.webhooks.iter().map(|w| w.name.clone()).collect();
+        let outbox = match opts.storage {
+            Some(s) => Outbox::with_storage(
+                s,
+                tether::outbox::settings(&cfg.store),
+                &names,
+                clock.clone(),
+            ),
+            None => Outbox::open(&cfg.store, &names, clock.clone()),
+        }
+        .expect("outbox opens");
+        let stop = CancellationToken::new();
+        let h = hub::start(
+            &cfg.hub,
+            Router::new(),
+            clock.clone(),
+            serde_json::Map::new(),
+            Beat::detached(),
+            stop.clone(),
+        )
+        .expect("hub starts");
+        outbox.spawn_hub_sink(
+            h.handle.clone(),
+            h.deliveries,
+            HubSinkOptions {
+                max_messages_per_second: cfg.hub.max_messages_per_second,
+                batch_max_bytes: cfg.store.batch_max_bytes,
+            },
+            Beat::detached(),
+            stop.clone(),
+        );
+        outbox.spawn_upkeep(Beat::detached(), stop.clone());
+        for w in opts.webhooks {
+            outbox
+                .spawn_webhook(w, Beat::detached(), stop.clone())
+                .expect("webhook starts");
+        }
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind admin");
+        let admin_addr = listener.local_addr().expect("admin addr");
+        let state = Arc::new(Admin {
+            hub: h.handle.watch_status(),
+            metrics: vec![Arc::new(OutboxMetrics(outbox.core.clone()))],
+            checks: vec![Arc::new(OutboxMetrics(outbox.core.clone()))],
+            token: Some(tether::config::Secret::new(TOKEN)),
+        });
+        let v1 = admin::attributes::router(Arc::new(admin::attributes::AttributesApi {
+            intake: outbox.intake.clone(),
+            device_id: "dev1".into(),
+            extended_data: cfg.store.extended_data.clone(),
+            clock: clock.clone(),
+        }))
+        .merge(admin::failures::router(Arc::new(
+            admin::failures::FailuresApi {
+                core: outbox.core.clone(),
+                intake: outbox.intake.clone(),
+            },
+        )));
+        admin::serve(Bound::Tcp(listener), admin::app(state, v1), stop.clone());
+        Rig {
+            outbox,
+            hub: h.handle,
+            admin_addr,
+            http: reqwest::Client::new(),
+            stop,
+            cfg,
+            dir,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.admin_addr)
+    }
+
+    /// A request with the token; returns status, Retry-After and JSON body.
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Option<String>, Value) {
+        let mut req = self.http.request(method, self.url(path)).bearer_auth(TOKEN);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.expect("admin API answers");
+        let status = resp.status();
+        let retry = resp
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let text = resp.text().await.unwrap_or_default();
+        (
+            status,
+            retry,
+            serde_json::from_str(&text).unwrap_or(Value::Null),
+        )
+    }
+
+    /// Submits `n` relay-style messages in-process, `per` per request;
+    /// returns their ids in order.
+    pub async fn submit(&self, n: usize, per: usize) -> Vec<String> {
+        let mut ids = Vec::with_capacity(n);
+        let mut i = 0;
+        while i < n {
+            let k = per.min(n - i);
+            let msgs: Vec<NewMessage> = (i..i + k).map(test_message).collect();
+            let receipts = self.outbox.intake.submit(msgs).await.expect("accepted");
+            ids.extend(receipts.iter().map(|r| r.id.to_string()));
+            i += k;
+        }
+        ids
+    }
+
+    pub fn stats(&self) -> Stats {
+        self.outbox.core.stats()
+    }
+
+    /// Waits until `f(stats)` holds.
+    pub async fn wait_stats(
+        &self,
+        what: &str,
+        timeout: Duration,
+        f: impl Fn(&Stats) -> bool,
+    ) -> Stats {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let s = self.stats();
+            if f(&s) {
+                return s;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "never reached: {what}; stats {s:#?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for Rig {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+/// A cloud-side subscriber with a persistent session (clean_session off),
+/// re-subscribing on every CONNACK, so nothing is missed across broker
+/// restarts when the broker persists sessions.
+pub struct Subscriber {
+    rx: mpsc::Receiver<rumqttc::Publish>,
+    task: tokio::task::JoinHandle<()>,
+    pub seen: Vec<rumqttc::Publish>,
+}
+
+impl Subscriber {
+    pub async fn connect(port: u16, filter: &str) -> Subscriber {
+        let id = format!("sub-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+        let mut opts = MqttOptions::new(id, "127.0.0.1", port);
+        opts.set_keep_alive(Duration::from_secs(5));
+        opts.set_clean_session(false);
+        opts.set_max_packet_size(1 << 20, 1 << 20);
+        let (client, mut eventloop) = AsyncClient::new(opts, 64);
+        let (tx, rx) = mpsc::channel(100_000);
+        let (ready_tx, mut ready_rx) = mpsc::channel(1);
+        let filter = filter.to_string();
+        let task = tokio::spawn(async move {
+            loop {
+                match eventloop.poll().await {
+                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                        let _ = client.try_subscribe(filter.clone(), QoS::AtLeastOnce);
+                    }
+                    Ok(Event::Incoming(Packet::SubAck(_))) => {
+                        let _ = ready_tx.try_send(());
+                    }
+                    Ok(Event::Incoming(Packet::Publish(p))) => {
+                        if tx.send(p).await.is_err() {
+                            return;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                }
+            }
+        });
+        tokio::time::timeout(Duration::from_secs(5), ready_rx.recv())
+            .await
+            .expect("SUBACK within 5 s");
+        Subscriber {
+            rx,
+            task,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Collects publishes until every id in `want` was seen (as `$.mid` or
+    /// inside a batch); returns the ids of every message seen, in order.
+    pub async fn until_all(&mut self, want: &[String], timeout: Duration) -> Vec<String> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut missing: HashSet<&String> = want.iter().collect();
+        let mut order = Vec::new();
+        for p in &self.seen {
+            for id in body_ids(&p.payload) {
+                order.push(id);
+            }
+        }
+        for id in &order {
+            missing.remove(id);
+        }
+        while !missing.is_empty() {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match tokio::time::timeout(left, self.rx.recv()).await {
+                Ok(Some(p)) => {
+                    for id in body_ids(&p.payload) {
+                        missing.remove(&id);
+                        order.push(id);
+                    }
+                    self.seen.push(p);
+                }
+                _ => panic!("{} of {} messages never arrived", missing.len(), want.len()),
+            }
+        }
+        order
+    }
+}
+
+/// An attribute-typed test message carrying its id and number `n`.
+pub fn test_message(n: usize) -> NewMessage {
+    let id = uuid::Uuid::new_v4();
+    NewMessage {
+        id,
+        message_type: "attribute".into(),
+        body: serde_json::json!({"id": id.to_string(), "n": n, "pad": "x".repeat(100)})
+            .to_string()
+            .into_bytes(),
+        only_sink: None,
+    }
+}
+
+/// Message ids in a payload: the `id` of a message, or of each element of
+/// a batch.
+pub fn body_ids(payload: &[u8]) -> Vec<String> {
+    match serde_json::from_slice::<Value>(payload) {
+        Ok(Value::Array(items)) => items
+            .iter()
+            .filter_map(|i| i["id"].as_str().map(str::to_string))
+            .collect(),
+        Ok(v) => v["id"].as_str().map(str::to_string).into_iter().collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+impl Drop for Subscriber {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The real binary, killed when dropped.
+pub struct Tether {
+    pub child: Child,
+}
+
+impl Tether {
+    pub fn start(cfg: &Path, log: &Path) -> Tether {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_tether"))
+            .args(["run", "-c"])
+            .arg(cfg)
+            .env(
+                "RUST_LOG",
+                std::env::var("TETHER_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .stdout(Stdio::from(log.try_clone().unwrap()))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("start tether");
+        Tether { child }
+    }
+
+    /// SIGKILL: no goodbye, no final sync.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Tether {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+pub fn client() -> reqwest::Client {
+    tether::tls::install_crypto_provider();
+    reqwest::Client::new()
+}
+
+pub fn free_addr() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap()
+}
+
+pub async fn wait_healthy(http: &reqwest::Client, addr: SocketAddr) -> Value {
+    for _ in 0..200 {
+        if let Ok(r) = http.get(format!("http://{addr}/healthz")).send().await {
+            if r.status().is_success() {
+                return r.json().await.unwrap();
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("tether never became healthy at {addr}");
+}
