@@ -133,6 +133,10 @@ async fn unix_socket_listener_replaces_a_stale_socket() {
     });
     let stop = CancellationToken::new();
     let bound = admin::bind(&AdminListen::Unix(path.clone())).await.unwrap();
+    // Owner-only whatever the umask: the socket has no token check.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "socket mode {mode:o}");
     let server = admin::serve(bound, admin::app(state, axum::Router::new()), stop.clone());
     let stream = tokio::net::UnixStream::connect(&path).await.unwrap();
     let (code, body) = http(stream, &get_req("/metrics", None)).await;

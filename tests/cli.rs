@@ -143,6 +143,9 @@ fn run_with_an_invalid_config_exits_64() {
 
 struct Running {
     child: Child,
+    /// stderr, read as it comes: at trace level a pipe left unread fills
+    /// up and blocks the daemon's logging (and so its shutdown).
+    err: std::thread::JoinHandle<String>,
     notify: UnixDatagram,
     _dir: tempfile::TempDir,
     config: PathBuf,
@@ -159,7 +162,7 @@ impl Running {
             .unwrap();
         // systemd sets WATCHDOG_PID to the service's pid: exec keeps the
         // shell's pid, so `$$` is tether's.
-        let child = Command::new("sh")
+        let mut child = Command::new("sh")
             .args(["-c", "WATCHDOG_PID=$$ exec \"$0\" \"$@\"", BIN, "run", "-c"])
             .arg(&config)
             .env("NOTIFY_SOCKET", &sock)
@@ -169,8 +172,15 @@ impl Running {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
+        let mut pipe = child.stderr.take().unwrap();
+        let err = std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = pipe.read_to_string(&mut text);
+            text
+        });
         Running {
             child,
+            err,
             notify,
             _dir: dir,
             config,
@@ -212,14 +222,7 @@ impl Running {
             assert!(Instant::now() < deadline, "tether did not stop within 15 s");
             std::thread::sleep(Duration::from_millis(50));
         };
-        let mut err = String::new();
-        self.child
-            .stderr
-            .take()
-            .unwrap()
-            .read_to_string(&mut err)
-            .unwrap();
-        (status.code(), err)
+        (status.code(), self.err.join().unwrap())
     }
 }
 
@@ -285,4 +288,50 @@ fn the_daemon_starts_offline() {
     let (code, err) = run.stop();
     assert_eq!(code, Some(0), "{err}");
     assert!(err.contains("cannot reach localhost"), "{err}");
+}
+
+/// At trace level, neither the SAS key nor a token or its signature shows
+/// up in the output: connecting with a key (the broker refuses the token),
+/// retrying, then reloading to a pre-made token and being refused again.
+#[test]
+fn sas_keys_and_tokens_never_reach_trace_logs() {
+    // base64 of "device-key-for-tests-0123456789!"
+    const KEY_B64: &str = "ZGV2aWNlLWtleS1mb3ItdGVzdHMtMDEyMzQ1Njc4OSE=";
+    const SIG: &str = "c2lnbmF0dXJlLXNlY3JldC0wMTIzNDU2Nzg5YWJjZGU%3D";
+    let broker = Broker::start(BrokerOptions::new().user("dev1", PASSWORD));
+    let config = |auth: &str| {
+        format!(
+            "[hub]\nconnection_string = \"HostName=localhost;DeviceId=dev1;{auth}\"\n\
+             port = {port}\nca_file = \"{ca}\"\nkeep_alive = \"5s\"\nconnect_timeout = \"2s\"\n\
+             [store]\npath = \"state\"\n[log]\nlevel = \"trace\"\n",
+            port = broker.tls_port(),
+            ca = broker.ca_pem_path().display(),
+        )
+    };
+    let run = Running::start(&config(&format!("SharedAccessKey={KEY_B64}")));
+    run.expect_notify("READY=1");
+    run.expect_notify("STATUS=hub disconnected");
+    // A few refused attempts, each with a freshly minted token.
+    std::thread::sleep(Duration::from_secs(2));
+    let premade = format!(
+        "SharedAccessSignature=SharedAccessSignature sr=localhost%2Fdevices%2Fdev1&sig={SIG}&se=4102444800"
+    );
+    std::fs::write(&run.config, config(&premade)).unwrap();
+    run.signal("-HUP");
+    run.expect_notify("RELOADING=1");
+    std::thread::sleep(Duration::from_secs(2));
+    let (code, err) = run.stop();
+    assert_eq!(code, Some(0), "{err}");
+    assert!(err.contains("refused the credentials"), "{err}");
+    let sig_plain = SIG.replace("%3D", "=");
+    for secret in [
+        KEY_B64,
+        "device-key-for-tests",
+        SIG,
+        sig_plain.as_str(),
+        "sig=",
+        "SharedAccessSignature sr=",
+    ] {
+        assert!(!err.contains(secret), "{secret:?} leaked into the logs");
+    }
 }

@@ -86,12 +86,17 @@ pub async fn bind(listen: &AdminListen) -> Result<Bound, AdminError> {
             if path.exists() {
                 let _ = std::fs::remove_file(path);
             }
-            UnixListener::bind(path)
-                .map(Bound::Unix)
-                .map_err(|source| AdminError::Bind {
-                    addr: path.display().to_string(),
-                    source,
-                })
+            let err = |source| AdminError::Bind {
+                addr: path.display().to_string(),
+                source,
+            };
+            let listener = UnixListener::bind(path).map_err(err)?;
+            // The socket carries no token check: only its owner may connect
+            // (connecting needs write permission). bind() applies the umask,
+            // which may leave it open to the group or everyone.
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(err)?;
+            Ok(Bound::Unix(listener))
         }
     }
 }

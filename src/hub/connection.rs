@@ -6,13 +6,14 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use rumqttc::{QoS, Request};
+use rumqttc::{Event, Outgoing, QoS, Request};
 use serde_json::Value;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use crate::clock::unix_seconds;
 
+use super::backoff::Failure;
 use super::failure::classify;
 use super::session::{Delivery, Session, QUICK_DROP, QUICK_DROPS_TO_WARN};
 use super::status::ConnState;
@@ -104,9 +105,45 @@ impl Session {
         })
     }
 
+    /// The broker sent nothing for 1.5 keep-alive intervals: the link is
+    /// half-open (a blackhole drops our packets and theirs, with no FIN or
+    /// RST). Drops the connection and returns the delay before the next
+    /// attempt.
+    ///
+    /// This is the only place a poll on a connected event loop is cancelled,
+    /// and it is sound because the connection is never used again: a packet
+    /// cut halfway can only be followed by the socket closing (the broker
+    /// sees a torn stream, as after any cut), and nothing can be done from
+    /// outside instead: rumqttc owns the socket (no read timeout, no way to
+    /// shut it down), `try_disconnect` waits in the request channel behind a
+    /// write that may be blocked, and TCP keepalive or `TCP_USER_TIMEOUT`
+    /// never fire when a middlebox still acknowledges at the TCP level. The
+    /// bookkeeping a cancelled poll leaves behind is settled by `clean()`
+    /// (unacknowledged publishes and unread requests move to `pending`) and
+    /// by `forget_in_flight`, which maps the publishes written but not yet
+    /// surfaced as events before forgetting them.
+    pub(super) fn on_silent_link(&mut self) -> Duration {
+        let keep_alive = self.keep_alive();
+        let silent = self.last_incoming.elapsed();
+        self.eventloop.clean();
+        let message = format!(
+            "no packet from {} for {:.1} s (keep-alive {} s): the link looks dead (half-open); \
+             reconnecting",
+            self.target,
+            silent.as_secs_f32(),
+            keep_alive.as_secs()
+        );
+        self.on_lost(Failure::Network, message)
+    }
+
     /// Handles a lost or refused connection; returns the delay before the
     /// next attempt.
     pub(super) fn on_error(&mut self, err: &rumqttc::ConnectionError) -> Duration {
+        let (failure, message) = classify(err, &self.target.to_string());
+        self.on_lost(failure, message)
+    }
+
+    fn on_lost(&mut self, failure: Failure, mut message: String) -> Duration {
         let was_connected = self.connected_at.take();
         self.forget_in_flight(was_connected.is_some());
         if let Some(r) = self.renewal.take() {
@@ -123,7 +160,6 @@ impl Session {
             self.set_state(ConnState::Connecting, None, None);
             return Duration::ZERO;
         }
-        let (failure, mut message) = classify(err, &self.target.to_string());
         match was_connected {
             Some(at) if at.elapsed() < QUICK_DROP => self.quick_drops += 1,
             Some(_) => {
@@ -165,7 +201,18 @@ impl Session {
             .filter(|r| matches!(r, Request::Publish(p) if p.qos != QoS::AtMostOnce && p.pkid == 0))
             .count();
         self.eventloop.pending.clear();
-        self.eventloop.state.events.clear();
+        // A poll that failed (or was cancelled) while writing a publish has
+        // already taken its record's place in the channel and queued its
+        // `Outgoing` event; that publish now sits in `pending` with a packet
+        // id, so it is not counted in `drained`. Map it before forgetting,
+        // or every later PUBACK would confirm the token of the message before.
+        for event in self.eventloop.state.events.drain(..) {
+            match event {
+                Event::Outgoing(Outgoing::Publish(pkid)) => self.tracker.on_outgoing_publish(pkid),
+                Event::Outgoing(Outgoing::AwaitAck(pkid)) => self.tracker.on_await_ack(pkid),
+                _ => {}
+            }
+        }
         self.eventloop.state.collision = None;
         self.tracker.on_connection_lost(drained);
         if was_connected {

@@ -60,6 +60,21 @@ const DISCONNECT_GRACE: Duration = Duration::from_secs(3);
 /// Margin added to the silence a loop announces before it counts as stuck.
 const SLACK: Duration = Duration::from_secs(30);
 
+/// How long a live connection may stay silent before it counts as dead:
+/// 1.5 keep-alive intervals, the limit MQTT gives the broker for the client.
+/// rumqttc pings every keep-alive whatever the traffic, so a healthy broker
+/// sends something (at least a PINGRESP) about once per interval; rumqttc
+/// itself notices a missing PINGRESP only at the following ping (~2
+/// intervals). A keep-alive of zero (off) never expires.
+pub(super) fn silence_limit(keep_alive: Duration) -> Duration {
+    if keep_alive.is_zero() {
+        // Far enough to never fire, near enough not to overflow an Instant.
+        Duration::from_secs(100 * 365 * 24 * 3600)
+    } else {
+        keep_alive * 3 / 2
+    }
+}
+
 /// Starts the session task. `reported` seeds the reported properties.
 ///
 /// # Errors
@@ -115,6 +130,7 @@ pub fn start(
         backoff: Backoff::hub_default(),
         connection: 0,
         connected_at: None,
+        last_incoming: Instant::now(),
         quick_drops: 0,
         last_logged: None,
         renewal: None,
@@ -145,6 +161,8 @@ pub(super) struct Session {
     pub(super) backoff: Backoff,
     pub(super) connection: u64,
     pub(super) connected_at: Option<Instant>,
+    /// When the broker last sent anything (PINGRESP included).
+    pub(super) last_incoming: Instant,
     pub(super) quick_drops: u32,
     pub(super) last_logged: Option<String>,
     pub(super) renewal: Option<JoinHandle<()>>,
@@ -173,8 +191,24 @@ impl Session {
             } else if self.connected_at.is_some() {
                 // Never cancel a poll on a live connection (it may be halfway
                 // through writing a packet); shutdown arrives as a DISCONNECT
-                // request through the stopper task.
-                self.eventloop.poll().await
+                // request through the stopper task. The one exception is a
+                // link already declared dead by the silence watchdog: see
+                // `Session::on_silent_link` for why that cancel is sound.
+                let deadline = self.last_incoming + silence_limit(self.keep_alive());
+                tokio::select! {
+                    biased;
+                    ev = self.eventloop.poll() => ev,
+                    () = tokio::time::sleep_until(deadline) => {
+                        let delay = self.on_silent_link();
+                        self.beat
+                            .beat_expecting(delay + self.connect_timeout + SLACK);
+                        tokio::select! {
+                            () = tokio::time::sleep(delay) => {}
+                            () = self.shutdown.cancelled() => break,
+                        }
+                        continue;
+                    }
+                }
             } else {
                 tokio::select! {
                     ev = self.eventloop.poll() => ev,
@@ -184,8 +218,11 @@ impl Session {
             match event {
                 Ok(Event::Outgoing(Outgoing::Disconnect)) if self.shutdown.is_cancelled() => break,
                 Ok(event) => {
+                    if matches!(event, Event::Incoming(_)) {
+                        self.last_incoming = Instant::now();
+                    }
                     self.on_event(event);
-                    let keep_alive = self.eventloop.mqtt_options.keep_alive();
+                    let keep_alive = self.keep_alive();
                     self.beat
                         .beat_expecting(keep_alive + self.connect_timeout + SLACK);
                 }
@@ -316,6 +353,10 @@ impl Session {
             self.connect_timeout = next.connect_timeout;
             self.backoff.reset();
         }
+    }
+
+    pub(super) fn keep_alive(&self) -> Duration {
+        self.eventloop.mqtt_options.keep_alive()
     }
 
     fn on_event(&mut self, event: Event) {

@@ -270,6 +270,14 @@ impl Subscriber {
         }
     }
 
+    /// The next publish within `timeout`, if any (not kept in `seen`).
+    pub async fn next(&mut self, timeout: Duration) -> Option<rumqttc::Publish> {
+        tokio::time::timeout(timeout, self.rx.recv())
+            .await
+            .ok()
+            .flatten()
+    }
+
     /// Collects publishes until every id in `want` was seen (as `$.mid` or
     /// inside a batch); returns the ids of every message seen, in order.
     pub async fn until_all(&mut self, want: &[String], timeout: Duration) -> Vec<String> {

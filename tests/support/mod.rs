@@ -16,3 +16,4 @@ pub use broker::{Broker, BrokerOptions, LogMark};
 pub use certs::{untrusted_ca_pem, Issued, TestCa};
 pub mod http;
 pub mod mcu;
+pub mod proxy;

@@ -36,7 +36,9 @@ pub fn open<T>(
     mut load: impl FnMut(Arc<dyn Storage>) -> Result<T, StoreError>,
 ) -> Result<Opened<T>, StoreError> {
     let dir = root.join("outbox");
-    let first = open_versioned(&dir, cache_bytes).and_then(&mut load);
+    let first = guarded_open(root, || {
+        open_versioned(&dir, cache_bytes).and_then(&mut load)
+    });
     match first {
         Ok(value) => Ok(Opened {
             value,
@@ -62,6 +64,51 @@ pub fn open<T>(
         }
         Err(e) => Err(e),
     }
+}
+
+/// Marks an open in progress; left behind only when opening killed the
+/// process.
+const OPENING_MARKER: &str = "outbox.opening";
+/// Opens in a row that never finished before the store counts as unusable.
+/// Two, so one SIGKILL or power cut during a healthy open costs nothing.
+const CRASHED_OPENS: u32 = 2;
+
+/// Runs `open`, turning a panic into [`StoreError::Corrupt`]: sled panics
+/// on some damaged files (flipped bytes) instead of returning an error.
+/// Where panics abort (the release build) the process dies instead; the
+/// marker file counts such deaths, and after [`CRASHED_OPENS`] of them the
+/// store is treated as corrupt without being opened, so a restart loop
+/// (systemd `Restart=`) ends with the store set aside.
+fn guarded_open<T>(
+    root: &Path,
+    open: impl FnOnce() -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    let marker = root.join(OPENING_MARKER);
+    let crashed: u32 = std::fs::read_to_string(&marker)
+        .ok()
+        .and_then(|t| t.trim().parse().ok())
+        .unwrap_or(0);
+    if crashed >= CRASHED_OPENS {
+        let _ = std::fs::remove_file(&marker);
+        return Err(StoreError::Corrupt(format!(
+            "opening it ended tether {crashed} times in a row"
+        )));
+    }
+    // Best effort: without the marker only the crash count is lost.
+    let _ = std::fs::create_dir_all(root);
+    let _ = std::fs::write(&marker, (crashed + 1).to_string());
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(open));
+    let _ = std::fs::remove_file(&marker);
+    result.unwrap_or_else(|panic| {
+        let what = panic
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic".into());
+        Err(StoreError::Corrupt(format!(
+            "the storage engine failed: {what}"
+        )))
+    })
 }
 
 fn open_versioned(dir: &Path, cache_bytes: u64) -> Result<Arc<dyn Storage>, StoreError> {
@@ -146,5 +193,29 @@ mod tests {
         assert!(opened.moved_aside.is_none());
         assert_eq!(opened.value.0, Some(b"x".to_vec()));
         assert_eq!(opened.value.1, Some(FORMAT_VERSION.to_be_bytes().to_vec()));
+    }
+
+    #[test]
+    fn an_engine_panic_while_opening_counts_as_corruption() {
+        let root = tempfile::tempdir().unwrap();
+        let r: Result<(), _> = guarded_open(root.path(), || panic!("tried to serialize"));
+        assert!(matches!(&r, Err(StoreError::Corrupt(m)) if m.contains("tried to serialize")));
+        assert!(!root.path().join(OPENING_MARKER).exists());
+    }
+
+    #[test]
+    fn opens_that_killed_the_process_twice_set_the_store_aside() {
+        let root = tempfile::tempdir().unwrap();
+        let marker = root.path().join(OPENING_MARKER);
+        // One interrupted open (a SIGKILL, a power cut) is forgiven.
+        std::fs::write(&marker, "1").unwrap();
+        assert_eq!(guarded_open(root.path(), || Ok(7)).unwrap(), 7);
+        assert!(!marker.exists());
+        // Two in a row: the store is not opened again.
+        std::fs::write(&marker, "2").unwrap();
+        let r = guarded_open(root.path(), || -> Result<(), StoreError> {
+            unreachable!("not opened")
+        });
+        assert!(matches!(r, Err(StoreError::Corrupt(_))));
     }
 }

@@ -1,0 +1,126 @@
+//! The broker SIGKILLed and SIGSTOPped under load, repeatedly: tether
+//! reconnects each time and every id answered 202 reaches the subscriber.
+//! `TETHER_CHAOS_LONG=1` repeats each fault more often.
+
+mod outbox_rig;
+mod support;
+
+mod chaos_rig;
+
+use std::time::Duration;
+
+use chaos_rig::{long, tally, wait_drained, Load};
+use outbox_rig::{client, config_text, free_addr, wait_healthy, Subscriber, Tether, EVENTS};
+use support::mqtt::Cloud;
+use support::proxy::{Mode, Proxy};
+use support::{Broker, BrokerOptions};
+
+struct Run {
+    broker: Broker,
+    proxy: Proxy,
+    sub: Subscriber,
+    http: reqwest::Client,
+    addr: std::net::SocketAddr,
+    log: std::path::PathBuf,
+    _tether: Tether,
+    _dir: tempfile::TempDir,
+}
+
+/// tether reaches the broker through a proxy, so a test can hold its
+/// reconnect back until the subscriber is back (a restarted broker without
+/// persistence forgets subscriptions: messages before that are the
+/// broker's loss, not tether's).
+async fn start() -> Run {
+    let broker = Broker::start(BrokerOptions::new().extra_config("max_queued_messages 0"));
+    let proxy = Proxy::start(broker.plain_port()).await;
+    let sub = Subscriber::connect(broker.plain_port(), &format!("{EVENTS}#")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let addr = free_addr();
+    let cfg = dir.path().join("tether.toml");
+    std::fs::write(&cfg, config_text(proxy.port(), dir.path(), "", Some(addr))).unwrap();
+    let log = dir.path().join("tether.log");
+    let tether = Tether::start(&cfg, &log);
+    let http = client();
+    wait_healthy(&http, addr).await;
+    Run {
+        broker,
+        proxy,
+        sub,
+        http,
+        addr,
+        log,
+        _tether: tether,
+        _dir: dir,
+    }
+}
+
+impl Run {
+    /// Waits until the subscriber receives a probe again (it resubscribed).
+    async fn subscriber_back(&mut self) {
+        let probe = Cloud::connect(self.broker.plain_port(), &[]).await;
+        let topic = format!("{EVENTS}probe");
+        for _ in 0..100 {
+            probe.publish(&topic, "probe", false).await;
+            while let Some(p) = self.sub.next(Duration::from_millis(100)).await {
+                if p.topic == topic {
+                    return;
+                }
+                self.sub.seen.push(p);
+            }
+        }
+        panic!("the subscriber never came back");
+    }
+
+    async fn finish(mut self, load: Load, fault: &str, runs: usize) {
+        let accepted = load.stop().await;
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        assert!(
+            wait_drained(&self.http, self.addr, Duration::from_secs(60)).await,
+            "outbox drained; log tail:\n{}",
+            text.lines().rev().take(30).collect::<Vec<_>>().join("\n")
+        );
+        let t = tally(&mut self.sub, &accepted, Duration::from_secs(30)).await;
+        t.report(fault, runs);
+        assert!(t.accepted > 200, "load ran: {t:?}");
+        assert_eq!(t.lost, 0, "{t:?}");
+    }
+}
+
+#[tokio::test]
+async fn broker_sigkilled_under_load_repeatedly_loses_nothing() {
+    let runs = if long() { 20 } else { 3 };
+    let mut run = start().await;
+    let load = Load::start(&run.http, run.addr, 2);
+    for _ in 0..runs {
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        // Dialling fails while the proxy drops everything.
+        run.proxy.set(Mode::Blackhole);
+        run.broker.kill();
+        run.broker.restart();
+        run.subscriber_back().await;
+        run.proxy.heal();
+        wait_healthy(&run.http, run.addr).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    run.finish(load, "broker SIGKILL", runs).await;
+}
+
+#[tokio::test]
+async fn broker_frozen_under_load_repeatedly_loses_nothing() {
+    let runs = if long() { 10 } else { 2 };
+    let mut run = start().await;
+    let load = Load::start(&run.http, run.addr, 2);
+    // A short freeze (the session survives) and one past 1.5 keep-alives
+    // (the half-open watch drops the link), alternately.
+    for i in 0..runs {
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        run.broker.freeze();
+        let held = if i % 2 == 0 { 2 } else { 9 };
+        tokio::time::sleep(Duration::from_secs(held)).await;
+        run.broker.thaw();
+        wait_healthy(&run.http, run.addr).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    run.subscriber_back().await;
+    run.finish(load, "broker SIGSTOP", runs).await;
+}
