@@ -9,6 +9,8 @@
 //! - [`clock`]: injected wall-clock time.
 //! - [`service`]: process life: signals, systemd notify and watchdog.
 //! - [`app`]: the composition root wiring everything together.
+//! - `demo` (feature `demo`, on by default): `tether demo`, everything
+//!   in one process with simulated controller, MCU and broker.
 #![forbid(unsafe_code)]
 
 pub mod admin;
@@ -18,6 +20,8 @@ pub mod certinfo;
 pub mod clock;
 pub mod cloud;
 pub mod config;
+#[cfg(feature = "demo")]
+pub mod demo;
 pub mod hub;
 pub mod logging;
 pub mod outbox;

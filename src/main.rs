@@ -1,5 +1,5 @@
 //! The `tether` command line: `run`, `check-config`, `sas-token`,
-//! `failures`, `outbox`, `cloud`.
+//! `failures`, `outbox`, `cloud`, `demo`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -60,6 +60,10 @@ enum Command {
         #[command(subcommand)]
         command: Box<tether::cloud::cli::CloudCommand>,
     },
+    /// Everything on this machine in one process (broker, simulated
+    /// controller and MCU, tether, the cloud side), walked through step by step.
+    #[cfg(feature = "demo")]
+    Demo(tether::demo::DemoArgs),
     /// The durable outbox, through the admin API.
     Outbox {
         /// Configuration file (for the admin address and token).
@@ -140,6 +144,8 @@ fn main() -> ExitCode {
             action: OutboxAction::Stats,
         } => outbox_cli::run(&config, &outbox_cli::Command::Stats),
         Command::Cloud { command } => tether::cloud::cli::run(*command),
+        #[cfg(feature = "demo")]
+        Command::Demo(args) => tether::demo::run(args),
     };
     ExitCode::from(u8::try_from(code).unwrap_or(1))
 }

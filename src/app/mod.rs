@@ -143,6 +143,24 @@ impl Daemon {
         0
     }
 
+    /// Starts everything and runs until `stop` is cancelled, leaving signal
+    /// handling to the caller: for hosting the daemon inside another
+    /// program (`tether demo`). Returns the exit code `run` would.
+    pub async fn run_until(self, cfg: Config, stop: CancellationToken) -> i32 {
+        tls::install_crypto_provider();
+        let running = match self.start(&cfg).await {
+            Ok(r) => r,
+            Err(e) => {
+                error!("{}", e.message);
+                self.shutdown.cancel();
+                return e.code;
+            }
+        };
+        stop.cancelled().await;
+        self.stop(running).await;
+        0
+    }
+
     async fn start(&self, cfg: &Config) -> Result<Running, StartError> {
         let webhooks: Vec<String> = cfg.webhooks.iter().map(|w| w.name.clone()).collect();
         let outbox = Outbox::open(&cfg.store, &webhooks, self.clock.clone())
