@@ -210,8 +210,9 @@ async fn main() {
         .replace(':', "");
     let text = serde_json::to_string_pretty(&results).unwrap();
     std::fs::write(dir.join(format!("{stamp}.json")), &text).expect("write results");
-    std::fs::write(dir.join("latest.json"), &text).expect("write results");
     if std::env::var("BENCH_NO_REPORT").is_err() {
+        // An experiment (BENCH_NO_REPORT) leaves the recorded run alone.
+        std::fs::write(dir.join("latest.json"), &text).expect("write results");
         report::write(&root.join("BENCHMARKS.md"), &results);
     }
     println!("{}", report::table(&results));

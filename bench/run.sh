@@ -21,7 +21,8 @@
 #   BENCH_CROSS=1          also build aarch64-musl and armv7 for the sizes
 #   BENCH_FEATURES=""      features of the measured build (default --no-default-features)
 #   TETHER_BIN=path        measure this binary instead of building one
-#   BENCH_NO_REPORT=1      leave BENCHMARKS.md alone (results JSON only)
+#   BENCH_NO_REPORT=1      an experiment: only bench/results/<date>.json, leaving
+#                          latest.json and BENCHMARKS.md alone
 #   BENCH_REPORT_FROM=bench/results/latest.json  only regenerate BENCHMARKS.md
 set -Eeuo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
