@@ -33,6 +33,19 @@ fn echo_router() -> Router {
     r
 }
 
+/// A connected device with the Echo method, and a cloud client reading
+/// method answers.
+async fn echo_device_and_cloud() -> (Broker, Hub, CancellationToken, Cloud) {
+    let broker = broker_with_dev1();
+    let cfg = plain_config(&broker, "s3cret", &broker.ca_pem_path());
+    let cloud = Cloud::connect(broker.plain_port(), &["devices/dev1/methods/res/#"]).await;
+    let (hub, stop) = start(&cfg, echo_router());
+    support::hub::connected(&hub).await;
+    // The subscription is made right after CONNACK; give it a moment.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    (broker, hub, stop, cloud)
+}
+
 fn broker_with_dev1() -> Broker {
     Broker::start(BrokerOptions::new().user("dev1", "s3cret"))
 }
@@ -140,13 +153,7 @@ async fn reconnects_after_the_broker_is_killed_and_restarted() {
 /// the response topic with the same `$rid` and the handler's status.
 #[tokio::test]
 async fn a_method_call_round_trips() {
-    let broker = broker_with_dev1();
-    let cfg = plain_config(&broker, "s3cret", &broker.ca_pem_path());
-    let mut cloud = Cloud::connect(broker.plain_port(), &["devices/dev1/methods/res/#"]).await;
-    let (hub, stop) = start(&cfg, echo_router());
-    support::hub::connected(&hub).await;
-    // The subscription is made right after CONNACK; give it a moment.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (_broker, hub, stop, mut cloud) = echo_device_and_cloud().await;
 
     cloud
         .publish(
@@ -167,12 +174,7 @@ async fn a_method_call_round_trips() {
 /// An unknown method gets a 404 answer, never silence.
 #[tokio::test]
 async fn an_unknown_method_gets_404() {
-    let broker = broker_with_dev1();
-    let cfg = plain_config(&broker, "s3cret", &broker.ca_pem_path());
-    let mut cloud = Cloud::connect(broker.plain_port(), &["devices/dev1/methods/res/#"]).await;
-    let (hub, stop) = start(&cfg, echo_router());
-    support::hub::connected(&hub).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (_broker, hub, stop, mut cloud) = echo_device_and_cloud().await;
 
     cloud
         .publish("devices/dev1/methods/POST/Reboot/?$rid=7", "{}", false)
