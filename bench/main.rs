@@ -8,6 +8,7 @@
 mod support;
 
 mod bridge;
+mod check;
 mod clients;
 mod procs;
 mod relay;
@@ -201,6 +202,21 @@ async fn main() {
         };
         eprintln!("bench: {name}: {r}");
         results[name] = r;
+    }
+    if std::env::var_os("BENCH_SMOKE").is_some() {
+        // CI's smoke run: correctness only (tiny counts make the budget
+        // table meaningless), and no results files.
+        let wanted: Vec<&str> = ["durable", "backlog", "relay", "bridge"]
+            .into_iter()
+            .filter(|s| p.wants(s))
+            .collect();
+        let bad = check::failures(&results, &wanted);
+        if !bad.is_empty() {
+            eprintln!("bench smoke: FAILED\n  {}", bad.join("\n  "));
+            std::process::exit(1);
+        }
+        eprintln!("bench smoke: every scenario ran; nothing lost, every call answered");
+        return;
     }
     let dir = root.join("bench/results");
     std::fs::create_dir_all(&dir).expect("results dir");

@@ -6,6 +6,8 @@
 #
 #   bench/run.sh                      # the full suite (about 25 minutes)
 #   BENCH_QUICK=1 bench/run.sh        # scaled down (about 5 minutes)
+#   BENCH_SMOKE=1 bench/run.sh        # CI: tiny counts, checks nothing is lost or
+#                                     # unanswered, judges no timing, writes no results
 #   BENCH_ONLY=relay,bridge bench/run.sh
 #
 # Parameters (environment; the defaults are the issue's):
@@ -21,12 +23,20 @@
 #   BENCH_CROSS=1          also build aarch64-musl and armv7 for the sizes
 #   BENCH_FEATURES=""      features of the measured build (default --no-default-features)
 #   TETHER_BIN=path        measure this binary instead of building one
+#   BENCH_PROFILE=bench    cargo profile of the runner (the smoke run uses dev)
 #   BENCH_NO_REPORT=1      an experiment: only bench/results/<date>.json, leaving
 #                          latest.json and BENCHMARKS.md alone
 #   BENCH_REPORT_FROM=bench/results/latest.json  only regenerate BENCHMARKS.md
 set -Eeuo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
+if [ -n "${BENCH_SMOKE:-}" ]; then
+  : "${BENCH_DURATION:=3}" "${BENCH_REPEAT:=1}" "${BENCH_IDLE:=1}"
+  : "${BENCH_BACKLOG:=5000}" "${BENCH_CALLS:=200}" "${BENCH_BRIDGE_TX:=100}"
+  # The runner's own speed does not matter here: reuse the test build's artifacts.
+  : "${BENCH_PROFILE:=dev}"
+  export BENCH_DURATION BENCH_REPEAT BENCH_IDLE BENCH_BACKLOG BENCH_CALLS BENCH_BRIDGE_TX
+fi
 if [ -n "${BENCH_QUICK:-}" ]; then
   : "${BENCH_DURATION:=10}" "${BENCH_REPEAT:=1}" "${BENCH_IDLE:=30}"
   : "${BENCH_BACKLOG:=100000}" "${BENCH_CALLS:=2000}" "${BENCH_BRIDGE_TX:=500}"
@@ -57,4 +67,4 @@ vars=$(env | grep -E '^BENCH_(DURATION|REPEAT|IDLE|BACKLOG|CALLS|BRIDGE_TX|ONLY|
 export BENCH_COMMAND="${vars}bench/run.sh"
 # The runner is a harness = false bench target (bench/main.rs), built in the
 # bench profile (= release) so that its baselines are not handicapped.
-cargo bench --locked --bench suite
+cargo bench --locked --bench suite --profile "${BENCH_PROFILE:-bench}"

@@ -18,6 +18,7 @@ pub mod app;
 pub mod bridge;
 pub mod certinfo;
 pub mod clock;
+#[cfg(feature = "cloud")]
 pub mod cloud;
 pub mod config;
 #[cfg(feature = "demo")]

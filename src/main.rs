@@ -56,6 +56,7 @@ enum Command {
         action: FailuresAction,
     },
     /// The cloud side for plain brokers: invoke methods, serve the Cloud Relay API.
+    #[cfg(feature = "cloud")]
     Cloud {
         #[command(subcommand)]
         command: Box<tether::cloud::cli::CloudCommand>,
@@ -143,6 +144,7 @@ fn main() -> ExitCode {
             config,
             action: OutboxAction::Stats,
         } => outbox_cli::run(&config, &outbox_cli::Command::Stats),
+        #[cfg(feature = "cloud")]
         Command::Cloud { command } => tether::cloud::cli::run(*command),
         #[cfg(feature = "demo")]
         Command::Demo(args) => tether::demo::run(args),

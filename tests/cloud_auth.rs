@@ -1,5 +1,6 @@
 //! API authentication of `tether cloud serve`: static bearer tokens and
 //! JWTs (ES256 here) with issuer, audience and expiry checked.
+#![cfg(feature = "cloud")]
 
 mod cloud_support;
 mod support;

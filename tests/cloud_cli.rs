@@ -1,5 +1,6 @@
 //! `tether cloud invoke` (the real binary) against a real Mosquitto and
 //! scripted devices: the answer on stdout, the outcome in the exit code.
+#![cfg(feature = "cloud")]
 
 mod cloud_support;
 mod support;

@@ -3,6 +3,7 @@
 //! the real relay, the ECLYPSE stand-in as controller, and `serve`'s own
 //! upload endpoint as the relay's `relay.upload_url`. HTTP calls go
 //! through `serve` to the controller and back.
+#![cfg(feature = "cloud")]
 
 mod cloud_support;
 mod support;
