@@ -13,12 +13,16 @@ use serde_json::{json, Value};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::outbox_rig::{body_ids, Subscriber, TOKEN};
+use crate::outbox_rig::{body_ids, Subscriber, EVENTS, TOKEN};
+use crate::support::mqtt::Cloud;
 
 /// Whether the long variants run (`TETHER_CHAOS_LONG=1`).
 pub fn long() -> bool {
     std::env::var("TETHER_CHAOS_LONG").is_ok_and(|v| v == "1")
 }
+
+/// Attribute changes per request.
+pub const BATCH: usize = 10;
 
 /// HTTP clients posting attribute batches until stopped.
 pub struct Load {
@@ -32,6 +36,21 @@ impl Load {
     /// timeouts (tether down, store full) are expected: only 202 answers
     /// count as accepted.
     pub fn start(http: &reqwest::Client, addr: SocketAddr, clients: u32) -> Load {
+        Load::spawn(http, addr, clients, None)
+    }
+
+    /// One client posting a batch of [`BATCH`] every `every`: a steady rate
+    /// for long runs (full speed for an hour would fill the disk).
+    pub fn paced(http: &reqwest::Client, addr: SocketAddr, every: Duration) -> Load {
+        Load::spawn(http, addr, 1, Some(every))
+    }
+
+    fn spawn(
+        http: &reqwest::Client,
+        addr: SocketAddr,
+        clients: u32,
+        every: Option<Duration>,
+    ) -> Load {
         let accepted = Arc::new(Mutex::new(Vec::new()));
         let stop = CancellationToken::new();
         let tasks = (0..clients)
@@ -39,7 +58,11 @@ impl Load {
                 let (http, accepted, stop) = (http.clone(), accepted.clone(), stop.clone());
                 tokio::spawn(async move {
                     let mut n = 0u32;
+                    let mut tick = every.map(tokio::time::interval);
                     while !stop.is_cancelled() {
+                        if let Some(t) = tick.as_mut() {
+                            t.tick().await;
+                        }
                         n += 1;
                         if !post(&http, addr, c, n, &accepted).await {
                             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -78,7 +101,7 @@ async fn post(
     n: u32,
     accepted: &Mutex<Vec<String>>,
 ) -> bool {
-    let batch: Vec<Value> = (0..10)
+    let batch: Vec<Value> = (0..BATCH as u32)
         .map(|i| json!({"attributeId": c * 100 + i, "value": n, "attributeDataType": "SINT32"}))
         .collect();
     let sent = http
@@ -150,6 +173,24 @@ pub async fn tally(sub: &mut Subscriber, accepted: &[String], timeout: Duration)
         lost: want.len() - delivered,
         duplicates: counts.values().map(|c| c - 1).sum(),
     }
+}
+
+/// Waits until the subscriber receives a probe published on the broker at
+/// `port` (after a broker restart it has resubscribed); what it receives
+/// meanwhile is kept in `sub.seen`.
+pub async fn subscriber_back(sub: &mut Subscriber, port: u16) {
+    let probe = Cloud::connect(port, &[]).await;
+    let topic = format!("{EVENTS}probe");
+    for _ in 0..100 {
+        probe.publish(&topic, "probe", false).await;
+        while let Some(p) = sub.next(Duration::from_millis(100)).await {
+            if p.topic == topic {
+                return;
+            }
+            sub.seen.push(p);
+        }
+    }
+    panic!("the subscriber never came back");
 }
 
 /// Waits until tether's outbox for the hub is empty (all PUBACKed).
