@@ -26,6 +26,7 @@ pub mod path;
 pub mod request;
 pub mod response;
 pub mod schedule;
+mod uploader;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,10 +37,10 @@ use crate::clock::{SharedClock, SystemClock};
 use crate::config::{ControllerConfig, RelayConfig};
 use crate::hub::methods::{MethodCall, MethodResponse};
 
-pub use blob::{EndpointAuth, Uploader};
 pub use error::{Failure, RelayError};
 pub use metrics::RelayMetrics;
 pub use schedule::{spawn_schedules, ScheduleResult};
+pub use uploader::{EndpointAuth, Uploader};
 
 use audit::Audit;
 use blob::Cloud;
