@@ -25,26 +25,35 @@ async fn wait_connected(rig: &Rig) {
         .expect("status");
 }
 
+/// A broker (stopped, with a subscriber session it keeps) and a rig whose
+/// `n` submitted messages expired after `ttl` into push failures.
+async fn expired(ttl: &str, n: usize) -> (Broker, Subscriber, Rig, Vec<String>) {
+    let mut broker = Broker::start(BrokerOptions::new().persistence(true));
+    let sub = Subscriber::connect(broker.plain_port(), &format!("{EVENTS}#")).await;
+    broker.stop();
+    let rig = Rig::start(
+        broker.plain_port(),
+        RigOptions {
+            store: format!("ttl = \"{ttl}\"\n"),
+            ..Default::default()
+        },
+    )
+    .await;
+    let ids = rig.submit(n, n).await;
+    rig.wait_stats("failures", Duration::from_secs(8), |s| {
+        s.failures == n as u64
+    })
+    .await;
+    (broker, sub, rig, ids)
+}
+
 /// With the broker down, messages expire after the TTL into failures
 /// carrying the hub's last error; they can be listed (newest first), shown,
 /// deleted and replayed (one, then all) with their original ids.
 #[tokio::test]
 async fn undelivered_messages_become_failures_that_list_show_delete_and_replay() {
-    let mut broker = Broker::start(BrokerOptions::new().persistence(true));
-    let mut sub = Subscriber::connect(broker.plain_port(), &format!("{EVENTS}#")).await;
-    broker.stop();
-    let rig = Rig::start(
-        broker.plain_port(),
-        RigOptions {
-            store: "ttl = \"2s\"\n".into(),
-            ..Default::default()
-        },
-    )
-    .await;
-    let ids = rig.submit(3, 3).await;
-    let s = rig
-        .wait_stats("3 failures", Duration::from_secs(6), |s| s.failures == 3)
-        .await;
+    let (mut broker, mut sub, rig, ids) = expired("2s", 3).await;
+    let s = rig.stats();
     assert_eq!(
         (s.sinks[0].expired, s.sinks[0].depth, s.messages),
         (3, 0, 0),
@@ -202,20 +211,7 @@ fn cli(args: &[&str]) -> (i32, String, String) {
 /// the admin API named in the config file.
 #[tokio::test]
 async fn the_cli_lists_shows_deletes_and_replays_failures() {
-    let mut broker = Broker::start(BrokerOptions::new().persistence(true));
-    let mut sub = Subscriber::connect(broker.plain_port(), &format!("{EVENTS}#")).await;
-    broker.stop();
-    let rig = Rig::start(
-        broker.plain_port(),
-        RigOptions {
-            store: "ttl = \"1s\"\n".into(),
-            ..Default::default()
-        },
-    )
-    .await;
-    let ids = rig.submit(2, 2).await;
-    rig.wait_stats("failures", Duration::from_secs(5), |s| s.failures == 2)
-        .await;
+    let (mut broker, mut sub, rig, ids) = expired("1s", 2).await;
     let cfg = rig.dir.path().join("cli.toml");
     std::fs::write(
         &cfg,
