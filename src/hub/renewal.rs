@@ -87,8 +87,8 @@ mod tests {
         let (se, due) = mint(&source(), &wall, mono);
         assert_eq!(se, T0 + 3600);
         assert_eq!(due.step(wall.now(), mono), Step::Wait(CHECK));
-        let nearly = mono + Duration::from_millis(2880_000 - 300);
-        wall.advance(Duration::from_millis(2880_000 - 300));
+        let nearly = mono + Duration::from_millis(2_880_000 - 300);
+        wall.advance(Duration::from_millis(2_880_000 - 300));
         assert_eq!(
             due.step(wall.now(), nearly),
             Step::Wait(Duration::from_millis(300))
