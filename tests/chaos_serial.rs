@@ -39,20 +39,27 @@ struct Tally {
 async fn collect(rig: &mut Rig, want: &[i16]) -> HashMap<i16, usize> {
     let mut seen: HashMap<i16, usize> = HashMap::new();
     let mut quiet = Instant::now() + QUIET;
+    let mut grace: Option<Instant> = None;
     loop {
-        let done = want.iter().all(|v| seen.contains_key(v));
-        if done && rig.mcu.pending() == 0 {
+        let all = want.iter().all(|v| seen.contains_key(v));
+        if all && rig.mcu.pending() == 0 && grace.is_none() {
+            // A short grace catches late duplicates.
+            grace = Some(Instant::now() + Duration::from_millis(300));
+        }
+        let now = Instant::now();
+        if grace.is_some_and(|g| now >= g) || now >= quiet {
             return seen;
         }
-        match tokio::time::timeout_at(quiet, rig.upstream.recv()).await {
+        let poll = now + Duration::from_millis(50);
+        match tokio::time::timeout_at(poll, rig.upstream.recv()).await {
             Ok(Some(c)) if c.attribute_id == 1024 && c.data.len() == 2 => {
                 *seen
                     .entry(i16::from_le_bytes([c.data[0], c.data[1]]))
                     .or_default() += 1;
                 quiet = Instant::now() + QUIET;
             }
-            Ok(Some(_)) => {}
-            _ => return seen,
+            Ok(None) => return seen,
+            _ => {}
         }
     }
 }
