@@ -126,6 +126,48 @@ async fn renewal_reconnects_with_a_new_token() {
     stop_hub(hub, stop).await;
 }
 
+/// The wall clock jumping three days forward (NTP correcting a stale
+/// clock) renews the token at once, for the new time, and reconnects; a
+/// jump back neither renews nor drops the session.
+#[tokio::test]
+async fn wall_clock_jumps_renew_once_forward_and_never_backward() {
+    const DAYS: u64 = 3 * 86_400;
+    let broker = Broker::start(BrokerOptions::new().user(&username(), &token(KEY, T0 + 3600)));
+    let clock = ManualClock::at_unix(T0);
+    let cfg = config(&broker, &key_conn(), "1h", "");
+    let (hub, stop) = start(&cfg, Router::new(), &clock);
+    let mut status = hub.handle.watch_status();
+    wait_for(&mut status, "connected", HubStatus::is_connected).await;
+
+    clock.set_unix(T0 - DAYS);
+    // Several renewal checks pass: nothing happens.
+    tokio::time::sleep(tether::hub::renewal::CHECK * 3).await;
+    let s = hub.handle.status();
+    assert!(s.is_connected());
+    assert_eq!(
+        (s.connects, s.disconnects),
+        (1, 0),
+        "no renewal after a jump back"
+    );
+
+    clock.set_unix(T0 + DAYS);
+    broker.set_users(&[(&username(), &token(KEY, T0 + DAYS + 3600))]);
+    broker.reload();
+    let s = wait_for(&mut status, "renewed", |s| {
+        s.is_connected() && s.connects == 2
+    })
+    .await;
+    assert_eq!(s.credential_expires_at, Some(T0 + DAYS + 3600));
+    assert_eq!(s.last_failure, None, "{:?}", s.last_error);
+    tokio::time::sleep(tether::hub::renewal::CHECK * 3).await;
+    assert_eq!(
+        hub.handle.status().connects,
+        2,
+        "renewed once, not in a loop"
+    );
+    stop_hub(hub, stop).await;
+}
+
 /// Direct methods arrive on `$iothub/methods/POST/{name}/?$rid=` and are
 /// answered on `$iothub/methods/res/{status}/?$rid=`; the twin is fetched
 /// on connect and its desired properties reach the registered handler.

@@ -73,6 +73,10 @@ pub enum ProtocolError {
         /// Attribute id of the message.
         attr_id: u16,
     },
+    /// A sync frame stopped after this many of its 6 bytes (bytes lost
+    /// on the line); it was dropped.
+    #[error("sync frame truncated after {0} of 6 bytes")]
+    TruncatedSyncFrame(u8),
     /// The MCU stopped in the middle of a handshake.
     #[error("transaction timed out")]
     TransactionTimeout,

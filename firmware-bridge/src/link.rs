@@ -79,6 +79,8 @@ pub(crate) struct Link {
     sync_started: u64,
     quiet_until: u64,
     failures: u8,
+    /// Bytes thrown away outside any frame (line noise), ever.
+    stray: u64,
 }
 
 impl Default for Link {
@@ -90,6 +92,7 @@ impl Default for Link {
             sync_started: 0,
             quiet_until: 0,
             failures: 0,
+            stray: 0,
         }
     }
 }
@@ -104,6 +107,7 @@ impl Link {
             }
             // afLib's transport discards stray bytes the same way.
             if self.sync_len == 0 && b != SYNC && b != SYNC_ACK {
+                self.stray += 1;
                 continue;
             }
             if self.sync_len == 0 {
@@ -123,6 +127,11 @@ impl Link {
                 }
             }
         }
+    }
+
+    /// Bytes discarded outside any frame since the link was made.
+    pub fn stray_bytes(&self) -> u64 {
+        self.stray
     }
 
     /// Earliest time [`Link::handle_timeout`] has work to do.
@@ -145,6 +154,11 @@ impl Link {
     /// Runs timers and starts an offer when something waits.
     pub fn handle_timeout(&mut self, now: u64, q: &mut OutQueue, out: &mut LinkOut) {
         if self.sync_len > 0 && now >= self.sync_started + STEP_TIMEOUT_MS {
+            // A byte of the frame was lost on the line; the MCU sends it again.
+            out.events
+                .push_back(LinkEvent::Error(ProtocolError::TruncatedSyncFrame(
+                    self.sync_len as u8,
+                )));
             self.sync_len = 0;
         }
         match &mut self.state {

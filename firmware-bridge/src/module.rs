@@ -123,6 +123,12 @@ impl Module {
         self.dropped_events
     }
 
+    /// Bytes received outside any frame and thrown away (line noise),
+    /// over the module's whole life: restarts do not reset it.
+    pub fn stray_bytes(&self) -> u64 {
+        self.link.stray_bytes()
+    }
+
     /// Whether the boot sequence has finished and afLib is ready.
     pub fn is_up(&self) -> bool {
         matches!(self.boot, Boot::Up { .. })

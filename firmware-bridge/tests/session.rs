@@ -160,6 +160,31 @@ fn ready_is_repeated_each_second_a_few_times_then_the_link_goes_quiet() {
     );
 }
 
+/// Line noise outside frames is thrown away, as afLib does, but counted;
+/// a sync frame cut short by a lost byte is reported when it times out.
+#[test]
+fn stray_bytes_are_counted_and_a_truncated_sync_frame_is_reported() {
+    let mut m = quiet_booted();
+    let before = m.stray_bytes();
+    m.handle_rx(&hex("00 a5 ff 5a"), 2_000);
+    assert_eq!(m.stray_bytes(), before + 4);
+    assert!(drain_events(&mut m).is_empty());
+    m.handle_rx(&hex("30 0a 00 00 00"), 2_001);
+    m.handle_timeout(2_001 + 2_000);
+    assert_eq!(
+        drain_events(&mut m),
+        [Event::ProtocolError(ProtocolError::TruncatedSyncFrame(5))]
+    );
+    // The MCU's retry is served as usual.
+    mcu_sends(&mut m, &hex("0b 07 00 04 02 00 00 00"), 4_100);
+    assert!(drain_events(&mut m).contains(&Event::ModuleAttributeSet {
+        attr_id: 1024,
+        value: vec![0, 0]
+    }));
+    m.restart(5_000);
+    assert_eq!(m.stray_bytes(), before + 4, "a restart keeps the count");
+}
+
 #[test]
 fn no_ready_is_sent_while_the_mcu_holds_our_sync_response_and_a_broken_transaction_means_silence() {
     let mut m = quiet_booted();

@@ -23,6 +23,7 @@ pub struct BridgeStats {
     link_losses: AtomicU64,
     checksum_errors: AtomicU64,
     protocol_errors: AtomicU64,
+    stray_bytes: AtomicU64,
     reset_pulses: AtomicU64,
     upstream_failures: AtomicU64,
     upstream_dropped: AtomicU64,
@@ -67,6 +68,17 @@ impl BridgeStats {
         self.checksum_errors.load(Ordering::Relaxed)
     }
 
+    /// Protocol errors so far (corrupt or truncated frames, broken
+    /// handshakes, checksum errors included).
+    pub fn protocol_errors(&self) -> u64 {
+        self.protocol_errors.load(Ordering::Relaxed)
+    }
+
+    /// Bytes of line noise thrown away outside any frame so far.
+    pub fn stray_bytes(&self) -> u64 {
+        self.stray_bytes.load(Ordering::Relaxed)
+    }
+
     /// Reset pulses sent to the MCU so far.
     pub fn reset_pulses(&self) -> u64 {
         self.reset_pulses.load(Ordering::Relaxed)
@@ -108,6 +120,11 @@ impl BridgeStats {
         bump(&self.protocol_errors);
     }
 
+    /// The module's own running count (it outlives sessions).
+    pub(crate) fn set_stray_bytes(&self, n: u64) {
+        self.stray_bytes.store(n, Ordering::Relaxed);
+    }
+
     pub(crate) fn count_reset_pulse(&self) {
         bump(&self.reset_pulses);
     }
@@ -136,6 +153,8 @@ impl HealthCheck for BridgeStats {
             "deviceOpen": self.device_open.load(Ordering::Relaxed),
             "downReason": self.reason().clone(),
             "linkLosses": self.link_losses(),
+            "protocolErrors": self.protocol_errors(),
+            "strayBytes": self.stray_bytes(),
             "updates": self.updates(),
         });
         ("bridge", up, details)
@@ -185,6 +204,11 @@ impl RenderMetrics for BridgeStats {
                 "tether_bridge_protocol_errors_total",
                 "Protocol errors from the MCU (checksums included).",
                 &self.protocol_errors,
+            ),
+            (
+                "tether_bridge_stray_bytes_total",
+                "Bytes of line noise from the MCU thrown away outside any frame.",
+                &self.stray_bytes,
             ),
             (
                 "tether_bridge_reset_pulses_total",

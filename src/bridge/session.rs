@@ -41,6 +41,8 @@ impl<P: OutputPin + Send + 'static> Runner<P> {
         let mut storm = VecDeque::new();
         let end = loop {
             self.beat.beat_expecting(BEAT_TICK * 2);
+            let stray = driver.module_mut().stray_bytes();
+            self.out.stats.set_stray_bytes(stray);
             let deadline = self.next_deadline();
             // Every branch is cancel-safe: the driver keeps partly written
             // chunks and tokio's serial read loses nothing; mpsc recv too.

@@ -3,7 +3,8 @@
 //! [`HubHandle`] and registers handlers on a [`Router`] before [`start`].
 //!
 //! - [`topics`] and [`properties`]: the topic scheme and property bags.
-//! - [`credentials`] and [`sas`]: what CONNECT presents, SAS tokens.
+//! - [`credentials`] and [`sas`]: what CONNECT presents, SAS tokens;
+//!   [`renewal`]: when a token is renewed, whatever the wall clock does.
 //! - [`session`]: the task owning the event loop; [`inbound`] dispatch.
 //! - [`tracker`]: maps packet ids to delivery tokens (PUBACK notices).
 //! - [`backoff`], [`failure`]: reconnect policy and error classes.
@@ -17,6 +18,7 @@ mod inbound;
 pub mod methods;
 pub mod options;
 pub mod properties;
+pub mod renewal;
 pub mod sas;
 mod session;
 pub mod status;

@@ -23,6 +23,7 @@ use super::credentials::CredentialSource;
 use super::handle::{HubHandle, Shared};
 use super::methods::Router;
 use super::options::{self, OptionsError, Target};
+use super::renewal::{RenewalDue, Step};
 use super::status::{ConnState, HubStatus};
 use super::topics::{Scheme, Topics};
 use super::tracker::{Queued, Token, Tracker};
@@ -327,10 +328,14 @@ impl Session {
             r.abort();
         }
         let Some(at) = renew_at else { return };
-        let wait = at.duration_since(self.clock.now()).unwrap_or_default();
+        let clock = self.clock.clone();
+        let due = RenewalDue::new(at, clock.now(), Instant::now());
         let shared = self.handle.shared.clone();
         self.renewal = Some(tokio::spawn(async move {
-            tokio::time::sleep(wait).await;
+            while let Step::Wait(d) = due.step(clock.now(), Instant::now()) {
+                tokio::time::sleep(d).await;
+            }
+            debug!("the SAS token is due for renewal");
             shared.reconnect_now.store(true, Ordering::SeqCst);
             let _ = shared.client.disconnect().await;
         }));

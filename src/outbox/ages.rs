@@ -209,6 +209,29 @@ mod tests {
         assert_eq!(c.now_ms(), 7_200_000, "later jumps are ignored");
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn a_jump_during_a_run_then_a_restart_ages_by_at_most_one_ttl() {
+        let cap = Duration::from_secs(DAY);
+        // Forward by days while running, corrected by the next boot: the
+        // checkpoint carries the jumped time, the restart adds nothing.
+        let wall = ManualClock::at_unix(NOW);
+        let mut c = AgeClock::resume(Arc::new(wall.clone()), None, cap);
+        tokio::time::advance(Duration::from_secs(60)).await;
+        wall.advance(Duration::from_secs(30 * DAY));
+        let ck = c.checkpoint();
+        assert_eq!(ck.store_ms, 60_000);
+        wall.set_unix(NOW + 120);
+        let mut c = AgeClock::resume(Arc::new(wall.clone()), Some(ck), cap);
+        assert_eq!(c.now_ms(), 60_000, "the forward jump aged nothing");
+        // Back by days while running, corrected by the next boot: the gap
+        // looks like downtime, which is capped at one TTL.
+        wall.set_unix(NOW - 3 * DAY);
+        let ck = c.checkpoint();
+        wall.set_unix(NOW + 180);
+        let mut c = AgeClock::resume(Arc::new(wall), Some(ck), cap);
+        assert_eq!(c.now_ms(), 60_000 + DAY * 1000, "at most one TTL");
+    }
+
     #[test]
     fn checkpoints_round_trip() {
         let ck = Checkpoint {

@@ -19,7 +19,8 @@ mod rig;
 mod sim;
 
 pub use rig::{blink_profile, bridge_config, fast_tuning, ChannelUpstream, Rig, WAIT};
-use sim::{message, update, with_len, Sim};
+use sim::{message, update, with_len, Faults, Sim};
+pub use sim::{LineFault, Target};
 
 /// What the simulated MCU saw, for assertions.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,6 +51,12 @@ struct Ctl {
     queued: VecDeque<Vec<u8>>,
     /// Bytes written as they are, outside any transaction (line noise).
     raw: VecDeque<Vec<u8>>,
+    /// Damage done to the MCU's writes (see [`Mcu::inject`]).
+    faults: Faults,
+    /// A new MCU end for the sim: the adapter was plugged in again.
+    replug: Option<SerialStream>,
+    /// Messages the sim holds for the module (set by the sim).
+    backlog: usize,
 }
 
 /// A running simulated MCU. Dropping it closes the MCU end of the pty.
@@ -122,6 +129,39 @@ impl Mcu {
     /// Writes `bytes` outside any transaction, like noise on the line.
     pub fn send_raw(&self, bytes: &[u8]) {
         self.ctl.lock().unwrap().raw.push_back(bytes.to_vec());
+    }
+
+    /// Damages every `every`th write of the MCU to `target`, `times` times in all, as
+    /// a noisy or lossy line would. The MCU's own retries (afLib resends a
+    /// message whose transaction broke) stay in force.
+    pub fn inject(&self, fault: LineFault, target: Target, every: u32, times: u32) {
+        self.ctl.lock().unwrap().faults = Faults::new(fault, target, every, times);
+    }
+
+    /// Writes damaged so far by [`Mcu::inject`], and whether more are due.
+    pub fn faults_done(&self) -> (u32, bool) {
+        let ctl = self.ctl.lock().unwrap();
+        (ctl.faults.done, ctl.faults.left > 0)
+    }
+
+    /// Unplugs the serial adapter: the MCU end of the pty closes and the
+    /// device path disappears. The MCU keeps running; its pending
+    /// messages wait, as afLib's queue does.
+    pub fn unplug(&self, link: &Path) {
+        let (spare, _) = SerialStream::pair().expect("pty pair");
+        std::fs::remove_file(link).expect("remove the device path");
+        self.ctl.lock().unwrap().replug = Some(spare);
+    }
+
+    /// Plugs the adapter back in: a new pty under the same path.
+    pub fn plug(&self, link: &Path) {
+        self.ctl.lock().unwrap().replug = Some(pty_at(link));
+    }
+
+    /// Messages the MCU has not yet got through to the module.
+    pub fn pending(&self) -> usize {
+        let ctl = self.ctl.lock().unwrap();
+        ctl.queued.len() + ctl.backlog
     }
 
     /// Sends the reboot command: SET 65012 = 01 00 00 00.

@@ -45,6 +45,73 @@ fn sync(kind: u8, mcu: u16, asr: u16) -> [u8; 6] {
     let sum = head.iter().fold(0u8, |s, b| s.wrapping_add(*b));
     [head[0], head[1], head[2], head[3], head[4], sum]
 }
+/// How a damaged write is damaged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LineFault {
+    /// These bytes go out just before the write, between frames.
+    NoiseBefore(Vec<u8>),
+    /// These bytes are inserted after the write's first byte, inside a frame.
+    NoiseInside(Vec<u8>),
+    /// The write's last byte is lost (a dropped byte truncates the frame).
+    DropLast,
+}
+
+/// Which of the MCU's writes a fault hits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Target {
+    /// 6-byte sync frames (REQUEST, ACK): checksummed, so damage is seen.
+    #[default]
+    SyncFrames,
+    /// Message payloads: afLib4 has no payload checksum.
+    Payloads,
+}
+
+/// Which writes get damaged, and how many are left to damage.
+#[derive(Debug, Default)]
+pub(super) struct Faults {
+    fault: Option<LineFault>,
+    target: Target,
+    every: u32,
+    pub(super) left: u32,
+    pub(super) done: u32,
+    writes: u32,
+}
+
+impl Faults {
+    pub(super) fn new(fault: LineFault, target: Target, every: u32, times: u32) -> Self {
+        Self {
+            fault: Some(fault),
+            target,
+            every: every.max(1),
+            left: times,
+            ..Self::default()
+        }
+    }
+
+    /// The bytes that reach the line for one write of `bytes`.
+    fn apply(&mut self, bytes: &[u8]) -> Vec<u8> {
+        let sync = bytes.len() == 6 && (bytes[0] == 0x30 || bytes[0] == 0x31);
+        if sync != (self.target == Target::SyncFrames) {
+            return bytes.to_vec();
+        }
+        self.writes += 1;
+        let fault = match &self.fault {
+            Some(f) if self.left > 0 && self.writes % self.every == 0 => f.clone(),
+            _ => return bytes.to_vec(),
+        };
+        self.left -= 1;
+        self.done += 1;
+        match fault {
+            LineFault::NoiseBefore(noise) => [noise, bytes.to_vec()].concat(),
+            LineFault::NoiseInside(noise) => {
+                let at = bytes.len().min(1);
+                [&bytes[..at], &noise[..], &bytes[at..]].concat()
+            }
+            LineFault::DropLast => bytes[..bytes.len().saturating_sub(1)].to_vec(),
+        }
+    }
+}
+
 /// The MCU's side of the wire: afLib's transaction rules, one step at a time.
 pub(super) struct Sim {
     io: SerialStream,
@@ -81,6 +148,11 @@ impl Sim {
 
     pub(super) async fn run(mut self) {
         loop {
+            let replug = self.ctl.lock().unwrap().replug.take();
+            if let Some(port) = replug {
+                self.io = port;
+                self.buf.clear();
+            }
             if self.ctl.lock().unwrap().silent {
                 self.buf.clear();
                 self.fill(Duration::from_millis(20)).await;
@@ -91,8 +163,11 @@ impl Sim {
             for bytes in raw {
                 self.write(&bytes).await;
             }
-            let queued: Vec<_> = self.ctl.lock().unwrap().queued.drain(..).collect();
-            self.out.extend(queued);
+            {
+                let mut ctl = self.ctl.lock().unwrap();
+                self.out.extend(ctl.queued.drain(..));
+                ctl.backlog = self.out.len();
+            }
             if let Some(msg) = self.next_out() {
                 if !self.send(&msg).await {
                     self.out.push_front(msg);
@@ -152,7 +227,8 @@ impl Sim {
     }
 
     async fn write(&mut self, bytes: &[u8]) -> bool {
-        self.io.write_all(bytes).await.is_ok() && self.io.flush().await.is_ok()
+        let bytes = self.ctl.lock().unwrap().faults.apply(bytes);
+        self.io.write_all(&bytes).await.is_ok() && self.io.flush().await.is_ok()
     }
 
     async fn expect_ready(&mut self) -> bool {
