@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use chaos_rig::{long, tally, wait_drained, Load};
 use outbox_rig::{client, config_text, free_addr, wait_healthy, Subscriber, Tether, EVENTS};
-use support::mqtt::Cloud;
 use support::proxy::{Mode, Proxy};
 use support::{Broker, BrokerOptions};
 
@@ -57,18 +56,7 @@ async fn start() -> Run {
 impl Run {
     /// Waits until the subscriber receives a probe again (it resubscribed).
     async fn subscriber_back(&mut self) {
-        let probe = Cloud::connect(self.broker.plain_port(), &[]).await;
-        let topic = format!("{EVENTS}probe");
-        for _ in 0..100 {
-            probe.publish(&topic, "probe", false).await;
-            while let Some(p) = self.sub.next(Duration::from_millis(100)).await {
-                if p.topic == topic {
-                    return;
-                }
-                self.sub.seen.push(p);
-            }
-        }
-        panic!("the subscriber never came back");
+        chaos_rig::subscriber_back(&mut self.sub, self.broker.plain_port()).await;
     }
 
     async fn finish(mut self, load: Load, fault: &str, runs: usize) {

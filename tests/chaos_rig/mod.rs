@@ -13,7 +13,8 @@ use serde_json::{json, Value};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::outbox_rig::{body_ids, Subscriber, TOKEN};
+use crate::outbox_rig::{body_ids, Subscriber, EVENTS, TOKEN};
+use crate::support::mqtt::Cloud;
 
 /// Whether the long variants run (`TETHER_CHAOS_LONG=1`).
 pub fn long() -> bool {
@@ -52,6 +53,31 @@ impl Load {
             accepted,
             stop,
             tasks,
+        }
+    }
+
+    /// One client posting batches of 10 attributes at `per_second`
+    /// messages a second (steady load for the soak). A slow or failed
+    /// answer delays the next batch; missed ticks are skipped, not bunched.
+    pub fn steady(http: &reqwest::Client, addr: SocketAddr, per_second: u32) -> Load {
+        let accepted = Arc::new(Mutex::new(Vec::new()));
+        let stop = CancellationToken::new();
+        let every = Duration::from_secs_f64(10.0 / f64::from(per_second.max(1)));
+        let (http, acc, halt) = (http.clone(), accepted.clone(), stop.clone());
+        let task = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            let mut n = 0u32;
+            while !halt.is_cancelled() {
+                tick.tick().await;
+                n += 1;
+                post(&http, addr, 0, n, &acc).await;
+            }
+        });
+        Load {
+            accepted,
+            stop,
+            tasks: vec![task],
         }
     }
 
@@ -184,4 +210,22 @@ pub async fn health(http: &reqwest::Client, addr: SocketAddr) -> Value {
         Ok(r) => r.json().await.unwrap_or_default(),
         Err(_) => Value::Null,
     }
+}
+
+/// Waits until `sub` receives a probe published on the broker at `port`
+/// again (it resubscribed after a broker restart); what arrives meanwhile
+/// is kept in `sub.seen`.
+pub async fn subscriber_back(sub: &mut Subscriber, port: u16) {
+    let probe = Cloud::connect(port, &[]).await;
+    let topic = format!("{EVENTS}probe");
+    for _ in 0..100 {
+        probe.publish(&topic, "probe", false).await;
+        while let Some(p) = sub.next(Duration::from_millis(100)).await {
+            if p.topic == topic {
+                return;
+            }
+            sub.seen.push(p);
+        }
+    }
+    panic!("the subscriber never came back");
 }
