@@ -17,7 +17,7 @@ mod chaos_rig;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use chaos_rig::{subscriber_back, tally, wait_drained, Load};
+use chaos_rig::{healthy_within, subscriber_back, tally, wait_drained, Load};
 use outbox_rig::{client, config_text, free_addr, wait_healthy, Subscriber, Tether, EVENTS};
 use rand::Rng;
 use support::proxy::{Mode, Proxy};
@@ -170,9 +170,15 @@ async fn soak_under_steady_load_broker_restarts_and_random_faults() {
             }
         }
         proxy.heal();
-        wait_healthy(&http, addr).await;
+        // Reconnect backoff after a long outage can pass 10 s.
+        if let Err(h) = healthy_within(&http, addr, Duration::from_secs(60)).await {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(20).collect();
+            panic!("not healthy 60 s after fault {f} ({faults:?}): {h}\n{tail:#?}");
+        }
     }
     let accepted = load.stop().await;
+    let load_secs = started.elapsed().as_secs_f64();
     assert!(wait_drained(&http, addr, Duration::from_secs(120)).await);
     stop_sampling.cancel();
     let samples = samples.lock().unwrap().clone();
@@ -185,7 +191,7 @@ async fn soak_under_steady_load_broker_restarts_and_random_faults() {
         "faults: broker SIGKILL+restart, cut, blackhole, reset, broker SIGSTOP = {faults:?}; \
          {} samples, {rate} msg/s target, {:.0} msg/s accepted",
         samples.len(),
-        t.accepted as f64 / secs as f64
+        t.accepted as f64 / load_secs
     );
     let rss: Vec<u64> = samples.iter().map(|s| s.rss_kib).collect();
     let fds: Vec<u64> = samples.iter().map(|s| s.fds).collect();

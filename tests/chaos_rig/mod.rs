@@ -199,6 +199,26 @@ pub async fn wait_drained(http: &reqwest::Client, addr: SocketAddr, timeout: Dur
     false
 }
 
+/// Polls `/healthz` until it says `ok`; the last answer when `timeout`
+/// passed first (for the failure message).
+pub async fn healthy_within(
+    http: &reqwest::Client,
+    addr: SocketAddr,
+    timeout: Duration,
+) -> Result<(), Value> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let h = health(http, addr).await;
+        if h["status"] == "ok" {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(h);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Fetches `/healthz` (any status code); `Null` when tether does not answer.
 pub async fn health(http: &reqwest::Client, addr: SocketAddr) -> Value {
     match http
