@@ -10,8 +10,11 @@ mod outbox_rig;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use tether::admin::metrics::RenderMetrics;
+use tether::admin::HealthCheck;
 use tether::config::StoreConfig;
 use tether::outbox::highwater::{self, STATE_FILE};
+use tether::outbox::metrics::OutboxMetrics;
 use tether::outbox::Outbox;
 use tether::service::Beat;
 use tokio_util::sync::CancellationToken;
@@ -145,14 +148,27 @@ async fn an_emptied_store_directory_is_reported_and_numbers_continue() {
     let (first, _) = run(&cfg, 50).await;
     std::fs::remove_dir_all(store_dir(&cfg)).unwrap();
     std::fs::create_dir(store_dir(&cfg)).unwrap();
-    let (held, loss, next) = live(&cfg).await;
-    let loss = loss.expect("the replaced store is reported");
+    let outbox = open(&cfg).await;
+    let (_, _, details) = OutboxMetrics(outbox.core.clone()).check();
+    let mut text = String::new();
+    OutboxMetrics(outbox.core.clone()).render(&mut text);
+    assert!(details["storeLoss"].is_string(), "{details}");
+    assert!(text.contains("tether_outbox_store_lost_total 1"), "{text}");
+    let loss = outbox
+        .core
+        .store_loss()
+        .expect("the replaced store is reported");
     assert!(loss.contains("50 messages"), "{loss}");
+    let held = outbox.core.live_messages();
+    let next = *outbox.core.durable().borrow();
     assert_eq!(held, 0);
     assert!(
         next > *first.last().unwrap(),
         "numbers continue above {first:?}"
     );
+    drop(outbox);
+    let (_, again, _) = live(&cfg).await;
+    assert_eq!(again, None, "reported once, not at every start");
     eprintln!("STORE| emptied directory | accepted 50 | kept 0 | reported: {loss}");
 }
 
