@@ -58,4 +58,10 @@ async fn repeated_sigkill_under_load_loses_no_accepted_message() {
         !text.contains("moved aside"),
         "no kill left a store sled could not open"
     );
+    // The high-water record is never ahead of the store, so a kill at any
+    // moment must not look like lost writes.
+    assert!(
+        !text.contains("lost writes") && !text.contains("not the one tether last ran with"),
+        "no kill is reported as a store loss"
+    );
 }

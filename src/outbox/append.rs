@@ -63,12 +63,14 @@ impl From<StoreError> for IntakeError {
     }
 }
 
-/// The result of [`Core::append`]: one answer per request, and what the
-/// batch wrote (for a rollback when it does not reach the disk).
+/// The result of [`Core::append`]: one answer per request, what the batch
+/// wrote (for a rollback when it does not reach the disk), and why the
+/// engine refused the batch, if it did (then nothing was written).
 pub(crate) struct Appended {
     pub answers: Vec<Result<Vec<Receipt>, IntakeError>>,
     pub written: Vec<(u64, u64)>,
     pub next_seq: u64,
+    pub refused: Option<StoreError>,
 }
 
 /// sled's measured space amplification is about 2.1x, so the live data
@@ -110,21 +112,18 @@ impl Core {
         if let Err(e) = self.storage.apply(batch) {
             drop(st);
             self.rollback(&written);
-            let err = IntakeError::from(e);
-            let answers = answers
-                .into_iter()
-                .map(|a| a.and(Err(err.clone())))
-                .collect();
             return Appended {
                 answers,
                 written: Vec::new(),
                 next_seq,
+                refused: Some(e),
             };
         }
         Appended {
             answers,
             written,
             next_seq,
+            refused: None,
         }
     }
 

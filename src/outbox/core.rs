@@ -345,6 +345,17 @@ impl Core {
         self.lock().sinks[sink].counters.duplicates += n;
     }
 
+    /// Messages stored.
+    pub fn live_messages(&self) -> u64 {
+        self.lock().live_n
+    }
+
+    /// What start found lost with the store (set aside, replaced,
+    /// truncated), if anything.
+    pub fn store_loss(&self) -> Option<String> {
+        self.counters.store_loss()
+    }
+
     /// The size on disk, as last measured.
     pub fn disk_bytes(&self) -> u64 {
         self.disk_bytes.load(Ordering::Relaxed)

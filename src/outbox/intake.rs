@@ -103,11 +103,13 @@ fn writer(core: &Core, mut rx: mpsc::Receiver<Job>) {
         }
         let (msgs, replies): (Vec<_>, Vec<_>) = jobs.into_iter().map(|j| (j.msgs, j.reply)).unzip();
         let started = Instant::now();
-        let appended = core.append(msgs);
-        let synced = if appended.written.is_empty() {
-            Ok(())
-        } else {
-            core.storage.sync()
+        let mut appended = core.append(msgs);
+        // A batch the engine refused counts as a failed write too, so
+        // `/healthz` reports the store unwritable however the disk fills.
+        let synced = match appended.refused.take() {
+            Some(e) => Err(e),
+            None if appended.written.is_empty() => Ok(()),
+            None => core.storage.sync(),
         };
         let answers = match synced {
             Ok(()) => {

@@ -18,6 +18,8 @@ pub const NEXT: &[u8] = b"k:next";
 pub const CLOCK: &[u8] = b"k:clock";
 /// Next failure id and stored failure count: 16 bytes.
 pub const FAILS: &[u8] = b"k:fails";
+/// The store's identity (UTF-8 UUID), checked against the high-water record.
+pub const ID: &[u8] = b"k:id";
 
 /// `prefix` + `n` big-endian.
 pub fn numbered(prefix: u8, n: u64) -> [u8; 9] {

@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use serde_json::json;
@@ -22,6 +22,8 @@ pub struct Counters {
     flush_micros: AtomicU64,
     flush_max_micros: AtomicU64,
     write_failing: AtomicBool,
+    store_lost: AtomicU64,
+    store_loss: Mutex<Option<String>>,
 }
 
 impl Counters {
@@ -50,6 +52,24 @@ impl Counters {
         if disk_full {
             self.rejected_disk.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// Records that messages were lost with the store (set aside, replaced
+    /// or truncated between runs), saying what happened.
+    pub fn store_lost(&self, what: String) {
+        self.store_lost.fetch_add(1, Ordering::Relaxed);
+        *self
+            .store_loss
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(what);
+    }
+
+    /// What the last store loss was, if any since start.
+    pub fn store_loss(&self) -> Option<String> {
+        self.store_loss
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// Whether the last write failed.
@@ -170,6 +190,13 @@ impl RenderMetrics for OutboxMetrics {
         );
         family(
             out,
+            "tether_outbox_store_lost_total",
+            "counter",
+            "Stores found damaged, replaced or truncated at start (their messages are gone).",
+            c.store_lost.load(Ordering::Relaxed) as f64,
+        );
+        family(
+            out,
             "tether_outbox_messages",
             "gauge",
             "Messages stored.",
@@ -239,6 +266,7 @@ impl HealthCheck for OutboxMetrics {
                 "messages": s.messages,
                 "diskBytes": s.disk_bytes,
                 "failures": s.failures,
+                "storeLoss": self.0.counters.store_loss(),
             }),
         )
     }

@@ -7,6 +7,8 @@
 //! - [`core`](self::core): counters, per-sink cursors, reads and acks;
 //!   [`append`](self::append) the capacity policy; `maintain` expiry and
 //!   compaction; [`failures`] the failure records; [`ages`] the age clock.
+//! - [`highwater`]: the record outside the store that notices messages
+//!   lost between runs in ways the engine does not report.
 //! - [`intake`]: group commit (one writer thread, one sync per group).
 //! - [`hub_sink`], [`webhook`]: delivery tasks, one per sink.
 //! - [`metrics`]: Prometheus text and `/healthz`; [`cli`]: the CLI's client.
@@ -32,6 +34,7 @@ pub mod append;
 pub mod cli;
 pub mod core;
 pub mod failures;
+pub mod highwater;
 pub mod hub_sink;
 pub mod intake;
 pub mod keys;
@@ -49,12 +52,14 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tracing::warn;
+use tracing::{error, warn};
 
 use crate::clock::{unix_seconds, SharedClock};
 use crate::config::StoreConfig;
 use crate::hub::{Delivery, HubHandle};
 use crate::service::Beat;
+
+use self::highwater::HighWater;
 
 pub use self::append::{IntakeError, Receipt};
 pub use self::core::{Core, Settings, SinkId};
@@ -95,6 +100,7 @@ pub struct Outbox {
     pub intake: Intake,
     /// Set when an unusable store was moved aside at start.
     pub moved_aside: Option<PathBuf>,
+    high_water: Option<Arc<HighWater>>,
 }
 
 /// Settings derived from `[store]`.
@@ -122,14 +128,37 @@ impl Outbox {
         let sinks = sink_names(webhooks);
         let settings = settings(cfg);
         let now = unix_seconds(clock.now());
+        let record = highwater::read(&cfg.path).unwrap_or_else(|e| {
+            error!(error = %e, "the outbox high-water record is unusable");
+            None
+        });
         let opened = store::open(&cfg.path, cfg.cache_bytes, now, |storage| {
-            Core::load(storage, &sinks, settings.clone(), clock.clone())
+            let verdict = highwater::reconcile(storage.as_ref(), record.as_ref())?;
+            Ok((
+                Core::load(storage, &sinks, settings.clone(), clock.clone())?,
+                verdict,
+            ))
         })
         .map_err(|source| OutboxError::Store {
             path: cfg.path.clone(),
             source,
         })?;
-        Self::start(opened.value, opened.moved_aside)
+        let (core, verdict) = opened.value;
+        match (&opened.moved_aside, verdict.loss) {
+            (Some(aside), _) => core.counters.store_lost(format!(
+                "the outbox store could not be opened and was moved aside to {}; its messages \
+                 will not be delivered",
+                aside.display()
+            )),
+            (None, Some(loss)) => {
+                error!("{loss}; tether continues with what the store still holds");
+                core.counters.store_lost(loss);
+            }
+            (None, None) => {}
+        }
+        let high_water = HighWater::new(cfg.path.clone(), verdict.store_id);
+        high_water.update(&core, true);
+        Self::start(core, opened.moved_aside, Some(Arc::new(high_water)))
     }
 
     /// An outbox over any [`Storage`] (tests inject failures this way).
@@ -149,16 +178,21 @@ impl Outbox {
                     source,
                 }
             })?;
-        Self::start(core, None)
+        Self::start(core, None, None)
     }
 
-    fn start(core: Core, moved_aside: Option<PathBuf>) -> Result<Self, OutboxError> {
+    fn start(
+        core: Core,
+        moved_aside: Option<PathBuf>,
+        high_water: Option<Arc<HighWater>>,
+    ) -> Result<Self, OutboxError> {
         let core = Arc::new(core);
         let (intake, _writer) = intake::spawn_writer(core.clone())?;
         Ok(Self {
             core,
             intake,
             moved_aside,
+            high_water,
         })
     }
 
@@ -213,20 +247,21 @@ impl Outbox {
     }
 
     /// Starts the upkeep task: continuous expiry, compaction, failure
-    /// purging and the disk-size measurement. It syncs one last time when
-    /// `shutdown` fires.
+    /// purging, the disk-size measurement and the high-water record. It
+    /// syncs and writes the record one last time when `shutdown` fires.
     pub fn spawn_upkeep(&self, beat: Beat, shutdown: CancellationToken) -> JoinHandle<()> {
         let core = self.core.clone();
+        let high_water = self.high_water.clone();
         tokio::spawn(async move {
             loop {
                 beat.beat_expecting(Duration::from_secs(60));
-                let wait = upkeep_round(&core).await;
+                let wait = upkeep_round(&core, high_water.clone(), false).await;
                 tokio::select! {
                     () = tokio::time::sleep(wait) => {}
                     () = shutdown.cancelled() => break,
                 }
             }
-            let _ = upkeep_round(&core).await;
+            let _ = upkeep_round(&core, high_water, true).await;
         })
     }
 }
@@ -237,8 +272,14 @@ fn sink_names(webhooks: &[String]) -> Vec<String> {
         .collect()
 }
 
-/// One round of upkeep; returns how long to wait before the next.
-async fn upkeep_round(core: &Arc<Core>) -> Duration {
+/// One round of upkeep; returns how long to wait before the next. The
+/// high-water record is updated last, after the round's sync; `last` (the
+/// clean stop) writes it regardless of its rate limit.
+async fn upkeep_round(
+    core: &Arc<Core>,
+    high_water: Option<Arc<HighWater>>,
+    last: bool,
+) -> Duration {
     let c = core.clone();
     let result = tokio::task::spawn_blocking(move || -> Result<Duration, StoreError> {
         let wait = c.expire(UPKEEP_EVERY)?;
@@ -247,6 +288,9 @@ async fn upkeep_round(core: &Arc<Core>) -> Duration {
             c.storage.sync()?;
         }
         c.refresh_disk_bytes();
+        if let Some(h) = high_water {
+            h.update(&c, last);
+        }
         Ok(wait)
     })
     .await;
