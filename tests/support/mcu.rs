@@ -131,7 +131,8 @@ impl Mcu {
         self.ctl.lock().unwrap().raw.push_back(bytes.to_vec());
     }
 
-    /// Damages every `every`th write of the MCU to `target`, `times` times in all, as
+    /// Damages every `every`th write (or read, for [`Target::Received`])
+    /// of the MCU that `target` selects, `times` times in all, as
     /// a noisy or lossy line would. The MCU's own retries (afLib resends a
     /// message whose transaction broke) stay in force.
     pub fn inject(&self, fault: LineFault, target: Target, every: u32, times: u32) {

@@ -64,6 +64,9 @@ pub enum Target {
     SyncFrames,
     /// Message payloads: afLib4 has no payload checksum.
     Payloads,
+    /// What the MCU reads: the module's frames, READYs and payloads, as
+    /// they arrive (one read at a time).
+    Received,
 }
 
 /// Which writes get damaged, and how many are left to damage.
@@ -89,9 +92,14 @@ impl Faults {
     }
 
     /// The bytes that reach the line for one write of `bytes`.
-    fn apply(&mut self, bytes: &[u8]) -> Vec<u8> {
+    fn apply(&mut self, bytes: &[u8], incoming: bool) -> Vec<u8> {
         let sync = bytes.len() == 6 && (bytes[0] == 0x30 || bytes[0] == 0x31);
-        if sync != (self.target == Target::SyncFrames) {
+        let hit = match self.target {
+            Target::Received => incoming,
+            Target::SyncFrames => !incoming && sync,
+            Target::Payloads => !incoming && !sync,
+        };
+        if !hit {
             return bytes.to_vec();
         }
         self.writes += 1;
@@ -171,11 +179,26 @@ impl Sim {
             if let Some(msg) = self.next_out() {
                 if !self.send(&msg).await {
                     self.out.push_front(msg);
+                    self.after_failed_sync().await;
                 }
                 continue;
             }
             if self.byte(Duration::from_millis(20)).await == Some(READY) {
                 self.receive().await;
+            }
+        }
+    }
+
+    /// afLib after a failed sync: bytes already received are thrown away
+    /// and the SYNC REQUEST goes again at the next READY, or after 1 s
+    /// without one (spec §4.5, §4.6). Resending at once would answer the
+    /// module's leftover bytes and could stay misaligned for ever.
+    async fn after_failed_sync(&mut self) {
+        self.buf.clear();
+        let deadline = Instant::now() + Duration::from_secs(1);
+        while Instant::now() < deadline {
+            if self.byte(Duration::from_millis(20)).await == Some(READY) {
+                return;
             }
         }
     }
@@ -205,7 +228,10 @@ impl Sim {
     async fn fill(&mut self, timeout: Duration) {
         let mut b = [0u8; 256];
         match tokio::time::timeout(timeout, self.io.read(&mut b)).await {
-            Ok(Ok(n)) if n > 0 => self.buf.extend(&b[..n]),
+            Ok(Ok(n)) if n > 0 => {
+                let got = self.ctl.lock().unwrap().faults.apply(&b[..n], true);
+                self.buf.extend(got);
+            }
             // EOF or EIO: nobody has the device open (yet); do not spin.
             Ok(_) => tokio::time::sleep(Duration::from_millis(10)).await,
             Err(_) => {}
@@ -227,7 +253,7 @@ impl Sim {
     }
 
     async fn write(&mut self, bytes: &[u8]) -> bool {
-        let bytes = self.ctl.lock().unwrap().faults.apply(bytes);
+        let bytes = self.ctl.lock().unwrap().faults.apply(bytes, false);
         self.io.write_all(&bytes).await.is_ok() && self.io.flush().await.is_ok()
     }
 
