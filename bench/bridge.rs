@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::procs::{self, Mosquitto, Tether};
-use crate::support::mcu::{blink_profile, pty_at, Mcu};
+use crate::support::mcu::{blink_profile, Mcu};
 use crate::Params;
 
 /// Bytes on the line for one MCU → module UPDATE of a 1-byte attribute
@@ -28,7 +28,7 @@ pub async fn run(p: &Params, bin: &Path) -> Value {
     let broker = Mosquitto::start(false);
     let dir = tempfile::tempdir().unwrap();
     let link = dir.path().join("ttyMCU");
-    let mut mcu = Mcu::start(pty_at(&link), &[(1, vec![0])]);
+    let mut mcu = Mcu::at(&link, &[(1, vec![0])]);
     let admin: SocketAddr = format!("127.0.0.1:{}", procs::free_port()).parse().unwrap();
     let extra = format!(
         "[bridge]\ndevice = \"{}\"\nbaud = 115200\nprofile = \"{}\"\n",

@@ -1,6 +1,8 @@
 //! The bridge's cloud side through a real Mosquitto (plain broker topic
 //! scheme): direct methods, a C2D message and desired properties reach the
 //! simulated MCU over the pty, and answers and reported properties come back.
+//! The simulated MCU is `tether demo`'s, hence the `demo` feature.
+#![cfg(feature = "demo")]
 
 mod support;
 

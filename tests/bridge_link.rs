@@ -1,6 +1,8 @@
 //! The bridge against a simulated afLib4 MCU over a real pty: boot, MCU
 //! values upstream, cloud requests through the bridge handle, reboot
 //! requests, a silent MCU and a serial device that vanishes and returns.
+//! The simulated MCU is `tether demo`'s, hence the `demo` feature.
+#![cfg(feature = "demo")]
 
 mod support;
 
@@ -9,7 +11,7 @@ use std::time::Duration;
 use embedded_hal_mock::eh1::digital::{Mock, State, Transaction};
 use firmware_bridge::DataType;
 use serde_json::json;
-use support::mcu::{pty_at, Mcu, McuEvent, Rig, WAIT};
+use support::mcu::{Mcu, McuEvent, Rig, WAIT};
 use tether::admin::{HealthCheck, RenderMetrics};
 
 const TIMEOUT: Duration = Duration::from_secs(5);
@@ -238,10 +240,7 @@ async fn a_cut_link_is_recovered_with_one_reset_pulse_when_the_device_returns() 
     rig.booted().await;
     assert_eq!(rig.upstream_of(1).await.data, [0]);
 
-    let old = std::mem::replace(
-        &mut rig.mcu,
-        Mcu::start(pty_at(&rig.dir.path().join("spare")), &[]),
-    );
+    let old = std::mem::replace(&mut rig.mcu, Mcu::at(&rig.dir.path().join("spare"), &[]));
     drop(old);
     std::fs::remove_file(&rig.link).expect("remove the device path");
     rig.link_up(false).await;
@@ -250,7 +249,7 @@ async fn a_cut_link_is_recovered_with_one_reset_pulse_when_the_device_returns() 
     // Stay away for a few reopen attempts: still one loss, one pulse.
     tokio::time::sleep(Duration::from_millis(700)).await;
 
-    rig.mcu = Mcu::start(pty_at(&rig.link), &[(1, vec![1])]);
+    rig.mcu = Mcu::at(&rig.link, &[(1, vec![1])]);
     rig.mcu.booted(1, WAIT).await;
     rig.link_up(true).await;
     assert_eq!((stats.link_losses(), stats.reset_pulses()), (1, 1));

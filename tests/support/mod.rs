@@ -15,5 +15,7 @@ pub mod mqtt;
 pub use broker::{Broker, BrokerOptions, LogMark};
 pub use certs::{untrusted_ca_pem, Issued, TestCa};
 pub mod http;
+// The simulated MCU is `tether demo`'s.
+#[cfg(feature = "demo")]
 pub mod mcu;
 pub mod proxy;

@@ -4,8 +4,14 @@
 //!
 //! The bridge opens the pty's slave path itself, exactly as it would open
 //! `/dev/ttyS1` on a device; the simulator holds the master end.
+//!
+//! The bridge tests drive the same simulator through its fault hooks:
+//! [`Mcu::inject`] damages the line, [`Mcu::refuse`] and
+//! [`Mcu::set_silent`] make the application misbehave, [`Mcu::unplug`]
+//! and [`Mcu::plug`] pull the serial adapter. A failed transaction is
+//! retried as afLib retries it.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -14,8 +20,11 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_serial::{SerialPort, SerialStream};
 
+mod fault;
 mod sim;
 
+use fault::Faults;
+pub use fault::{LineFault, Target};
 use sim::{message, update, with_len, Sim};
 
 /// What the simulated MCU saw.
@@ -29,6 +38,8 @@ pub enum McuEvent {
         attr_id: u16,
         /// Raw value bytes.
         value: Vec<u8>,
+        /// The application said no (see [`Mcu::refuse`]).
+        refused: bool,
     },
     /// The module asked for one of the MCU's attributes.
     Get {
@@ -51,6 +62,18 @@ pub enum McuEvent {
 struct Ctl {
     values: HashMap<u16, Vec<u8>>,
     queued: VecDeque<Vec<u8>>,
+    /// Attributes whose SETs the application refuses.
+    refuse: HashSet<u16>,
+    /// A hung MCU: bytes are read and dropped.
+    silent: bool,
+    /// Bytes written as they are, outside any transaction (line noise).
+    raw: VecDeque<Vec<u8>>,
+    /// Damage done to the MCU's writes or reads (see [`Mcu::inject`]).
+    faults: Faults,
+    /// A new MCU end for the sim: the adapter was plugged in again.
+    replug: Option<SerialStream>,
+    /// Messages the sim holds for the module (set by the sim).
+    backlog: usize,
 }
 
 /// Locks `m` even if a holder panicked: the data are plain values that
@@ -93,7 +116,9 @@ impl Mcu {
         Ok(Self::on(master, path, values))
     }
 
-    fn on(port: SerialStream, path: PathBuf, values: &[(u16, Vec<u8>)]) -> Mcu {
+    /// Starts an MCU owning `values` on `port`, the master end of a pty
+    /// whose slave the bridge reaches at `path`.
+    pub fn on(port: SerialStream, path: PathBuf, values: &[(u16, Vec<u8>)]) -> Mcu {
         let ctl = Arc::new(Mutex::new(Ctl {
             values: values.iter().cloned().collect(),
             ..Ctl::default()
@@ -133,6 +158,64 @@ impl Mcu {
     pub fn set_module(&self, attr_id: u16, value: &[u8]) {
         let msg = message(0x0B, self.id(), attr_id, &with_len(value));
         lock(&self.ctl).queued.push_back(msg);
+    }
+
+    /// Sends the reboot command: SET 65012 = 01 00 00 00.
+    pub fn request_reboot(&self) {
+        self.set_module(65012, &[1, 0, 0, 0]);
+    }
+
+    /// Messages the MCU has not yet got through to the module.
+    pub fn pending(&self) -> usize {
+        let ctl = lock(&self.ctl);
+        ctl.queued.len() + ctl.backlog
+    }
+
+    /// Makes the application refuse (state 5, reason 0xFD) SETs of `attr_id`.
+    pub fn refuse(&self, attr_id: u16) {
+        lock(&self.ctl).refuse.insert(attr_id);
+    }
+
+    /// Stops answering anything (a hung MCU); bytes are read and dropped.
+    pub fn set_silent(&self, silent: bool) {
+        lock(&self.ctl).silent = silent;
+    }
+
+    /// Writes `bytes` outside any transaction, like noise on the line.
+    pub fn send_raw(&self, bytes: &[u8]) {
+        lock(&self.ctl).raw.push_back(bytes.to_vec());
+    }
+
+    /// Damages every `every`th write (or read, for [`Target::Received`])
+    /// of the MCU that `target` selects, `times` times in all, as a noisy
+    /// or lossy line would. The MCU's own retries (afLib resends a message
+    /// whose transaction broke) stay in force.
+    pub fn inject(&self, fault: LineFault, target: Target, every: u32, times: u32) {
+        lock(&self.ctl).faults = Faults::new(fault, target, every, times);
+    }
+
+    /// Writes damaged so far by [`Mcu::inject`], and whether more are due.
+    pub fn faults_done(&self) -> (u32, bool) {
+        let ctl = lock(&self.ctl);
+        (ctl.faults.done, ctl.faults.left > 0)
+    }
+
+    /// Unplugs the serial adapter: the MCU's end of the pty closes, so the
+    /// bridge's end hangs up. The MCU keeps running; its pending messages
+    /// wait, as afLib's queue does.
+    ///
+    /// # Errors
+    /// When no pty can be allocated for the unplugged MCU to hold.
+    pub fn unplug(&self) -> Result<(), PtyError> {
+        let (spare, _) = SerialStream::pair()?;
+        lock(&self.ctl).replug = Some(spare);
+        Ok(())
+    }
+
+    /// Plugs the adapter back in: the MCU continues on `port`, the master
+    /// end of a new pty.
+    pub fn plug(&self, port: SerialStream) {
+        lock(&self.ctl).replug = Some(port);
     }
 
     /// The application's current value of an attribute.

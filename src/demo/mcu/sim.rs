@@ -1,9 +1,6 @@
 //! The MCU's side of the wire: afLib4's transaction rules (spec §4) and
-//! its answers to the module's messages (spec §5, §6).
-//!
-//! Copied from the bridge tests' simulator (`tests/support/mcu/sim.rs`),
-//! without the fault injection (refusals, silence, line noise) the demo
-//! does not need; the tests keep their own copy because they need it.
+//! its answers to the module's messages (spec §5, §6), with the faults
+//! the handle injects (refusals, silence, line noise, unplugging).
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -85,16 +82,60 @@ impl Sim {
 
     pub(super) async fn run(mut self) {
         loop {
-            let queued: Vec<_> = lock(&self.ctl).queued.drain(..).collect();
-            self.out.extend(queued);
+            if !self.take_ctl().await {
+                continue;
+            }
             if let Some(msg) = self.next_out() {
                 if !self.send(&msg).await {
                     self.out.push_front(msg);
+                    self.after_failed_sync().await;
                 }
                 continue;
             }
             if self.byte(Duration::from_millis(20)).await == Some(READY) {
                 self.receive().await;
+            }
+        }
+    }
+
+    /// Takes what the handle asked for: a new port, silence, raw bytes,
+    /// queued messages. False while the MCU is silent (it read and dropped
+    /// whatever came).
+    async fn take_ctl(&mut self) -> bool {
+        let (replug, silent, raw) = {
+            let mut ctl = lock(&self.ctl);
+            let raw: Vec<_> = ctl.raw.drain(..).collect();
+            (ctl.replug.take(), ctl.silent, raw)
+        };
+        if let Some(port) = replug {
+            self.io = port;
+            self.buf.clear();
+        }
+        if silent {
+            self.buf.clear();
+            self.fill(Duration::from_millis(20)).await;
+            self.buf.clear();
+            return false;
+        }
+        for bytes in raw {
+            self.write(&bytes).await;
+        }
+        let mut ctl = lock(&self.ctl);
+        self.out.extend(ctl.queued.drain(..));
+        ctl.backlog = self.out.len();
+        true
+    }
+
+    /// afLib after a failed sync: bytes already received are thrown away
+    /// and the SYNC REQUEST goes again at the next READY, or after 1 s
+    /// without one (spec §4.5, §4.6). Resending at once would answer the
+    /// module's leftover bytes and could stay misaligned for ever.
+    async fn after_failed_sync(&mut self) {
+        self.buf.clear();
+        let deadline = Instant::now() + Duration::from_secs(1);
+        while Instant::now() < deadline {
+            if self.byte(Duration::from_millis(20)).await == Some(READY) {
+                return;
             }
         }
     }
@@ -123,7 +164,10 @@ impl Sim {
     async fn fill(&mut self, timeout: Duration) {
         let mut b = [0u8; 256];
         match tokio::time::timeout(timeout, self.io.read(&mut b)).await {
-            Ok(Ok(n)) if n > 0 => self.buf.extend(&b[..n]),
+            Ok(Ok(n)) if n > 0 => {
+                let got = lock(&self.ctl).faults.apply(&b[..n], true);
+                self.buf.extend(got);
+            }
             // EOF or EIO: nobody has the device open (yet); do not spin.
             Ok(_) => tokio::time::sleep(Duration::from_millis(10)).await,
             Err(_) => {}
@@ -145,7 +189,8 @@ impl Sim {
     }
 
     async fn write(&mut self, bytes: &[u8]) -> bool {
-        self.io.write_all(bytes).await.is_ok() && self.io.flush().await.is_ok()
+        let bytes = lock(&self.ctl).faults.apply(bytes, false);
+        self.io.write_all(&bytes).await.is_ok() && self.io.flush().await.is_ok()
     }
 
     async fn expect_ready(&mut self) -> bool {
@@ -243,10 +288,12 @@ impl Sim {
             0x0D => self.on_update(attr_id, msg.get(5).copied().unwrap_or(0), value_at(6)),
             0x0B => {
                 let value = value_at(4);
-                lock(&self.ctl).values.insert(attr_id, value.clone());
-                // The application applied it: an UPDATE, state 0, reason 2.
-                self.out.push_back(update(id, attr_id, 0, 2, &value));
-                self.emit(McuEvent::Set { attr_id, value });
+                let refused = self.apply_set(id, attr_id, &value);
+                self.emit(McuEvent::Set {
+                    attr_id,
+                    value,
+                    refused,
+                });
             }
             0x0C => {
                 let value = lock(&self.ctl)
@@ -261,6 +308,24 @@ impl Sim {
             }
             _ => {}
         }
+    }
+
+    /// The application applies a SET (an UPDATE, state 0, reason 2) or
+    /// refuses it (state 5, reason 0xFD, with the old value); true when
+    /// refused.
+    fn apply_set(&mut self, id: u8, attr_id: u16, value: &[u8]) -> bool {
+        let mut ctl = lock(&self.ctl);
+        let refused = ctl.refuse.contains(&attr_id);
+        let answer = if refused {
+            let old = ctl.values.get(&attr_id).cloned().unwrap_or_default();
+            update(id, attr_id, 5, 0xFD, &old)
+        } else {
+            ctl.values.insert(attr_id, value.to_vec());
+            update(id, attr_id, 0, 2, value)
+        };
+        drop(ctl);
+        self.out.push_back(answer);
+        refused
     }
 
     fn on_update(&mut self, attr_id: u16, reason: u8, value: Vec<u8>) {

@@ -9,7 +9,7 @@ use tether::hub::methods::BoxFuture;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::{pty_at, Mcu};
+use super::Mcu;
 
 /// An [`Upstream`] that hands every change to a channel.
 pub struct ChannelUpstream(pub mpsc::Sender<AttributeChange>);
@@ -80,7 +80,7 @@ impl Rig {
     {
         let dir = tempfile::tempdir().expect("temp dir");
         let link = dir.path().join("ttyMCU");
-        let mcu = Mcu::start(pty_at(&link), &[(1, vec![0])]);
+        let mcu = Mcu::at(&link, &[(1, vec![0])]);
         let (tx, upstream) = mpsc::channel(256);
         let stop = tokio_util::sync::CancellationToken::new();
         let bridge = tether::bridge::spawn_with(
