@@ -122,7 +122,7 @@ impl Outbox {
         let sinks = sink_names(webhooks);
         let settings = settings(cfg);
         let now = unix_seconds(clock.now());
-        let opened = store::open(&cfg.path, cfg.cache_bytes, now, |storage| {
+        let opened = store::open(&cfg.path, cfg.engine, cfg.cache_bytes, now, |storage| {
             Core::load(storage, &sinks, settings.clone(), clock.clone())
         })
         .map_err(|source| OutboxError::Store {
