@@ -129,7 +129,7 @@ async fn sigkill_under_load_loses_no_accepted_message() {
     tether.kill();
 }
 
-/// A store sled cannot open is moved aside with a log line and a new one
+/// A store the engine cannot open is moved aside with a log line and a new one
 /// is used; the old one stays for inspection.
 #[tokio::test]
 async fn a_corrupt_store_is_moved_aside_and_a_new_one_started() {
@@ -137,12 +137,18 @@ async fn a_corrupt_store_is_moved_aside_and_a_new_one_started() {
     let (dir, cfg, log, addr) = setup(&broker);
     let store = dir.path().join("store").join("outbox");
     std::fs::create_dir_all(&store).unwrap();
-    std::fs::write(
-        store.join("conf"),
-        b"segment_size: 524288\nuse_compression: false\nversion: 0.34\n",
-    )
-    .unwrap();
-    std::fs::write(store.join("db"), vec![0xA5u8; 600_000]).unwrap();
+    // A damaged store of the engine the rig configures.
+    let file = if std::env::var("TETHER_TEST_ENGINE").as_deref() == Ok("redb") {
+        "outbox.redb"
+    } else {
+        std::fs::write(
+            store.join("conf"),
+            b"segment_size: 524288\nuse_compression: false\nversion: 0.34\n",
+        )
+        .unwrap();
+        "db"
+    };
+    std::fs::write(store.join(file), vec![0xA5u8; 600_000]).unwrap();
     let http = client();
     let _tether = Tether::start(&cfg, &log);
     let health = wait_healthy(&http, addr).await;
@@ -159,7 +165,7 @@ async fn a_corrupt_store_is_moved_aside_and_a_new_one_started() {
         })
         .collect();
     assert_eq!(aside.len(), 1, "{text}");
-    assert!(aside[0].path().join("db").exists(), "the old store is kept");
+    assert!(aside[0].path().join(file).exists(), "the old store is kept");
     let r = http
         .post(format!("http://{addr}/v1/attributes"))
         .bearer_auth(TOKEN)

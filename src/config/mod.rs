@@ -234,7 +234,9 @@ pub struct StoreConfig {
     pub max_bytes: u64,
     /// What to do when full; default `drop-oldest`.
     pub full_policy: FullPolicy,
-    /// sled page cache; default 4 MiB.
+    /// Storage engine; default sled.
+    pub engine: StoreEngine,
+    /// The engine's page cache; default 4 MiB.
     pub cache_bytes: u64,
     /// Batch several messages into one publish up to this size; 0 = off.
     pub batch_max_bytes: usize,
@@ -272,6 +274,16 @@ pub enum FullPolicy {
     DropOldest,
     /// Refuse new messages with 503 + Retry-After.
     RejectNew,
+}
+
+/// `store.engine`: which embedded database holds the outbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreEngine {
+    /// sled 0.34 in the store directory (the default).
+    Sled,
+    /// redb 4 in `<store dir>/outbox.redb`: memory bounded by
+    /// `cache_bytes` whatever the backlog.
+    Redb,
 }
 
 /// afLib4 serial bridge settings.

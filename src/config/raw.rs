@@ -102,6 +102,7 @@ pub(crate) struct RawStore {
     pub ttl: Option<Duration>,
     pub max_bytes: Option<u64>,
     pub full_policy: Option<String>,
+    pub engine: Option<String>,
     pub cache_bytes: Option<u64>,
     pub batch_max_bytes: Option<usize>,
     #[serde(with = "humantime_opt")]

@@ -4,7 +4,9 @@
 use std::fmt::Write as _;
 use std::time::{Duration, UNIX_EPOCH};
 
-use super::{AdminListen, AzureAuth, Config, FullPolicy, HubEndpoint, LogFormat, Transport};
+use super::{
+    AdminListen, AzureAuth, Config, FullPolicy, HubEndpoint, LogFormat, StoreEngine, Transport,
+};
 
 /// Renders `cfg` as a short multi-line summary, ending with its warnings.
 /// Credentials appear only as their kind ("SAS key", "password set").
@@ -130,10 +132,14 @@ pub fn summary(cfg: &Config) -> String {
         FullPolicy::DropOldest => "drop-oldest",
         FullPolicy::RejectNew => "reject-new",
     };
+    let engine = match s.engine {
+        StoreEngine::Sled => "sled",
+        StoreEngine::Redb => "redb",
+    };
     line(
         "store:",
         format!(
-            "{} (ttl {}, max {} MiB, {policy})",
+            "{} ({engine}, ttl {}, max {} MiB, {policy})",
             s.path.display(),
             human(s.ttl),
             s.max_bytes / (1024 * 1024)

@@ -132,7 +132,7 @@ impl Outbox {
             error!(error = %e, "the outbox high-water record is unusable");
             None
         });
-        let opened = store::open(&cfg.path, cfg.cache_bytes, now, |storage| {
+        let opened = store::open(&cfg.path, cfg.engine, cfg.cache_bytes, now, |storage| {
             let verdict = highwater::reconcile(storage.as_ref(), record.as_ref())?;
             Ok((
                 Core::load(storage, &sinks, settings.clone(), clock.clone())?,

@@ -61,9 +61,13 @@ pub fn config_text(
     let admin = admin.map_or(String::new(), |a| {
         format!("[admin]\nlisten = \"{a}\"\ntoken = \"{TOKEN}\"\n")
     });
+    // `TETHER_TEST_ENGINE=redb cargo test --test 'outbox_*'` runs the
+    // store-level tests on the other engine.
+    let engine = std::env::var("TETHER_TEST_ENGINE")
+        .map_or(String::new(), |e| format!("engine = \"{e}\"\n"));
     format!(
         "[hub]\nurl = \"mqtt://127.0.0.1:{port}\"\ndevice_id = \"dev1\"\nallow_insecure = true\n\
-         keep_alive = \"5s\"\nconnect_timeout = \"2s\"\n[store]\npath = \"{}\"\n{store}\n{admin}",
+         keep_alive = \"5s\"\nconnect_timeout = \"2s\"\n[store]\npath = \"{}\"\n{engine}{store}\n{admin}",
         dir.join("store").display()
     )
 }

@@ -9,7 +9,7 @@ use super::{is_local_host, positive, split_url, Ctx};
 use crate::config::raw::{RawAdmin, RawBridge, RawController, RawLog, RawRelay, RawStore};
 use crate::config::{
     AdminConfig, AdminListen, BridgeConfig, ConfigError, ControllerConfig, FullPolicy, LogConfig,
-    LogFormat, RelayConfig, ScheduleConfig, StoreConfig,
+    LogFormat, RelayConfig, ScheduleConfig, StoreConfig, StoreEngine,
 };
 
 const BAUD_RATES: [u32; 5] = [9600, 19200, 38400, 57600, 115200];
@@ -177,6 +177,16 @@ pub(super) fn store(raw: RawStore, cx: &mut Ctx) -> Result<StoreConfig, ConfigEr
             ))
         }
     };
+    let engine = match raw.engine.as_deref() {
+        None | Some("sled") => StoreEngine::Sled,
+        Some("redb") => StoreEngine::Redb,
+        Some(other) => {
+            return Err(ConfigError::invalid(
+                "store.engine",
+                format!("unknown engine {other:?} (use \"sled\" or \"redb\")"),
+            ))
+        }
+    };
     let max_bytes = raw.max_bytes.unwrap_or(256 * MIB);
     if max_bytes < MIB {
         return Err(ConfigError::invalid(
@@ -196,6 +206,7 @@ pub(super) fn store(raw: RawStore, cx: &mut Ctx) -> Result<StoreConfig, ConfigEr
         ttl: positive("store.ttl", raw.ttl.unwrap_or(DAY))?,
         max_bytes,
         full_policy,
+        engine,
         cache_bytes: raw.cache_bytes.unwrap_or(4 * MIB),
         batch_max_bytes: raw.batch_max_bytes.unwrap_or(0),
         failure_ttl: positive("store.failure_ttl", raw.failure_ttl.unwrap_or(DAY))?,

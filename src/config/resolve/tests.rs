@@ -102,6 +102,7 @@ fn the_example_file_documents_every_key() {
         "ttl",
         "max_bytes",
         "full_policy",
+        "engine",
         "cache_bytes",
         "batch_max_bytes",
         "failure_ttl",

@@ -61,7 +61,7 @@ impl Faults {
         }
         self.seen += 1;
         let fault = match &self.fault {
-            Some(f) if self.left > 0 && self.seen % self.every == 0 => f.clone(),
+            Some(f) if self.left > 0 && self.seen.is_multiple_of(self.every) => f.clone(),
             _ => return bytes.to_vec(),
         };
         self.left -= 1;

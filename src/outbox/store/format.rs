@@ -5,7 +5,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::{Batch, SledStorage, Storage, StoreError};
+use super::{redb_store, Batch, RedbStorage, SledStorage, Storage, StoreError};
+use crate::config::StoreEngine;
 
 /// The layout this build writes (see `outbox::keys`).
 pub const FORMAT_VERSION: u32 = 1;
@@ -20,7 +21,7 @@ pub struct Opened<T> {
     pub moved_aside: Option<PathBuf>,
 }
 
-/// Opens the sled store in `<root>/outbox`, checks and migrates its format,
+/// Opens the `engine` store in `<root>/outbox`, checks and migrates its format,
 /// then runs `load` on it. When the engine reports corruption, the version
 /// is unknown, or `load` finds corrupt data, the directory is renamed to
 /// `<root>/outbox.corrupt-<unix seconds>` with an error log line and a new
@@ -28,16 +29,18 @@ pub struct Opened<T> {
 ///
 /// # Errors
 /// I/O errors (permissions, full disk) are returned as they are: moving a
-/// healthy store aside because the disk is full would lose data.
+/// healthy store aside because the disk is full would lose data. So is a
+/// store written by the other engine ([`StoreError::OtherEngine`]).
 pub fn open<T>(
     root: &Path,
+    engine: StoreEngine,
     cache_bytes: u64,
     now_unix: u64,
     mut load: impl FnMut(Arc<dyn Storage>) -> Result<T, StoreError>,
 ) -> Result<Opened<T>, StoreError> {
     let dir = root.join("outbox");
     let first = guarded_open(root, || {
-        open_versioned(&dir, cache_bytes).and_then(&mut load)
+        open_versioned(&dir, engine, cache_bytes).and_then(&mut load)
     });
     match first {
         Ok(value) => Ok(Opened {
@@ -56,7 +59,7 @@ pub fn open<T>(
                 "the outbox store cannot be opened; it was moved aside for inspection and a new, \
                  empty store was started (messages in the old store will not be delivered)"
             );
-            let value = load(open_versioned(&dir, cache_bytes)?)?;
+            let value = load(open_versioned(&dir, engine, cache_bytes)?)?;
             Ok(Opened {
                 value,
                 moved_aside: Some(aside),
@@ -111,8 +114,52 @@ fn guarded_open<T>(
     })
 }
 
-fn open_versioned(dir: &Path, cache_bytes: u64) -> Result<Arc<dyn Storage>, StoreError> {
-    let storage: Arc<dyn Storage> = Arc::new(SledStorage::open(dir, cache_bytes)?);
+/// The file that shows which engine wrote a store directory.
+fn marker_file(engine: StoreEngine) -> &'static str {
+    match engine {
+        StoreEngine::Sled => "db",
+        StoreEngine::Redb => redb_store::FILE,
+    }
+}
+
+fn engine_name(engine: StoreEngine) -> &'static str {
+    match engine {
+        StoreEngine::Sled => "sled",
+        StoreEngine::Redb => "redb",
+    }
+}
+
+/// Opens `dir` with `engine`, refusing a directory that only the other
+/// engine has written: opening it would start an empty store beside the
+/// queued messages.
+fn open_engine(
+    dir: &Path,
+    engine: StoreEngine,
+    cache_bytes: u64,
+) -> Result<Arc<dyn Storage>, StoreError> {
+    let other = match engine {
+        StoreEngine::Sled => StoreEngine::Redb,
+        StoreEngine::Redb => StoreEngine::Sled,
+    };
+    if dir.join(marker_file(other)).exists() && !dir.join(marker_file(engine)).exists() {
+        return Err(StoreError::OtherEngine {
+            dir: dir.to_path_buf(),
+            found: engine_name(other),
+            configured: engine_name(engine),
+        });
+    }
+    Ok(match engine {
+        StoreEngine::Sled => Arc::new(SledStorage::open(dir, cache_bytes)?),
+        StoreEngine::Redb => Arc::new(RedbStorage::open(dir, cache_bytes)?),
+    })
+}
+
+fn open_versioned(
+    dir: &Path,
+    engine: StoreEngine,
+    cache_bytes: u64,
+) -> Result<Arc<dyn Storage>, StoreError> {
+    let storage = open_engine(dir, engine, cache_bytes)?;
     let found = match storage.get(FORMAT_KEY)? {
         Some(v) => {
             let bytes: [u8; 4] = v.as_slice().try_into().map_err(|_| {
@@ -159,40 +206,101 @@ fn migrate(storage: &dyn Storage, found: u32) -> Result<(), StoreError> {
 mod tests {
     use super::*;
 
+    const ENGINES: [StoreEngine; 2] = [StoreEngine::Sled, StoreEngine::Redb];
+
+    fn write_raw(root: &Path, engine: StoreEngine, pairs: &[(&[u8], &[u8])]) {
+        let s = open_engine(&root.join("outbox"), engine, 1 << 20).unwrap();
+        let mut b = Batch::default();
+        for (k, v) in pairs {
+            b.put(k.to_vec(), v.to_vec());
+        }
+        s.apply(b).unwrap();
+        s.sync().unwrap();
+    }
+
+    /// [`open`], waiting while sled's I/O thread still holds the file lock
+    /// of the handle the test just dropped.
+    fn reopen<T>(
+        root: &Path,
+        engine: StoreEngine,
+        now: u64,
+        mut load: impl FnMut(Arc<dyn Storage>) -> Result<T, StoreError>,
+    ) -> Result<Opened<T>, StoreError> {
+        for _ in 0..250 {
+            match open(root, engine, 1 << 20, now, &mut load) {
+                Err(StoreError::Io(e)) if e.to_string().contains("lock") => {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                other => return other,
+            }
+        }
+        open(root, engine, 1 << 20, now, load)
+    }
+
     #[test]
     fn a_newer_format_is_moved_aside_and_a_fresh_store_started() {
-        let root = tempfile::tempdir().unwrap();
-        {
-            let s = SledStorage::open(&root.path().join("outbox"), 1 << 20).unwrap();
-            let mut b = Batch::default();
-            b.put(FORMAT_KEY.to_vec(), 99u32.to_be_bytes().to_vec());
-            b.put(b"m-old".to_vec(), b"x".to_vec());
-            s.apply(b).unwrap();
-            s.sync().unwrap();
+        for engine in ENGINES {
+            let root = tempfile::tempdir().unwrap();
+            let newer = 99u32.to_be_bytes();
+            write_raw(
+                root.path(),
+                engine,
+                &[(FORMAT_KEY, &newer), (b"m-old", b"x")],
+            );
+            let opened = reopen(root.path(), engine, 1234, |s| s.get(b"m-old")).unwrap();
+            assert_eq!(opened.value, None, "the new store is empty");
+            let aside = opened.moved_aside.expect("moved aside");
+            assert!(aside.ends_with("outbox.corrupt-1234"));
+            assert!(aside.join(marker_file(engine)).exists(), "{engine:?}");
         }
-        let opened = open(root.path(), 1 << 20, 1234, |s| s.get(b"m-old")).unwrap();
-        assert_eq!(opened.value, None, "the new store is empty");
-        let aside = opened.moved_aside.expect("moved aside");
-        assert!(aside.ends_with("outbox.corrupt-1234") && aside.join("db").exists());
     }
 
     #[test]
     fn an_unversioned_store_with_data_is_migrated_in_place() {
-        let root = tempfile::tempdir().unwrap();
-        {
-            let s = SledStorage::open(&root.path().join("outbox"), 1 << 20).unwrap();
-            let mut b = Batch::default();
-            b.put(b"m-old".to_vec(), b"x".to_vec());
-            s.apply(b).unwrap();
-            s.sync().unwrap();
+        for engine in ENGINES {
+            let root = tempfile::tempdir().unwrap();
+            write_raw(root.path(), engine, &[(b"m-old", b"x")]);
+            let opened = reopen(root.path(), engine, 1, |s| {
+                Ok((s.get(b"m-old")?, s.get(FORMAT_KEY)?))
+            })
+            .unwrap();
+            assert!(opened.moved_aside.is_none());
+            assert_eq!(opened.value.0, Some(b"x".to_vec()));
+            assert_eq!(opened.value.1, Some(FORMAT_VERSION.to_be_bytes().to_vec()));
         }
-        let opened = open(root.path(), 1 << 20, 1, |s| {
-            Ok((s.get(b"m-old")?, s.get(FORMAT_KEY)?))
-        })
-        .unwrap();
-        assert!(opened.moved_aside.is_none());
-        assert_eq!(opened.value.0, Some(b"x".to_vec()));
-        assert_eq!(opened.value.1, Some(FORMAT_VERSION.to_be_bytes().to_vec()));
+    }
+
+    #[test]
+    fn a_damaged_redb_file_is_moved_aside() {
+        let root = tempfile::tempdir().unwrap();
+        write_raw(root.path(), StoreEngine::Redb, &[(b"m-old", b"x")]);
+        let file = root.path().join("outbox").join(redb_store::FILE);
+        let mut bytes = std::fs::read(&file).unwrap();
+        bytes[..4096].fill(0xA5);
+        std::fs::write(&file, bytes).unwrap();
+        let opened = reopen(root.path(), StoreEngine::Redb, 7, |s| s.get(b"m-old")).unwrap();
+        assert_eq!(opened.value, None);
+        assert!(opened
+            .moved_aside
+            .expect("moved aside")
+            .ends_with("outbox.corrupt-7"));
+    }
+
+    #[test]
+    fn the_other_engines_store_is_refused_and_kept() {
+        for (written, configured) in [(ENGINES[0], ENGINES[1]), (ENGINES[1], ENGINES[0])] {
+            let root = tempfile::tempdir().unwrap();
+            write_raw(root.path(), written, &[(b"m-old", b"x")]);
+            let r = reopen(root.path(), configured, 1, |s| s.get(b"m-old"));
+            assert!(
+                matches!(r, Err(StoreError::OtherEngine { .. })),
+                "{written:?}"
+            );
+            let kept = root.path().join("outbox").join(marker_file(written));
+            assert!(kept.exists());
+            let opened = reopen(root.path(), written, 1, |s| s.get(b"m-old")).unwrap();
+            assert_eq!(opened.value, Some(b"x".to_vec()));
+        }
     }
 
     #[test]

@@ -1,14 +1,17 @@
 //! The storage engine behind the outbox: a small ordered key-value trait so
-//! the engine (sled today) can be swapped, and failures can be injected in
+//! the engine (sled or redb, `store.engine`) can be swapped, and failures can be injected in
 //! tests ([`Storage`]), plus opening with hardening and format versioning
 //! ([`open`]).
 
 mod format;
+mod redb_store;
 mod sled_store;
 
 use std::io;
+use std::path::PathBuf;
 
 pub use format::{open, Opened, FORMAT_VERSION};
+pub use redb_store::RedbStorage;
 pub use sled_store::SledStorage;
 
 /// One write in a [`Batch`].
@@ -65,6 +68,21 @@ pub enum StoreError {
         found: u32,
         /// Highest version this build reads.
         supported: u32,
+    },
+    /// The directory holds a store written by the other engine.
+    #[error(
+        "the outbox store in {} was written by {found} but store.engine is {configured}: set \
+         store.engine = \"{found}\" again, or move the directory away to start an empty store \
+         (its queued messages are then not delivered)",
+        dir.display()
+    )]
+    OtherEngine {
+        /// The store directory.
+        dir: PathBuf,
+        /// The engine whose files are there.
+        found: &'static str,
+        /// The configured engine.
+        configured: &'static str,
     },
     /// Anything else the engine reports.
     #[error("outbox storage error: {0}")]
