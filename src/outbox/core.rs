@@ -130,6 +130,8 @@ impl State {
 pub struct Core {
     pub(crate) storage: Arc<dyn Storage>,
     state: Mutex<State>,
+    /// Taken before the state lock by everything that applies a batch.
+    order: Mutex<()>,
     durable: watch::Sender<u64>,
     pub(crate) settings: Settings,
     pub(crate) disk_bytes: AtomicU64,
@@ -224,6 +226,7 @@ impl Core {
         Ok(Self {
             storage,
             state: Mutex::new(state),
+            order: Mutex::new(()),
             durable: watch::channel(next_seq).0,
             settings,
             disk_bytes: AtomicU64::new(disk),
@@ -233,6 +236,16 @@ impl Core {
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Serialises the writers: each builds its batch (with the counters it
+    /// persists) under the state lock and applies it under this one, so
+    /// batches reach the store in the order their counters were taken. A
+    /// writer may then apply after releasing the state lock, and the sinks,
+    /// which need only the state lock, do not wait for the store. Always
+    /// taken before the state lock.
+    pub(crate) fn write_order(&self) -> MutexGuard<'_, ()> {
+        self.order.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Every message below the returned sequence number is durable.
