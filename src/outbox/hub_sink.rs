@@ -24,8 +24,8 @@ use super::pacing::Pacer;
 /// Unacknowledged publishes at most (each may carry a batch).
 /// Unacknowledged publishes at most (each may carry a batch). The sink is
 /// bound by the round trip to the hub, not by CPU: on a loaded 2-core
-/// device 32 in flight gave 9-11k PUBACK/s while the intake was writing,
-/// 128 gave 11-15k; 256 no more (BENCHMARKS.md, durable throughput). rumqttc's own
+/// device 32 in flight gave 9-13k PUBACK/s while the intake was writing,
+/// 128 gave 11-19k; 256 no more (BENCHMARKS.md, durable throughput). rumqttc's own
 /// window ([`crate::hub::options::MAX_IN_FLIGHT`]) is larger, so other QoS 1
 /// publishes (reported properties) still find a packet id.
 pub const MAX_IN_FLIGHT: usize = 128;
