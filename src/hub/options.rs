@@ -12,8 +12,10 @@ use super::topics::Topics;
 /// Largest packet either way: 256 KiB telemetry (the hub's limit) plus
 /// room for the topic and property bag.
 pub const MAX_PACKET_BYTES: usize = 256 * 1024 + 8 * 1024;
-/// QoS 1 publishes awaiting PUBACK at once (also the packet-id range).
-pub const MAX_IN_FLIGHT: u16 = 64;
+/// QoS 1 publishes awaiting PUBACK at once (also the packet-id range):
+/// the outbox's window ([`crate::outbox::hub_sink::MAX_IN_FLIGHT`]) plus
+/// room for the session's own publishes (reported properties).
+pub const MAX_IN_FLIGHT: u16 = 160;
 /// Requests queued towards the event loop.
 pub const REQUEST_CAPACITY: usize = 256;
 

@@ -85,6 +85,7 @@ impl Core {
     /// Applies one group of requests as a single batch (not yet durable).
     pub(crate) fn append(&self, jobs: Vec<Vec<NewMessage>>) -> Appended {
         let disk = self.disk_bytes();
+        let _order = self.write_order();
         let mut st = self.lock();
         let mut batch = Batch::default();
         let mut answers = Vec::with_capacity(jobs.len());
@@ -109,9 +110,11 @@ impl Core {
             s.persist(&mut batch);
         }
         st.dirty = false;
+        // Applying a large group takes milliseconds: the sinks read and
+        // record PUBACKs meanwhile (the write order keeps other writers out).
+        drop(st);
         if let Err(e) = self.storage.apply(batch) {
-            drop(st);
-            self.rollback(&written);
+            self.rollback_ordered(&written);
             return Appended {
                 answers,
                 written: Vec::new(),
@@ -254,6 +257,12 @@ impl Core {
     /// Undoes appended messages that did not reach the disk: they count as
     /// done everywhere and are removed, so nothing half-written is sent.
     pub(crate) fn rollback(&self, written: &[(u64, u64)]) {
+        let _order = self.write_order();
+        self.rollback_ordered(written);
+    }
+
+    /// [`Core::rollback`] with the write order already held.
+    fn rollback_ordered(&self, written: &[(u64, u64)]) {
         if written.is_empty() {
             return;
         }

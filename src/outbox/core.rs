@@ -8,7 +8,7 @@
 //! out-of-order completions above the cursor (at most the in-flight
 //! window). A message leaves the store once every sink's cursor passed it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -130,6 +130,8 @@ impl State {
 pub struct Core {
     pub(crate) storage: Arc<dyn Storage>,
     state: Mutex<State>,
+    /// Taken before the state lock by everything that applies a batch.
+    order: Mutex<()>,
     durable: watch::Sender<u64>,
     pub(crate) settings: Settings,
     pub(crate) disk_bytes: AtomicU64,
@@ -224,6 +226,7 @@ impl Core {
         Ok(Self {
             storage,
             state: Mutex::new(state),
+            order: Mutex::new(()),
             durable: watch::channel(next_seq).0,
             settings,
             disk_bytes: AtomicU64::new(disk),
@@ -233,6 +236,16 @@ impl Core {
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Serialises the writers: each builds its batch (with the counters it
+    /// persists) under the state lock and applies it under this one, so
+    /// batches reach the store in the order their counters were taken. A
+    /// writer may then apply after releasing the state lock, and the sinks,
+    /// which need only the state lock, do not wait for the store. Always
+    /// taken before the state lock.
+    pub(crate) fn write_order(&self) -> MutexGuard<'_, ()> {
+        self.order.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Every message below the returned sequence number is durable.
@@ -330,6 +343,22 @@ impl Core {
         n
     }
 
+    /// Removes, among the first `n` of `msgs`, those `sink` no longer has
+    /// to deliver (expired or dropped since they were read). One lock for
+    /// the lot.
+    pub fn drop_done(&self, sink: SinkId, msgs: &mut VecDeque<Stored>, n: usize) {
+        let st = self.lock();
+        let s = &st.sinks[sink];
+        let mut i = 0;
+        for _ in 0..n.min(msgs.len()) {
+            if msgs.get(i).is_some_and(|m| s.is_done(m.seq)) {
+                msgs.remove(i);
+            } else {
+                i += 1;
+            }
+        }
+    }
+
     /// Whether `seq` no longer needs delivering to `sink`.
     pub fn is_done(&self, sink: SinkId, seq: u64) -> bool {
         self.lock().sinks[sink].is_done(seq)
@@ -366,5 +395,43 @@ impl Core {
         let d = self.storage.disk_bytes();
         self.disk_bytes.store(d, Ordering::Relaxed);
         d
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::SystemClock;
+    use crate::outbox::message::NewMessage;
+    use crate::outbox::store::SledStorage;
+
+    fn core(dir: &std::path::Path) -> Core {
+        let storage = Arc::new(SledStorage::open(dir, 1 << 20).unwrap());
+        let settings = Settings {
+            ttl: Duration::from_secs(3600),
+            failure_ttl: Duration::from_secs(3600),
+            max_bytes: 1 << 30,
+            full_policy: FullPolicy::RejectNew,
+        };
+        Core::load(storage, &["hub".into()], settings, Arc::new(SystemClock)).unwrap()
+    }
+
+    #[test]
+    fn messages_done_since_they_were_read_are_dropped_from_the_front_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let core = core(dir.path());
+        let msgs = (0..6)
+            .map(|i| NewMessage::json("attribute", &serde_json::json!({ "i": i })))
+            .collect();
+        let appended = core.append(vec![msgs]);
+        core.set_durable(appended.next_seq);
+        let mut read: VecDeque<Stored> = core.read(0, 0, 10).unwrap().into();
+        let seqs: Vec<u64> = read.iter().map(|m| m.seq).collect();
+        assert_eq!(seqs.len(), 6);
+        let done: Vec<(u64, u64)> = [0, 2, 5].iter().map(|&i| (seqs[i], 1)).collect();
+        assert_eq!(core.delivered(0, &done), 3);
+        core.drop_done(0, &mut read, 4);
+        let left: Vec<u64> = read.iter().map(|m| m.seq).collect();
+        assert_eq!(left, [seqs[1], seqs[3], seqs[4], seqs[5]]);
     }
 }

@@ -146,6 +146,7 @@ impl Core {
             return Ok(false);
         };
         let key = keys::numbered(keys::FAIL, n);
+        let _order = self.write_order();
         let mut st = self.lock();
         if self.storage.get(&key)?.is_none() {
             return Ok(false);
@@ -182,6 +183,7 @@ impl Core {
             .storage
             .scan(&[keys::FAIL], &[keys::FAIL + 1], limit, false)?;
         let ttl = self.settings.failure_ttl.as_millis() as u64;
+        let _order = self.write_order();
         let mut st = self.lock();
         let now = st.ages.now_ms();
         let mut batch = Batch::default();
@@ -210,6 +212,7 @@ impl Core {
     /// # Errors
     /// On storage errors.
     pub fn give_up(&self, sink: SinkId, msg: &Stored, error: &str) -> Result<(), StoreError> {
+        let _order = self.write_order();
         let mut st = self.lock();
         if st.sinks[sink].is_done(msg.seq) {
             return Ok(());

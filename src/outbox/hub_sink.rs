@@ -17,16 +17,32 @@ use tracing::{debug, warn};
 use crate::hub::{Delivery, HubHandle, HubStatus, PublishError, Telemetry};
 use crate::service::Beat;
 
-use super::core::{Core, SinkId};
+use super::core::{Core, SinkId, READ_BYTES};
 use super::message::{Stored, ATTRIBUTE};
 use super::pacing::Pacer;
 
 /// Unacknowledged publishes at most (each may carry a batch).
-pub const MAX_IN_FLIGHT: usize = 32;
+/// Unacknowledged publishes at most (each may carry a batch). The sink is
+/// bound by the round trip to the hub, not by CPU: on a loaded 2-core
+/// device 32 in flight gave 9-13k PUBACK/s while the intake was writing,
+/// 128 gave 11-19k; 256 no more (BENCHMARKS.md, durable throughput). rumqttc's own
+/// window ([`crate::hub::options::MAX_IN_FLIGHT`]) is larger, so other QoS 1
+/// publishes (reported properties) still find a packet id.
+pub const MAX_IN_FLIGHT: usize = 128;
+/// Payload bytes in flight at most (at least one publish), so a window of
+/// large messages stays bounded in memory: rumqttc holds a copy of each
+/// until its PUBACK, and so do we, to resend it.
+const MAX_IN_FLIGHT_BYTES: usize = 1 << 20;
+const _: () = assert!(MAX_IN_FLIGHT < crate::hub::options::MAX_IN_FLIGHT as usize);
 /// A publish without PUBACK for this long while connected is sent again.
 pub const ACK_TIMEOUT: Duration = Duration::from_secs(30);
-/// Messages read per batch when batching.
+/// Messages read per batch when batching; the read-ahead is topped up
+/// below this so a batch is never cut short by the end of the buffer.
 const BATCH_READ: usize = 64;
+/// Messages read from the store at once, ahead of the window: one scan
+/// serves hundreds of publishes instead of one per PUBACK. Bounded in bytes
+/// by [`super::core::READ_BYTES`].
+const READ_AHEAD: usize = 512;
 
 /// Hub delivery settings.
 #[derive(Debug, Clone, Default)]
@@ -36,6 +52,15 @@ pub struct HubSinkOptions {
     /// `store.batch_max_bytes`: several attribute messages per publish as a
     /// JSON array up to this size; 0 = one message per publish.
     pub batch_max_bytes: usize,
+}
+
+/// The sink's position: what is in flight, and what was read but not yet
+/// published (in store order, every sequence number above the in-flight
+/// ones and at most `last_read`).
+struct Window {
+    flights: VecDeque<Flight>,
+    ahead: VecDeque<Stored>,
+    last_read: u64,
 }
 
 struct Flight {
@@ -58,37 +83,38 @@ pub(crate) struct HubSink {
 
 impl HubSink {
     pub async fn run(mut self) {
-        let mut flights: VecDeque<Flight> = VecDeque::new();
-        let mut last_read = self.core.cursor(self.sink).saturating_sub(1);
+        let mut w = Window {
+            flights: VecDeque::new(),
+            ahead: VecDeque::new(),
+            last_read: self.core.cursor(self.sink).saturating_sub(1),
+        };
         let mut pacer = Pacer::new(self.options.max_messages_per_second);
         let mut durable = self.core.durable();
         let mut status = self.hub.watch_status();
         loop {
             self.beat.beat_expecting(ACK_TIMEOUT * 2);
-            while let Ok(d) = self.deliveries.try_recv() {
-                if !self.on_delivery(d, &mut flights).await {
-                    return;
-                }
+            if !self.drain_deliveries(&mut w.flights).await {
+                return;
             }
             let st = status.borrow_and_update().clone();
             self.note_status(&st);
-            if st.is_connected() && flights.len() < MAX_IN_FLIGHT {
-                match self.fill(&mut flights, &mut last_read, &mut pacer).await {
+            if st.is_connected() && w.flights.len() < MAX_IN_FLIGHT {
+                match self.fill(&mut w, &mut pacer).await {
                     Ok(true) => continue,
                     Ok(false) => {}
                     Err(()) => return,
                 }
             }
             if st.is_connected()
-                && flights
+                && w.flights
                     .front()
                     .is_some_and(|f| f.sent.elapsed() >= ACK_TIMEOUT)
             {
                 warn!(
-                    in_flight = flights.len(),
+                    in_flight = w.flights.len(),
                     "no PUBACK from the hub within {ACK_TIMEOUT:?}; sending again"
                 );
-                if !self.resend(&mut flights).await {
+                if !self.resend(&mut w.flights).await {
                     return;
                 }
             }
@@ -96,14 +122,14 @@ impl HubSink {
             // on a watch loses nothing when another branch wins.
             tokio::select! {
                 d = self.deliveries.recv() => match d {
-                    Some(d) => if !self.on_delivery(d, &mut flights).await { return },
+                    Some(d) => if !self.on_delivery(d, &mut w.flights).await { return },
                     None => return,
                 },
                 r = durable.changed() => if r.is_err() { return },
                 r = status.changed() => if r.is_err() { return },
                 () = tokio::time::sleep(Duration::from_secs(1)) => {
-                    if let Some(f) = flights.front() {
-                        debug!(in_flight = flights.len(), token = f.token, waiting = ?f.sent.elapsed(), "waiting for PUBACKs");
+                    if let Some(f) = w.flights.front() {
+                        debug!(in_flight = w.flights.len(), token = f.token, waiting = ?f.sent.elapsed(), "waiting for PUBACKs");
                     }
                 }
                 () = self.shutdown.cancelled() => return,
@@ -111,15 +137,39 @@ impl HubSink {
         }
     }
 
+    /// Handles every notice already waiting, recording the PUBACKed
+    /// messages with one call to the core; false when the session is gone.
+    async fn drain_deliveries(&mut self, flights: &mut VecDeque<Flight>) -> bool {
+        let mut acked = Vec::new();
+        while let Ok(d) = self.deliveries.try_recv() {
+            match d {
+                Delivery::Acked(token) => take_acked(flights, token, &mut acked),
+                other => {
+                    self.record_delivered(&mut acked);
+                    if !self.on_delivery(other, flights).await {
+                        return false;
+                    }
+                }
+            }
+        }
+        self.record_delivered(&mut acked);
+        true
+    }
+
+    fn record_delivered(&self, acked: &mut Vec<(u64, u64)>) {
+        if !acked.is_empty() {
+            self.core.delivered(self.sink, acked);
+            acked.clear();
+        }
+    }
+
     /// Handles one notice; false when the session is gone.
     async fn on_delivery(&self, d: Delivery, flights: &mut VecDeque<Flight>) -> bool {
         match d {
             Delivery::Acked(token) => {
-                if let Some(i) = flights.iter().position(|f| f.token == token) {
-                    if let Some(f) = flights.remove(i) {
-                        self.core.delivered(self.sink, &f.msgs);
-                    }
-                }
+                let mut acked = Vec::new();
+                take_acked(flights, token, &mut acked);
+                self.record_delivered(&mut acked);
                 true
             }
             Delivery::InFlightLost => self.resend(flights).await,
@@ -159,34 +209,48 @@ impl HubSink {
         true
     }
 
-    /// Publishes new messages into the free window. `Ok(true)` when some
-    /// went out; `Err` when the session is gone.
-    async fn fill(
-        &self,
-        flights: &mut VecDeque<Flight>,
-        last_read: &mut u64,
-        pacer: &mut Pacer,
-    ) -> Result<bool, ()> {
-        let room = MAX_IN_FLIGHT - flights.len();
-        let batching = self.options.batch_max_bytes > 0;
-        let limit = if batching { BATCH_READ } else { room };
-        let msgs = match self.core.read(self.sink, *last_read, limit) {
-            Ok(m) => m,
-            Err(e) => {
-                warn!(error = %e, "cannot read the outbox");
-                return Ok(false);
-            }
-        };
-        if msgs.is_empty() {
-            return Ok(false);
+    /// Tops up the read-ahead when it runs low: one store scan serves
+    /// hundreds of publishes instead of one per PUBACK. It holds at most
+    /// about two [`READ_BYTES`] of bodies.
+    fn read_ahead(&self, w: &mut Window) {
+        if w.ahead.len() >= BATCH_READ
+            || w.ahead.iter().map(|m| m.body.len()).sum::<usize>() >= READ_BYTES
+        {
+            return;
         }
-        let mut rest = msgs.as_slice();
+        match self.core.read(self.sink, w.last_read, READ_AHEAD) {
+            Ok(msgs) => {
+                if let Some(m) = msgs.last() {
+                    w.last_read = m.seq;
+                }
+                w.ahead.extend(msgs);
+            }
+            Err(e) => warn!(error = %e, "cannot read the outbox"),
+        }
+    }
+
+    /// Publishes read-ahead messages into the free window. `Ok(true)` when
+    /// some went out; `Err` when the session is gone.
+    async fn fill(&self, w: &mut Window, pacer: &mut Pacer) -> Result<bool, ()> {
+        self.read_ahead(w);
+        let batching = self.options.batch_max_bytes > 0;
+        // Read a while ago: some may have expired or been dropped since.
+        let next = if batching {
+            w.ahead.len()
+        } else {
+            MAX_IN_FLIGHT.saturating_sub(w.flights.len())
+        };
+        self.core.drop_done(self.sink, &mut w.ahead, next);
+        let mut bytes: usize = w.flights.iter().map(|f| f.telemetry.payload.len()).sum();
         let mut sent = 0;
-        while !rest.is_empty() && flights.len() < MAX_IN_FLIGHT {
-            let take = if batching { self.batch_len(rest) } else { 1 };
-            let (group, tail) = rest.split_at(take);
-            rest = tail;
-            let flight = flight(group);
+        while !w.ahead.is_empty() && has_room(&w.flights, bytes) {
+            let take = if batching {
+                self.batch_len(w.ahead.make_contiguous())
+            } else {
+                1
+            };
+            let group: Vec<Stored> = w.ahead.drain(..take).collect();
+            let flight = flight(&group);
             pacer.acquire().await;
             match self
                 .hub
@@ -194,14 +258,13 @@ impl HubSink {
                 .await
             {
                 Ok(()) => {
-                    *last_read = group[group.len() - 1].seq;
-                    flights.push_back(flight);
+                    bytes += flight.telemetry.payload.len();
+                    w.flights.push_back(flight);
                     sent += 1;
                 }
                 Err(PublishError::Closed) => return Err(()),
                 Err(e @ PublishError::TooLarge { .. }) => {
-                    *last_read = group[group.len() - 1].seq;
-                    for m in group {
+                    for m in &group {
                         if let Err(err) = self.core.give_up(self.sink, m, &e.to_string()) {
                             warn!(error = %err, "cannot record a push failure");
                         }
@@ -245,6 +308,21 @@ impl HubSink {
     }
 }
 
+/// Whether the window takes another publish: below both bounds, or empty
+/// (one message larger than the byte bound still goes out alone).
+fn has_room(flights: &VecDeque<Flight>, bytes: usize) -> bool {
+    flights.is_empty() || (flights.len() < MAX_IN_FLIGHT && bytes < MAX_IN_FLIGHT_BYTES)
+}
+
+/// Moves the messages of the flight PUBACKed as `token` to `acked`.
+fn take_acked(flights: &mut VecDeque<Flight>, token: u64, acked: &mut Vec<(u64, u64)>) {
+    if let Some(i) = flights.iter().position(|f| f.token == token) {
+        if let Some(f) = flights.remove(i) {
+            acked.extend_from_slice(&f.msgs);
+        }
+    }
+}
+
 /// One publish for `group` (one message, or a JSON array of several).
 fn flight(group: &[Stored]) -> Flight {
     let first = &group[0];
@@ -272,5 +350,48 @@ fn flight(group: &[Stored]) -> Flight {
             properties: Vec::new(),
         },
         sent: Instant::now(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn flights(tokens: &[u64]) -> VecDeque<Flight> {
+        tokens
+            .iter()
+            .map(|&t| Flight {
+                token: t,
+                msgs: vec![(t, 10), (t + 1, 20)],
+                telemetry: Telemetry {
+                    message_id: String::new(),
+                    message_type: ATTRIBUTE.into(),
+                    payload: Vec::new(),
+                    properties: Vec::new(),
+                },
+                sent: Instant::now(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn pubacks_in_any_order_collect_their_messages_once() {
+        let mut f = flights(&[1, 3, 5]);
+        let mut acked = Vec::new();
+        take_acked(&mut f, 3, &mut acked);
+        take_acked(&mut f, 1, &mut acked);
+        take_acked(&mut f, 3, &mut acked);
+        take_acked(&mut f, 99, &mut acked);
+        assert_eq!(acked, [(3, 10), (4, 20), (1, 10), (2, 20)]);
+        assert_eq!(f.iter().map(|f| f.token).collect::<Vec<_>>(), [5]);
+    }
+
+    #[test]
+    fn the_window_is_bounded_by_count_and_bytes_but_never_empty() {
+        let full: Vec<u64> = (0..MAX_IN_FLIGHT as u64).map(|t| t * 2).collect();
+        assert!(has_room(&flights(&full[1..]), 0));
+        assert!(!has_room(&flights(&full), 0));
+        assert!(!has_room(&flights(&[1]), MAX_IN_FLIGHT_BYTES));
+        assert!(has_room(&flights(&[]), MAX_IN_FLIGHT_BYTES * 4));
     }
 }

@@ -77,6 +77,7 @@ impl Core {
         let ttl = self.settings.ttl.as_millis() as u64;
         let durable = *self.durable().borrow();
         let mut wait = max_wait;
+        let _order = self.write_order();
         let mut st = self.lock();
         let mut batch = Batch::default();
         let mut budget = MAX_EXPIRED_PER_CALL;
@@ -142,6 +143,7 @@ impl Core {
     /// # Errors
     /// On storage errors.
     pub fn compact(&self) -> Result<bool, StoreError> {
+        let _order = self.write_order();
         let mut st = self.lock();
         let min = st.min_cursor();
         let rows = self.storage.scan(
