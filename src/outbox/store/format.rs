@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::{redb_store, Batch, RedbStorage, SledStorage, Storage, StoreError};
+use super::{redb_store, Batch, RedbStorage, Reopening, SledStorage, Storage, StoreError};
 use crate::config::StoreEngine;
 
 /// The layout this build writes (see `outbox::keys`).
@@ -148,9 +148,14 @@ fn open_engine(
             configured: engine_name(engine),
         });
     }
+    let dir = dir.to_path_buf();
     Ok(match engine {
-        StoreEngine::Sled => Arc::new(SledStorage::open(dir, cache_bytes)?),
-        StoreEngine::Redb => Arc::new(RedbStorage::open(dir, cache_bytes)?),
+        StoreEngine::Sled => Arc::new(Reopening::open(move || {
+            SledStorage::open(&dir, cache_bytes)
+        })?),
+        StoreEngine::Redb => Arc::new(Reopening::open(move || {
+            RedbStorage::open(&dir, cache_bytes)
+        })?),
     })
 }
 

@@ -5,6 +5,7 @@
 
 mod format;
 mod redb_store;
+mod reopen;
 mod sled_store;
 
 use std::io;
@@ -12,6 +13,7 @@ use std::path::PathBuf;
 
 pub use format::{open, Opened, FORMAT_VERSION};
 pub use redb_store::RedbStorage;
+pub use reopen::Reopening;
 pub use sled_store::SledStorage;
 
 /// One write in a [`Batch`].

@@ -7,70 +7,21 @@
 //!   blob files (sled never syncs those);
 //! - the page cache is small and configurable;
 //! - the size on disk is measured by walking the directory (sled never
-//!   returns freed space, so this is what the disk actually holds);
-//! - after a failed write (a full disk) sled refuses every later write
-//!   until it is reopened (its error is sticky), so the database is
-//!   reopened, at most every [`REOPEN_EVERY`], before the next use: it comes
-//!   back at what the last sync made durable, like after a crash, and
-//!   intake works again once space returns. Writes applied but not synced
-//!   before the failure are gone; the outbox keeps nothing it answered for
-//!   there (a failed group commit is refused and rolled back), and cursors
-//!   written again later only cause resends.
+//!   returns freed space, so this is what the disk actually holds).
 
 use std::fs::File;
-use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard, PoisonError, RwLock};
-use std::time::{Duration, Instant};
+use std::sync::Mutex;
 
 use super::{Batch, Op, Rows, Storage, StoreError};
 
-/// Most frequent reopen attempt after a failed write.
-const REOPEN_EVERY: Duration = Duration::from_secs(1);
-
 /// A sled database in one directory.
 pub struct SledStorage {
-    /// `None` only while a reopen is failing.
-    db: RwLock<Option<sled::Db>>,
+    db: sled::Db,
     dir: PathBuf,
-    cache_bytes: u64,
     /// The log file, kept open for `sync_data`; a mutex because syncs from
     /// the writer and the compactor must not interleave with reopening.
     log: Mutex<Option<File>>,
-    /// Set by a failed write until the database was reopened.
-    broken: Mutex<Option<Broken>>,
-}
-
-/// A failed write, remembered until the database is reopened.
-struct Broken {
-    tried: Instant,
-    disk_full: bool,
-    what: String,
-}
-
-impl Broken {
-    fn error(&self) -> StoreError {
-        let what = format!("{} (reopening the store)", self.what);
-        if self.disk_full {
-            StoreError::DiskFull(io::Error::new(io::ErrorKind::StorageFull, what))
-        } else {
-            StoreError::Io(io::Error::other(what))
-        }
-    }
-}
-
-fn open_db(dir: &Path, cache_bytes: u64) -> Result<sled::Db, StoreError> {
-    std::fs::create_dir_all(dir).map_err(StoreError::from_io)?;
-    remove_unfinished_snapshots(dir)?;
-    sled::Config::new()
-        .path(dir)
-        .cache_capacity(cache_bytes)
-        // Durability comes from our explicit flush + fdatasync after each
-        // group commit; the background flusher only adds IO.
-        .flush_every_ms(None)
-        .mode(sled::Mode::HighThroughput)
-        .open()
-        .map_err(from_sled)
 }
 
 impl SledStorage {
@@ -81,98 +32,23 @@ impl SledStorage {
     /// When the directory is unusable or sled refuses the files
     /// ([`StoreError::Corrupt`] for corruption).
     pub fn open(dir: &Path, cache_bytes: u64) -> Result<Self, StoreError> {
-        let db = open_db(dir, cache_bytes)?;
+        std::fs::create_dir_all(dir).map_err(StoreError::from_io)?;
+        remove_unfinished_snapshots(dir)?;
+        let db = sled::Config::new()
+            .path(dir)
+            .cache_capacity(cache_bytes)
+            // Durability comes from our explicit flush + fdatasync after each
+            // group commit; the background flusher only adds IO.
+            .flush_every_ms(None)
+            .mode(sled::Mode::HighThroughput)
+            .open()
+            .map_err(from_sled)?;
         let log = File::open(dir.join("db")).ok();
         Ok(Self {
-            db: RwLock::new(Some(db)),
+            db,
             dir: dir.to_path_buf(),
-            cache_bytes,
             log: Mutex::new(log),
-            broken: Mutex::new(None),
         })
-    }
-
-    fn broken(&self) -> MutexGuard<'_, Option<Broken>> {
-        self.broken.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Reopens the database after a failed write (at most every
-    /// [`REOPEN_EVERY`]); the failure's error until that worked.
-    fn recover(&self) -> Result<(), StoreError> {
-        let mut broken = self.broken();
-        let Some(b) = broken.as_mut() else {
-            return Ok(());
-        };
-        if b.tried.elapsed() < REOPEN_EVERY {
-            return Err(b.error());
-        }
-        b.tried = Instant::now();
-        let mut db = self.db.write().unwrap_or_else(PoisonError::into_inner);
-        // Dropped first: sled locks its files until the old handle is gone.
-        *db = None;
-        *self.log.lock().unwrap_or_else(PoisonError::into_inner) = None;
-        match open_db(&self.dir, self.cache_bytes) {
-            Ok(new) => {
-                *db = Some(new);
-                *broken = None;
-                tracing::info!(
-                    "the outbox store was reopened after a failed write; it accepts writes again"
-                );
-                Ok(())
-            }
-            Err(e) => {
-                tracing::debug!(error = %e, "reopening the outbox store failed; retrying");
-                Err(b.error())
-            }
-        }
-    }
-
-    /// Runs `f` on the database, reopening it first after a failed write.
-    fn with_db<R>(&self, f: impl FnOnce(&sled::Db) -> sled::Result<R>) -> Result<R, StoreError> {
-        self.recover()?;
-        let result = {
-            let db = self.db.read().unwrap_or_else(PoisonError::into_inner);
-            db.as_ref().map(|db| f(db).map_err(from_sled))
-        };
-        // The read lock is released: `recover` takes `broken` before `db`.
-        result.unwrap_or_else(|| {
-            Err(self.broken().as_ref().map_or_else(
-                || StoreError::Engine("the outbox store is closed".into()),
-                Broken::error,
-            ))
-        })
-    }
-
-    /// Remembers a failed write so the next use reopens the database.
-    fn failed(&self, e: StoreError) -> StoreError {
-        if matches!(e, StoreError::DiskFull(_) | StoreError::Io(_)) {
-            let mut broken = self.broken();
-            if broken.is_none() {
-                tracing::warn!(error = %e, "an outbox write failed; the store will be reopened");
-                *broken = Some(Broken {
-                    // Reopen at the next use: space may already be back.
-                    tried: Instant::now()
-                        .checked_sub(REOPEN_EVERY)
-                        .unwrap_or_else(Instant::now),
-                    disk_full: matches!(e, StoreError::DiskFull(_)),
-                    what: e.to_string(),
-                });
-            }
-        }
-        e
-    }
-
-    /// `fdatasync`s the log and the blob files (`flush()` does not).
-    fn sync_files(&self) -> Result<(), StoreError> {
-        let mut log = self.log.lock().unwrap_or_else(PoisonError::into_inner);
-        if log.is_none() {
-            *log = File::open(self.dir.join("db")).ok();
-        }
-        if let Some(f) = log.as_ref() {
-            f.sync_data().map_err(StoreError::from_io)?;
-        }
-        drop(log);
-        self.sync_blobs()
     }
 
     fn sync_blobs(&self) -> Result<(), StoreError> {
@@ -224,7 +100,7 @@ fn from_sled(e: sled::Error) -> StoreError {
 
 impl Storage for SledStorage {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        self.with_db(|db| Ok(db.get(key)?.map(|v| v.to_vec())))
+        Ok(self.db.get(key).map_err(from_sled)?.map(|v| v.to_vec()))
     }
 
     fn scan(
@@ -234,18 +110,15 @@ impl Storage for SledStorage {
         limit: usize,
         reverse: bool,
     ) -> Result<Rows, StoreError> {
-        self.with_db(|db| {
-            let range = db.range(from..to);
-            let iter: Box<dyn Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>> = if reverse
-            {
-                Box::new(range.rev())
-            } else {
-                Box::new(range)
-            };
-            iter.take(limit)
-                .map(|r| r.map(|(k, v)| (k.to_vec(), v.to_vec())))
-                .collect()
-        })
+        let range = self.db.range(from..to);
+        let iter: Box<dyn Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>> = if reverse {
+            Box::new(range.rev())
+        } else {
+            Box::new(range)
+        };
+        iter.take(limit)
+            .map(|r| r.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(from_sled))
+            .collect()
     }
 
     fn apply(&self, batch: Batch) -> Result<(), StoreError> {
@@ -256,14 +129,23 @@ impl Storage for SledStorage {
                 Op::Del(k) => b.remove(k),
             }
         }
-        self.with_db(|db| db.apply_batch(b))
-            .map_err(|e| self.failed(e))
+        self.db.apply_batch(b).map_err(from_sled)
     }
 
     fn sync(&self) -> Result<(), StoreError> {
-        self.with_db(|db| db.flush().map(drop))
-            .and_then(|()| self.sync_files())
-            .map_err(|e| self.failed(e))
+        self.db.flush().map_err(from_sled)?;
+        let mut log = self
+            .log
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if log.is_none() {
+            *log = File::open(self.dir.join("db")).ok();
+        }
+        if let Some(f) = log.as_ref() {
+            f.sync_data().map_err(StoreError::from_io)?;
+        }
+        drop(log);
+        self.sync_blobs()
     }
 
     fn disk_bytes(&self) -> u64 {
