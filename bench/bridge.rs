@@ -54,16 +54,21 @@ pub async fn run(p: &Params, bin: &Path) -> Value {
     let idle_rate = (tether.cpu() - c0).as_secs_f64() / t0.elapsed().as_secs_f64();
 
     let n = p.bridge_tx;
+    let line_us = UPDATE_WIRE_BYTES as f64 / BYTES_PER_S_115200 * 1e6;
+    // The MCU sends at 115200's line rate: a pty has no baud timing, and
+    // faster than the line the bridge's upstream queue (one outbox submit
+    // at a time) overflows and drops, counted, after 1,024 changes.
+    let mut line = tokio::time::interval(Duration::from_micros(line_us as u64));
     let a0 = accepted(&tether, &http).await;
     let (c0, t0) = (tether.cpu(), Instant::now());
     for i in 0..n {
+        line.tick().await;
         mcu.update(1, &[(i % 2) as u8]);
     }
     wait_accepted(&tether, &http, a0 + n).await;
     let wall = t0.elapsed().as_secs_f64();
     let cpu = (tether.cpu() - c0).as_secs_f64() - idle_rate * wall;
     let cpu_us = cpu / n as f64 * 1e6;
-    let line_us = UPDATE_WIRE_BYTES as f64 / BYTES_PER_S_115200 * 1e6;
     let rss = tether.rss_kib();
     tether.stop();
     json!({
