@@ -173,6 +173,10 @@ async fn soak_under_steady_load_with_broker_restarts() {
             // reconnects only once the subscriber is back (a restarted
             // broker without persistence forgot its subscription).
             proxy.set(Mode::Blackhole);
+            // What the broker acknowledged reaches the subscriber first (see
+            // chaos_broker: a SIGKILL between PUBACK and delivery is the
+            // broker's loss).
+            tokio::time::sleep(Duration::from_millis(500)).await;
             broker.kill();
             broker.restart();
             subscriber_back(&mut sub, broker.plain_port()).await;
