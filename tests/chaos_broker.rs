@@ -10,7 +10,7 @@ mod chaos_rig;
 use std::time::Duration;
 
 use chaos_rig::{long, subscriber_back, tally, wait_drained, Load};
-use outbox_rig::{client, config_text, free_addr, wait_healthy, Subscriber, Tether, EVENTS};
+use outbox_rig::{client, daemon_config, wait_healthy, Subscriber, Tether, EVENTS};
 use support::proxy::{Mode, Proxy};
 use support::{Broker, BrokerOptions};
 
@@ -34,10 +34,7 @@ async fn start() -> Run {
     let proxy = Proxy::start(broker.plain_port()).await;
     let sub = Subscriber::connect(broker.plain_port(), &format!("{EVENTS}#")).await;
     let dir = tempfile::tempdir().unwrap();
-    let addr = free_addr();
-    let cfg = dir.path().join("tether.toml");
-    std::fs::write(&cfg, config_text(proxy.port(), dir.path(), "", Some(addr))).unwrap();
-    let log = dir.path().join("tether.log");
+    let (cfg, log, addr) = daemon_config(dir.path(), proxy.port());
     let tether = Tether::start(&cfg, &log);
     let http = client();
     wait_healthy(&http, addr).await;

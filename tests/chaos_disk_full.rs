@@ -21,7 +21,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use chaos_rig::{health, tally, wait_drained};
-use outbox_rig::{client, config_text, free_addr, wait_healthy, Subscriber, Tether, EVENTS, TOKEN};
+use outbox_rig::{client, daemon_config, wait_healthy, Subscriber, Tether, EVENTS, TOKEN};
 use serde_json::{json, Value};
 use support::proxy::{Mode, Proxy};
 use support::{Broker, BrokerOptions};
@@ -176,10 +176,7 @@ async fn a_full_disk_refuses_with_507_loses_nothing_and_recovers() {
     let broker = Broker::start(BrokerOptions::new().extra_config("max_queued_messages 0"));
     let proxy = Proxy::start(broker.plain_port()).await;
     let mut sub = Subscriber::connect(broker.plain_port(), &format!("{EVENTS}#")).await;
-    let addr = free_addr();
-    let cfg = dir.path().join("tether.toml");
-    std::fs::write(&cfg, config_text(proxy.port(), dir.path(), "", Some(addr))).unwrap();
-    let log = dir.path().join("tether.log");
+    let (cfg, log, addr) = daemon_config(dir.path(), proxy.port());
     let http = client();
     let mut tether = Tether::start(&cfg, &log);
     wait_healthy(&http, addr).await;

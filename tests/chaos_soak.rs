@@ -20,9 +20,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use chaos_rig::{subscriber_back, wait_drained, Load, Tally, BATCH};
-use outbox_rig::{
-    body_ids, client, config_text, free_addr, wait_healthy, Subscriber, Tether, EVENTS,
-};
+use outbox_rig::{body_ids, client, daemon_config, wait_healthy, Subscriber, Tether, EVENTS};
 use rand::Rng;
 use support::proxy::{Mode, Proxy};
 use support::{Broker, BrokerOptions};
@@ -138,10 +136,7 @@ async fn soak_under_steady_load_with_broker_restarts() {
     let proxy = Proxy::start(broker.plain_port()).await;
     let mut sub = Subscriber::connect(broker.plain_port(), &format!("{EVENTS}#")).await;
     let dir = tempfile::tempdir().unwrap();
-    let addr = free_addr();
-    let cfg = dir.path().join("tether.toml");
-    std::fs::write(&cfg, config_text(proxy.port(), dir.path(), "", Some(addr))).unwrap();
-    let log = dir.path().join("tether.log");
+    let (cfg, log, addr) = daemon_config(dir.path(), proxy.port());
     let http = client();
     let tether = Tether::start(&cfg, &log);
     let pid = tether.child.id();

@@ -12,7 +12,7 @@ mod chaos_rig;
 use std::time::Duration;
 
 use chaos_rig::{long, tally, wait_drained, Load};
-use outbox_rig::{client, config_text, free_addr, wait_healthy, Subscriber, Tether, EVENTS};
+use outbox_rig::{client, daemon_config, wait_healthy, Subscriber, Tether, EVENTS};
 use rand::Rng;
 use support::{Broker, BrokerOptions};
 
@@ -22,14 +22,7 @@ async fn repeated_sigkill_under_load_loses_no_accepted_message() {
     let broker = Broker::start(BrokerOptions::new().extra_config("max_queued_messages 0"));
     let mut sub = Subscriber::connect(broker.plain_port(), &format!("{EVENTS}#")).await;
     let dir = tempfile::tempdir().unwrap();
-    let addr = free_addr();
-    let cfg = dir.path().join("tether.toml");
-    std::fs::write(
-        &cfg,
-        config_text(broker.plain_port(), dir.path(), "", Some(addr)),
-    )
-    .unwrap();
-    let log = dir.path().join("tether.log");
+    let (cfg, log, addr) = daemon_config(dir.path(), broker.plain_port());
     let http = client();
     let load = Load::start(&http, addr, 3);
     let mut rng = rand::thread_rng();

@@ -11,20 +11,13 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use outbox_rig::{client, config_text, free_addr, wait_healthy, Subscriber, Tether, EVENTS, TOKEN};
+use outbox_rig::{client, daemon_config, wait_healthy, Subscriber, Tether, EVENTS, TOKEN};
 use serde_json::{json, Value};
 use support::{Broker, BrokerOptions};
 
 fn setup(broker: &Broker) -> (tempfile::TempDir, PathBuf, PathBuf, SocketAddr) {
     let dir = tempfile::tempdir().unwrap();
-    let addr = free_addr();
-    let cfg = dir.path().join("tether.toml");
-    std::fs::write(
-        &cfg,
-        config_text(broker.plain_port(), dir.path(), "", Some(addr)),
-    )
-    .unwrap();
-    let log = dir.path().join("tether.log");
+    let (cfg, log, addr) = daemon_config(dir.path(), broker.plain_port());
     (dir, cfg, log, addr)
 }
 

@@ -6,7 +6,7 @@
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
@@ -387,6 +387,16 @@ impl Drop for Tether {
 pub fn client() -> reqwest::Client {
     tether::tls::install_crypto_provider();
     reqwest::Client::new()
+}
+
+/// Writes `dir/tether.toml` for the real binary (the hub at `port`, the
+/// store in `dir`, the admin API on a free loopback address); returns the
+/// config path, the log path beside it and the admin address.
+pub fn daemon_config(dir: &Path, port: u16) -> (PathBuf, PathBuf, SocketAddr) {
+    let addr = free_addr();
+    let cfg = dir.join("tether.toml");
+    std::fs::write(&cfg, config_text(port, dir, "", Some(addr))).unwrap();
+    (cfg, dir.join("tether.log"), addr)
 }
 
 pub fn free_addr() -> SocketAddr {
