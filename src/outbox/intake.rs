@@ -125,7 +125,7 @@ fn writer(core: &Core, mut rx: mpsc::Receiver<Job>) {
                     false,
                     matches!(e, StoreError::DiskFull(_)),
                 );
-                core.rollback(&appended.written);
+                core.rollback(&appended.written, &appended.segments);
                 let err = IntakeError::from(e);
                 appended
                     .answers

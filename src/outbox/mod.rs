@@ -38,10 +38,13 @@ pub mod highwater;
 pub mod hub_sink;
 pub mod intake;
 pub mod keys;
+mod ledger;
 mod maintain;
 pub mod message;
 pub mod metrics;
+mod migrate;
 pub mod pacing;
+pub mod segment;
 pub mod store;
 pub mod webhook;
 

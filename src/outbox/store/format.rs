@@ -8,8 +8,8 @@ use std::sync::Arc;
 use super::{redb_store, Batch, RedbStorage, Reopening, SledStorage, Storage, StoreError};
 use crate::config::StoreEngine;
 
-/// The layout this build writes (see `outbox::keys`).
-pub const FORMAT_VERSION: u32 = 1;
+/// The layout this build writes (see `outbox::keys`): 2 = segments.
+pub const FORMAT_VERSION: u32 = 2;
 /// Where the version lives.
 pub(crate) const FORMAT_KEY: &[u8] = b"k:format";
 
@@ -192,11 +192,18 @@ fn migrate(storage: &dyn Storage, found: u32) -> Result<(), StoreError> {
     let mut version = found;
     let mut changed = storage.get(FORMAT_KEY)?.is_none();
     while version < FORMAT_VERSION {
-        // 0 -> 1: the pre-release layout is identical; only the version key
-        // is new. Later steps rewrite keys here, in the same batch.
         version += 1;
         changed = true;
-        tracing::info!(to = version, "migrating the outbox store format");
+        if version == 2 {
+            // 1 -> 2: segments, in resumable steps; the last one sets the
+            // version.
+            let mut finish = Batch::default();
+            finish.put(FORMAT_KEY.to_vec(), version.to_be_bytes().to_vec());
+            crate::outbox::migrate::one_to_two(storage, finish)?;
+            changed = false;
+        }
+        // 0 -> 1: the pre-release layout is identical; only the version
+        // key is new.
     }
     if changed {
         let mut b = Batch::default();
@@ -264,9 +271,9 @@ mod tests {
     fn an_unversioned_store_with_data_is_migrated_in_place() {
         for engine in ENGINES {
             let root = tempfile::tempdir().unwrap();
-            write_raw(root.path(), engine, &[(b"m-old", b"x")]);
+            write_raw(root.path(), engine, &[(b"x-old", b"x")]);
             let opened = reopen(root.path(), engine, 1, |s| {
-                Ok((s.get(b"m-old")?, s.get(FORMAT_KEY)?))
+                Ok((s.get(b"x-old")?, s.get(FORMAT_KEY)?))
             })
             .unwrap();
             assert!(opened.moved_aside.is_none());
@@ -295,15 +302,15 @@ mod tests {
     fn the_other_engines_store_is_refused_and_kept() {
         for (written, configured) in [(ENGINES[0], ENGINES[1]), (ENGINES[1], ENGINES[0])] {
             let root = tempfile::tempdir().unwrap();
-            write_raw(root.path(), written, &[(b"m-old", b"x")]);
-            let r = reopen(root.path(), configured, 1, |s| s.get(b"m-old"));
+            write_raw(root.path(), written, &[(b"x-old", b"x")]);
+            let r = reopen(root.path(), configured, 1, |s| s.get(b"x-old"));
             assert!(
                 matches!(r, Err(StoreError::OtherEngine { .. })),
                 "{written:?}"
             );
             let kept = root.path().join("outbox").join(marker_file(written));
             assert!(kept.exists());
-            let opened = reopen(root.path(), written, 1, |s| s.get(b"m-old")).unwrap();
+            let opened = reopen(root.path(), written, 1, |s| s.get(b"x-old")).unwrap();
             assert_eq!(opened.value, Some(b"x".to_vec()));
         }
     }
