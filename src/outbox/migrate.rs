@@ -94,3 +94,150 @@ pub(crate) fn one_to_two(storage: &dyn Storage, finish: Batch) -> Result<(), Sto
         }
     }
 }
+
+/// A tiny format-1 writer, for tests of the migration.
+#[cfg(test)]
+pub(crate) mod v1 {
+    use super::*;
+
+    /// Writes `n` messages (seqs `1..=n`, with `skip` missing) the way
+    /// format 1 did, a cursor for `hub` at `cursor`, and the counters.
+    pub fn write(storage: &dyn Storage, n: u64, skip: &[u64], cursor: u64) -> Vec<Stored> {
+        let mut batch = Batch::default();
+        let mut msgs = Vec::new();
+        let (mut live_n, mut live_b) = (0, 0);
+        for seq in (1..=n).filter(|s| !skip.contains(s)) {
+            let m = Stored {
+                seq,
+                id: uuid::Uuid::new_v4(),
+                message_type: "attribute".into(),
+                utc_ms: 1_700_000_000_000 + seq,
+                accepted_ms: seq,
+                only_sink: None,
+                body: format!(r#"{{"n":{seq},"pad":"{}"}}"#, "x".repeat(120)).into_bytes(),
+            };
+            let v = m.encode();
+            live_n += 1;
+            live_b += v.len() as u64;
+            batch.put(keys::numbered(keys::MSG_V1, seq).to_vec(), v);
+            msgs.push(m);
+        }
+        batch.put(keys::NEXT.to_vec(), (n + 1).to_be_bytes().to_vec());
+        batch.put(keys::LIVE.to_vec(), keys::pair(live_n, live_b));
+        let mut c = keys::pair(cursor, live_n);
+        c.extend_from_slice(&live_b.to_be_bytes());
+        batch.put(keys::cursor("hub"), c);
+        batch.put(b"k:format".to_vec(), 1u32.to_be_bytes().to_vec());
+        storage.apply(batch).unwrap();
+        storage.sync().unwrap();
+        msgs
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+    use crate::outbox::keys::SegKey;
+    use crate::outbox::store::mem::MemStorage;
+    use crate::outbox::store::Rows;
+
+    /// Every message in the segments, in order.
+    fn segment_messages(storage: &dyn Storage) -> Vec<Stored> {
+        storage
+            .scan(&[keys::SEG], &keys::SEG_END, usize::MAX, false)
+            .unwrap()
+            .into_iter()
+            .flat_map(|(k, v)| {
+                segment::decode(SegKey::decode(&k).unwrap(), &v)
+                    .unwrap()
+                    .records
+            })
+            .collect()
+    }
+
+    fn finish() -> Batch {
+        let mut b = Batch::default();
+        b.put(b"k:format".to_vec(), 2u32.to_be_bytes().to_vec());
+        b
+    }
+
+    /// A store that dies (refuses every write) after `left` batches: a
+    /// kill between two steps.
+    struct Dies {
+        inner: std::sync::Arc<MemStorage>,
+        left: AtomicUsize,
+    }
+
+    impl Storage for Dies {
+        fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+            self.inner.get(key)
+        }
+        fn scan(&self, f: &[u8], t: &[u8], n: usize, r: bool) -> Result<Rows, StoreError> {
+            self.inner.scan(f, t, n, r)
+        }
+        fn apply(&self, batch: Batch) -> Result<(), StoreError> {
+            if self.left.fetch_sub(1, Ordering::SeqCst) == 0 {
+                return Err(StoreError::Engine("killed".into()));
+            }
+            self.inner.apply(batch)
+        }
+        fn sync(&self) -> Result<(), StoreError> {
+            Ok(())
+        }
+        fn disk_bytes(&self) -> u64 {
+            0
+        }
+    }
+
+    #[test]
+    fn every_message_moves_into_segments_once_in_order_with_its_fields() {
+        let store = MemStorage::default();
+        let msgs = v1::write(&store, 10_000, &[17, 5000], 3);
+        one_to_two(&store, finish()).unwrap();
+        assert!(store
+            .scan(&[keys::MSG_V1], &[keys::MSG_V1 + 1], 1, false)
+            .unwrap()
+            .is_empty());
+        assert_eq!(segment_messages(&store), msgs);
+        assert_eq!(
+            store.get(b"k:format").unwrap(),
+            Some(2u32.to_be_bytes().to_vec())
+        );
+        assert_eq!(store.get(keys::MIGRATED).unwrap(), None);
+    }
+
+    #[test]
+    fn a_migration_killed_after_any_step_finishes_on_the_next_start_with_nothing_lost_or_doubled() {
+        for kill_after in 0..4 {
+            let store = std::sync::Arc::new(MemStorage::default());
+            let msgs = v1::write(store.as_ref(), 3 * STEP as u64 + 10, &[], 1);
+            let dying = Dies {
+                inner: store.clone(),
+                left: AtomicUsize::new(kill_after),
+            };
+            assert!(one_to_two(&dying, finish()).is_err());
+            assert_eq!(
+                store.get(b"k:format").unwrap(),
+                Some(1u32.to_be_bytes().to_vec()),
+                "still format 1 until the last step"
+            );
+            let mut seen = segment_messages(store.as_ref());
+            seen.extend(
+                store
+                    .scan(&[keys::MSG_V1], &[keys::MSG_V1 + 1], usize::MAX, false)
+                    .unwrap()
+                    .iter()
+                    .map(|(k, v)| Stored::decode(keys::number(k).unwrap(), v).unwrap()),
+            );
+            assert_eq!(seen, msgs, "killed after {kill_after}: every message once");
+            one_to_two(store.as_ref(), finish()).unwrap();
+            assert_eq!(
+                segment_messages(store.as_ref()),
+                msgs,
+                "killed after {kill_after}"
+            );
+        }
+    }
+}

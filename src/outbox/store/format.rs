@@ -283,6 +283,52 @@ mod tests {
     }
 
     #[test]
+    fn a_format_1_store_is_migrated_on_open_and_its_messages_delivered_in_order() {
+        use crate::clock::SystemClock;
+        use crate::outbox::{Core, Settings};
+        for engine in ENGINES {
+            let root = tempfile::tempdir().unwrap();
+            let msgs = {
+                let s = open_engine(&root.path().join("outbox"), engine, 1 << 20).unwrap();
+                crate::outbox::migrate::v1::write(s.as_ref(), 5000, &[], 1)
+            };
+            let settings = Settings {
+                ttl: std::time::Duration::from_secs(3600),
+                failure_ttl: std::time::Duration::from_secs(3600),
+                max_bytes: 1 << 30,
+                full_policy: crate::config::FullPolicy::RejectNew,
+            };
+            let opened = reopen(root.path(), engine, 1, |s| {
+                assert_eq!(
+                    s.get(FORMAT_KEY)?,
+                    Some(FORMAT_VERSION.to_be_bytes().to_vec())
+                );
+                Core::load(s, &["hub".into()], settings.clone(), Arc::new(SystemClock))
+            })
+            .unwrap();
+            assert!(opened.moved_aside.is_none());
+            let core = opened.value;
+            assert_eq!(core.live_messages(), 5000, "{engine:?}");
+            let mut got = Vec::new();
+            loop {
+                let batch = core
+                    .read(
+                        0,
+                        got.last()
+                            .map_or(0, |m: &crate::outbox::message::Stored| m.seq),
+                        700,
+                    )
+                    .unwrap();
+                if batch.is_empty() {
+                    break;
+                }
+                got.extend(batch);
+            }
+            assert_eq!(got, msgs, "{engine:?}");
+        }
+    }
+
+    #[test]
     fn a_damaged_redb_file_is_moved_aside() {
         let root = tempfile::tempdir().unwrap();
         write_raw(root.path(), StoreEngine::Redb, &[(b"m-old", b"x")]);
