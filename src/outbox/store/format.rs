@@ -176,6 +176,14 @@ fn open_versioned(
         None if storage.scan(b"", &[0xFF], 1, false)?.is_empty() => FORMAT_VERSION,
         None => 0,
     };
+    if found < FORMAT_VERSION {
+        // The engine opened and answered: a kill during the (resumable)
+        // migration says nothing about the store, so it must not count as
+        // a crashed open.
+        if let Some(root) = dir.parent() {
+            let _ = std::fs::remove_file(root.join(OPENING_MARKER));
+        }
+    }
     migrate(storage.as_ref(), found)?;
     Ok(storage)
 }
