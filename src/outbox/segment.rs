@@ -157,7 +157,7 @@ mod tests {
             message_type: "attribute".into(),
             utc_ms: 1_700_000_000_000 + seq,
             accepted_ms: 1000 + seq,
-            only_sink: (seq % 7 == 0).then(|| "partner".to_string()),
+            only_sink: seq.is_multiple_of(7).then(|| "partner".to_string()),
             body: body.into_bytes(),
         }
     }

@@ -160,7 +160,7 @@ impl SinkState {
     pub fn decode(name: &str, v: &[u8]) -> Option<Self> {
         let [cursor, n, b] = keys::u64s::<3>(v)?;
         let rest = &v[24..];
-        if rest.len() % 24 != 0 {
+        if !rest.len().is_multiple_of(24) {
             return None;
         }
         let mut s = Self::new(name, cursor);
