@@ -13,8 +13,10 @@ use crate::outbox::store::{Batch, Storage, StoreError};
 
 use super::{Ledger, Now};
 
-/// The live data may take this share of `store.max_bytes`: sled's space
-/// amplification, measured for compressed segments, stays below it.
+/// The live data (records counted uncompressed) may take this share of
+/// `store.max_bytes`: the engine's space amplification (about 2x for
+/// sled) then keeps the disk under the cap even for messages that do not
+/// compress; compressible ones take far less.
 pub const LIVE_SHARE: u64 = 2;
 /// When the disk is at the cap but the live data is below this share of
 /// it, freed space is being reused and new data fits: accept.
