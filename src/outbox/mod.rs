@@ -24,8 +24,8 @@
 //!   was applied, `flush()`ed and `fdatasync`ed; sinks read only below the
 //!   durable watermark, so nothing that could still be rolled back is sent.
 //! - *Segments, not one key per message* (format 2): a group commit writes
-//!   its messages as a few segments (up to 256 messages or 16 KiB of
-//!   records each, LZ4-compressed), so the engine's index and memory
+//!   its messages as segments (up to 64 messages or 4 KiB of records
+//!   each, LZ4-compressed), so the engine's index and memory
 //!   follow the segments in flight, not the backlog. A segment is deleted
 //!   once every sink's cursor is past it.
 //! - *At least once*: a message leaves a sink's queue on its PUBACK (hub)
