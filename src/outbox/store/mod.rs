@@ -4,6 +4,7 @@
 //! ([`open`]).
 
 mod format;
+mod open_marker;
 mod redb_store;
 mod reopen;
 mod sled_store;
@@ -11,7 +12,7 @@ mod sled_store;
 use std::io;
 use std::path::PathBuf;
 
-pub use format::{open, Opened, FORMAT_VERSION};
+pub use format::{open, Opened, FORMAT_VERSION, SET_ASIDE_PREFIX};
 pub use redb_store::RedbStorage;
 pub use reopen::Reopening;
 pub use sled_store::SledStorage;
