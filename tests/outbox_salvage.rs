@@ -93,7 +93,11 @@ async fn killed_any_number_of_times_while_opening_the_backlog_is_delivered() {
     let aside: Vec<_> = std::fs::read_dir(dir.path().join("store"))
         .unwrap()
         .flatten()
-        .filter(|e| e.file_name().to_string_lossy().starts_with("outbox.corrupt-"))
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("outbox.corrupt-")
+        })
         .collect();
     assert!(aside.is_empty(), "{aside:?}");
     assert!(

@@ -6,6 +6,7 @@
 
 pub mod attributes;
 pub mod failures;
+pub mod import;
 pub mod metrics;
 
 use std::sync::Arc;

@@ -144,6 +144,50 @@ fn open_engine(
     })
 }
 
+/// The engine whose files are in `dir`, if any (sled's `db`, redb's file).
+pub fn engine_in(dir: &Path) -> Option<StoreEngine> {
+    [StoreEngine::Sled, StoreEngine::Redb]
+        .into_iter()
+        .find(|e| dir.join(marker_file(*e)).is_file())
+}
+
+/// Opens an existing store in `dir` for reading it out (salvage, import),
+/// with whichever engine wrote it, without migrating it; returns it with
+/// its format version.
+///
+/// # Errors
+/// [`StoreError::Io`] (`NotFound`) when `dir` holds no store, what the
+/// engine reports otherwise, [`StoreError::UnknownVersion`] for a newer
+/// format.
+pub fn open_existing(dir: &Path, cache_bytes: u64) -> Result<(Arc<dyn Storage>, u32), StoreError> {
+    let engine = engine_in(dir).ok_or_else(|| {
+        StoreError::Io(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!(
+                "{} holds no outbox store (no sled `db` or redb `{}` file)",
+                dir.display(),
+                redb_store::FILE
+            ),
+        ))
+    })?;
+    let storage = open_engine(dir, engine, cache_bytes)?;
+    let found =
+        match storage.get(FORMAT_KEY)? {
+            Some(v) => u32::from_be_bytes(v.as_slice().try_into().map_err(|_| {
+                StoreError::Corrupt(format!("format version has {} bytes", v.len()))
+            })?),
+            // Before versioning the layout was format 1's.
+            None => FORMAT_VERSION,
+        };
+    if found > FORMAT_VERSION {
+        return Err(StoreError::UnknownVersion {
+            found,
+            supported: FORMAT_VERSION,
+        });
+    }
+    Ok((storage, found))
+}
+
 fn open_versioned(
     dir: &Path,
     engine: StoreEngine,

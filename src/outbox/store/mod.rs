@@ -12,7 +12,7 @@ mod sled_store;
 use std::io;
 use std::path::PathBuf;
 
-pub use format::{open, Opened, FORMAT_VERSION, SET_ASIDE_PREFIX};
+pub use format::{engine_in, open, open_existing, Opened, FORMAT_VERSION, SET_ASIDE_PREFIX};
 pub use redb_store::RedbStorage;
 pub use reopen::Reopening;
 pub use sled_store::SledStorage;
