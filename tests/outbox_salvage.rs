@@ -1,7 +1,11 @@
 //! Never abandoning a store, with the real binary and real files: tether
 //! killed any number of times while it opens its store still delivers the
-//! whole backlog afterwards, and nothing is set aside.
-//! `TETHER_CHAOS_LONG=1` kills 600 times instead of 150.
+//! whole backlog afterwards, and nothing is set aside; a store that is set
+//! aside (an engine panic recorded while opening, corrupt data) is
+//! salvaged in the background and its readable messages are delivered,
+//! also when tether is killed mid-salvage; `tether outbox import DIR`
+//! imports a copied store, once. `TETHER_TEST_ENGINE=redb` runs them on
+//! redb; `TETHER_CHAOS_LONG=1` kills 600 times instead of 150.
 
 mod outbox_rig;
 mod support;
@@ -9,6 +13,9 @@ mod support;
 mod chaos_rig;
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chaos_rig::{long, tally, wait_drained};
@@ -16,6 +23,8 @@ use outbox_rig::{client, daemon_config, wait_healthy, Subscriber, Tether, EVENTS
 use rand::Rng;
 use serde_json::{json, Value};
 use support::{Broker, BrokerOptions};
+use tether::outbox::keys;
+use tether::outbox::store::{Batch, RedbStorage, SledStorage, Storage};
 
 /// Waits until the admin API answers (the hub may be down).
 async fn wait_up(http: &reqwest::Client, addr: SocketAddr) {
@@ -104,4 +113,320 @@ async fn killed_any_number_of_times_while_opening_the_backlog_is_delivered() {
         health["components"]["outbox"]["details"]["storeLoss"].is_null(),
         "{health}"
     );
+}
+
+fn redb() -> bool {
+    std::env::var("TETHER_TEST_ENGINE").as_deref() == Ok("redb")
+}
+
+/// Opens the store in `dir` raw (waiting while a killed tether's lock goes).
+fn raw_store(dir: &Path) -> Arc<dyn Storage> {
+    for _ in 0..250 {
+        let opened: Result<Arc<dyn Storage>, _> = if redb() {
+            RedbStorage::open(dir, 1 << 20).map(|s| Arc::new(s) as Arc<dyn Storage>)
+        } else {
+            SledStorage::open(dir, 1 << 20).map(|s| Arc::new(s) as Arc<dyn Storage>)
+        };
+        match opened {
+            Ok(s) => return s,
+            Err(_) => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+    panic!("cannot open {} raw", dir.display());
+}
+
+/// Starts tether until its admin API answers: the first start may meet
+/// the lock of the store the test just closed.
+async fn start_up(cfg: &Path, log: &Path, http: &reqwest::Client, addr: SocketAddr) -> Tether {
+    for _ in 0..50 {
+        let mut t = Tether::start(cfg, log);
+        for _ in 0..100 {
+            if !chaos_rig::health(http, addr).await.is_null() {
+                return t;
+            }
+            if t.child.try_wait().ok().flatten().is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        t.kill();
+    }
+    panic!(
+        "tether never started; log:\n{}",
+        std::fs::read_to_string(log).unwrap_or_default()
+    );
+}
+
+/// `/healthz` `components.outbox.details` once `done(details)` holds.
+async fn details_when(
+    http: &reqwest::Client,
+    addr: SocketAddr,
+    what: &str,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    for _ in 0..1200 {
+        let h = chaos_rig::health(http, addr).await;
+        let d = &h["components"]["outbox"]["details"];
+        if done(d) {
+            return d.clone();
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("never: {what}");
+}
+
+fn salvage_done(d: &Value) -> bool {
+    d["salvage"]["state"] == "done"
+}
+
+async fn metrics(http: &reqwest::Client, addr: SocketAddr) -> String {
+    http.get(format!("http://{addr}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+fn set_aside_dirs(root: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(root)
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("outbox.corrupt-")
+        })
+        .map(|e| e.path())
+        .collect();
+    v.sort();
+    v
+}
+
+/// A store of `n` messages queued with the hub down, tether killed after.
+struct Queued {
+    broker: Broker,
+    dir: tempfile::TempDir,
+    cfg: PathBuf,
+    log: PathBuf,
+    addr: SocketAddr,
+    http: reqwest::Client,
+    ids: Vec<String>,
+}
+
+async fn queued(n: usize) -> Queued {
+    let mut broker = Broker::start(BrokerOptions::new());
+    let dir = tempfile::tempdir().unwrap();
+    let (cfg, log, addr) = daemon_config(dir.path(), broker.plain_port());
+    let http = client();
+    broker.kill();
+    let mut t = Tether::start(&cfg, &log);
+    wait_up(&http, addr).await;
+    let ids = queue(&http, addr, n).await;
+    t.kill();
+    Queued {
+        broker,
+        dir,
+        cfg,
+        log,
+        addr,
+        http,
+        ids,
+    }
+}
+
+impl Queued {
+    fn root(&self) -> PathBuf {
+        self.dir.path().join("store")
+    }
+
+    /// Starts the broker and a subscriber, then checks every queued id
+    /// arrives (tether must be running).
+    async fn all_delivered(&mut self) {
+        self.broker.restart();
+        let mut sub = Subscriber::connect(self.broker.plain_port(), &format!("{EVENTS}#")).await;
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let tail = text.lines().rev().take(30).collect::<Vec<_>>().join("\n");
+        assert!(
+            wait_drained(&self.http, self.addr, Duration::from_secs(60)).await,
+            "drained; log tail:\n{tail}"
+        );
+        let t = tally(&mut sub, &self.ids, Duration::from_secs(30)).await;
+        assert_eq!(t.lost, 0, "{t:?}\n{tail}");
+    }
+}
+
+/// A panic recorded while opening (what a release build, which aborts on
+/// panic, leaves behind) sets the store aside without opening it again;
+/// salvage imports all of it and nothing counts as lost.
+#[tokio::test]
+async fn a_store_set_aside_after_an_engine_panic_is_salvaged_and_delivered() {
+    let mut q = queued(3000).await;
+    std::fs::write(
+        q.root().join("outbox.opening"),
+        "panic\nindex out of bounds (thread main)\n",
+    )
+    .unwrap();
+    let _t = Tether::start(&q.cfg, &q.log);
+    wait_up(&q.http, q.addr).await;
+    let d = details_when(&q.http, q.addr, "salvage done", salvage_done).await;
+    assert_eq!(d["salvage"]["messages"], 3000, "{d}");
+    assert_eq!(d["salvage"]["unreadable"], 0, "{d}");
+    assert!(d["storeLoss"].is_null(), "nothing lost: {d}");
+    let aside = set_aside_dirs(&q.root());
+    assert_eq!(aside.len(), 1);
+    assert!(aside[0].join("tether-salvaged.json").exists());
+    let m = metrics(&q.http, q.addr).await;
+    assert!(
+        m.contains("tether_outbox_salvaged_total{kind=\"message\"} 3000"),
+        "{m}"
+    );
+    assert!(m.contains("tether_outbox_unreadable_total 0"), "{m}");
+    let text = std::fs::read_to_string(&q.log).unwrap();
+    assert!(
+        text.contains("moved aside") && text.contains("outbox salvage ended"),
+        "{text}"
+    );
+    q.all_delivered().await;
+}
+
+/// Corrupt data (a malformed counter, undecodable records) sets the store
+/// aside; salvage delivers every readable message and counts the rest in
+/// `/healthz`, `storeLoss` and the metrics.
+#[tokio::test]
+async fn a_corrupt_store_is_set_aside_and_its_readable_messages_delivered() {
+    let mut q = queued(1000).await;
+    let store = q.root().join("outbox");
+    let s = raw_store(&store);
+    let rows = s
+        .scan(&[keys::MSG], &[keys::MSG + 1], usize::MAX, false)
+        .unwrap();
+    assert_eq!(rows.len(), 1000);
+    let mut b = Batch::default();
+    b.put(keys::LIVE.to_vec(), b"bad".to_vec());
+    let mut damaged = Vec::new();
+    for (k, v) in rows.iter().step_by(100) {
+        b.put(k.clone(), b"\x07garbage".to_vec());
+        let id = tether::outbox::message::Stored::decode(keys::number(k).unwrap(), v)
+            .unwrap()
+            .id
+            .to_string();
+        damaged.push(id);
+    }
+    s.apply(b).unwrap();
+    s.sync().unwrap();
+    drop(s);
+    q.ids.retain(|id| !damaged.contains(id));
+    let _t = start_up(&q.cfg, &q.log, &q.http, q.addr).await;
+    let d = details_when(&q.http, q.addr, "salvage done", salvage_done).await;
+    assert_eq!(d["salvage"]["messages"], 990, "{d}");
+    assert_eq!(d["salvage"]["unreadable"], 10, "{d}");
+    let loss = d["storeLoss"].as_str().unwrap_or_default();
+    assert!(loss.contains("10 records could not be read"), "{d}");
+    let m = metrics(&q.http, q.addr).await;
+    assert!(m.contains("tether_outbox_unreadable_total 10"), "{m}");
+    q.all_delivered().await;
+}
+
+/// tether killed while it salvages resumes after the last durable group:
+/// the new store ends with every message exactly once.
+#[tokio::test]
+async fn a_kill_during_salvage_resumes_without_loss_or_duplicates() {
+    let n = 20_000;
+    let mut q = queued(n).await;
+    std::fs::write(q.root().join("outbox.opening"), "panic\nboom\n").unwrap();
+    let mut kills = 0;
+    let _running = loop {
+        let mut t = Tether::start(&q.cfg, &q.log);
+        wait_up(&q.http, q.addr).await;
+        let d = details_when(&q.http, q.addr, "salvage under way", |d| {
+            d["salvage"]["messages"].as_u64().unwrap_or(0) > 0 || salvage_done(d)
+        })
+        .await;
+        if salvage_done(&d) || kills == 3 {
+            break t;
+        }
+        t.kill();
+        kills += 1;
+    };
+    let d = details_when(&q.http, q.addr, "salvage done", salvage_done).await;
+    eprintln!("salvage killed {kills} times: {d}");
+    assert!(kills > 0, "the salvage was never caught under way: {d}");
+    assert_eq!(d["salvage"]["messages"], n, "{d}");
+    assert_eq!(d["messages"], n, "each message once in the new store: {d}");
+    q.all_delivered().await;
+}
+
+/// `tether outbox import DIR` imports a copied store into the running
+/// daemon's, prints the counts, and imports nothing twice; bad input gets
+/// clear errors.
+#[tokio::test]
+async fn tether_outbox_import_of_a_copied_store_imports_it_once() {
+    let source = queued(500).await;
+    let copy = tempfile::tempdir().unwrap();
+    let copied = copy.path().join("outbox");
+    copy_dir(&source.root().join("outbox"), &copied);
+    let mut q = queued(0).await;
+    q.ids = source.ids.clone();
+    let tether = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_tether"))
+            .args(args)
+            .arg("-c")
+            .arg(&q.cfg)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let dir = copied.to_str().unwrap();
+    let (code, _, err) = tether(&["outbox", "import", dir]);
+    assert_eq!(code, Some(69), "daemon not running: {err}");
+    assert!(err.contains("is tether running?"), "{err}");
+    let _t = Tether::start(&q.cfg, &q.log);
+    wait_up(&q.http, q.addr).await;
+    let (code, out, err) = tether(&["outbox", "import", dir]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    let o: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(o["messages"], 500, "{o}");
+    assert_eq!(o["unreadable"], 0, "{o}");
+    assert_eq!(o["already"], false, "{o}");
+    let (code, out, _) = tether(&["outbox", "import", dir]);
+    assert_eq!(code, Some(0));
+    let again: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(again["already"], true, "{again}");
+    let d = details_when(&q.http, q.addr, "imported", |d| d["messages"] == 500).await;
+    assert_eq!(d["messages"], 500, "nothing twice: {d}");
+    assert!(
+        !copied.join("tether-salvaged.json").exists(),
+        "a copy is left as it is"
+    );
+
+    let missing = copy.path().join("nope");
+    let (code, _, err) = tether(&["outbox", "import", missing.to_str().unwrap()]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("does not exist"), "{err}");
+    let (code, _, err) = tether(&["outbox", "import", copy.path().to_str().unwrap()]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("is not an outbox store"), "{err}");
+    let live = q.root().join("outbox");
+    let (code, _, err) = tether(&["outbox", "import", live.to_str().unwrap()]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("409") && err.contains("runs with"), "{err}");
+    q.all_delivered().await;
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap().flatten() {
+        let target = to.join(e.file_name());
+        if e.path().is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), target).unwrap();
+        }
+    }
 }
