@@ -70,7 +70,7 @@ async fn queue(http: &reqwest::Client, addr: SocketAddr, n: usize) -> Vec<String
 #[tokio::test]
 async fn killed_any_number_of_times_while_opening_the_backlog_is_delivered() {
     let kills = if long() { 600 } else { 150 };
-    let mut broker = Broker::start(BrokerOptions::new());
+    let mut broker = Broker::start(broker_options());
     let dir = tempfile::tempdir().unwrap();
     let (cfg, log, addr) = daemon_config(dir.path(), broker.plain_port());
     let http = client();
@@ -113,6 +113,12 @@ async fn killed_any_number_of_times_while_opening_the_backlog_is_delivered() {
         health["components"]["outbox"]["details"]["storeLoss"].is_null(),
         "{health}"
     );
+}
+
+/// The broker queues without limit for the subscriber (its default of
+/// 1,000 queued messages would drop some of a large backlog).
+fn broker_options() -> BrokerOptions {
+    BrokerOptions::new().extra_config("max_queued_messages 0")
 }
 
 fn redb() -> bool {
@@ -216,7 +222,7 @@ struct Queued {
 }
 
 async fn queued(n: usize) -> Queued {
-    let mut broker = Broker::start(BrokerOptions::new());
+    let mut broker = Broker::start(broker_options());
     let dir = tempfile::tempdir().unwrap();
     let (cfg, log, addr) = daemon_config(dir.path(), broker.plain_port());
     let http = client();
@@ -241,11 +247,14 @@ impl Queued {
         self.dir.path().join("store")
     }
 
-    /// Starts the broker and a subscriber, then checks every queued id
-    /// arrives (tether must be running).
-    async fn all_delivered(&mut self) {
+    /// Stops `tether`, starts the broker, a subscriber and tether again
+    /// (so nothing is published before the subscription), then checks every
+    /// queued id arrives.
+    async fn all_delivered(&mut self, mut tether: Tether) {
+        tether.kill();
         self.broker.restart();
         let mut sub = Subscriber::connect(self.broker.plain_port(), &format!("{EVENTS}#")).await;
+        let _tether = start_up(&self.cfg, &self.log, &self.http, self.addr).await;
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         let tail = text.lines().rev().take(30).collect::<Vec<_>>().join("\n");
         assert!(
@@ -268,7 +277,7 @@ async fn a_store_set_aside_after_an_engine_panic_is_salvaged_and_delivered() {
         "panic\nindex out of bounds (thread main)\n",
     )
     .unwrap();
-    let _t = Tether::start(&q.cfg, &q.log);
+    let t = Tether::start(&q.cfg, &q.log);
     wait_up(&q.http, q.addr).await;
     let d = details_when(&q.http, q.addr, "salvage done", salvage_done).await;
     assert_eq!(d["salvage"]["messages"], 3000, "{d}");
@@ -288,7 +297,7 @@ async fn a_store_set_aside_after_an_engine_panic_is_salvaged_and_delivered() {
         text.contains("moved aside") && text.contains("outbox salvage ended"),
         "{text}"
     );
-    q.all_delivered().await;
+    q.all_delivered(t).await;
 }
 
 /// Corrupt data (a malformed counter, undecodable records) sets the store
@@ -318,7 +327,7 @@ async fn a_corrupt_store_is_set_aside_and_its_readable_messages_delivered() {
     s.sync().unwrap();
     drop(s);
     q.ids.retain(|id| !damaged.contains(id));
-    let _t = start_up(&q.cfg, &q.log, &q.http, q.addr).await;
+    let t = start_up(&q.cfg, &q.log, &q.http, q.addr).await;
     let d = details_when(&q.http, q.addr, "salvage done", salvage_done).await;
     assert_eq!(d["salvage"]["messages"], 990, "{d}");
     assert_eq!(d["salvage"]["unreadable"], 10, "{d}");
@@ -326,7 +335,7 @@ async fn a_corrupt_store_is_set_aside_and_its_readable_messages_delivered() {
     assert!(loss.contains("10 records could not be read"), "{d}");
     let m = metrics(&q.http, q.addr).await;
     assert!(m.contains("tether_outbox_unreadable_total 10"), "{m}");
-    q.all_delivered().await;
+    q.all_delivered(t).await;
 }
 
 /// tether killed while it salvages resumes after the last durable group:
@@ -337,7 +346,7 @@ async fn a_kill_during_salvage_resumes_without_loss_or_duplicates() {
     let mut q = queued(n).await;
     std::fs::write(q.root().join("outbox.opening"), "panic\nboom\n").unwrap();
     let mut kills = 0;
-    let _running = loop {
+    let running = loop {
         let mut t = Tether::start(&q.cfg, &q.log);
         wait_up(&q.http, q.addr).await;
         let d = details_when(&q.http, q.addr, "salvage under way", |d| {
@@ -355,7 +364,7 @@ async fn a_kill_during_salvage_resumes_without_loss_or_duplicates() {
     assert!(kills > 0, "the salvage was never caught under way: {d}");
     assert_eq!(d["salvage"]["messages"], n, "{d}");
     assert_eq!(d["messages"], n, "each message once in the new store: {d}");
-    q.all_delivered().await;
+    q.all_delivered(running).await;
 }
 
 /// `tether outbox import DIR` imports a copied store into the running
@@ -386,7 +395,7 @@ async fn tether_outbox_import_of_a_copied_store_imports_it_once() {
     let (code, _, err) = tether(&["outbox", "import", dir]);
     assert_eq!(code, Some(69), "daemon not running: {err}");
     assert!(err.contains("is tether running?"), "{err}");
-    let _t = Tether::start(&q.cfg, &q.log);
+    let t = Tether::start(&q.cfg, &q.log);
     wait_up(&q.http, q.addr).await;
     let (code, out, err) = tether(&["outbox", "import", dir]);
     assert_eq!(code, Some(0), "{out}{err}");
@@ -416,7 +425,7 @@ async fn tether_outbox_import_of_a_copied_store_imports_it_once() {
     let (code, _, err) = tether(&["outbox", "import", live.to_str().unwrap()]);
     assert_eq!(code, Some(1));
     assert!(err.contains("409") && err.contains("runs with"), "{err}");
-    q.all_delivered().await;
+    q.all_delivered(t).await;
 }
 
 fn copy_dir(from: &Path, to: &Path) {

@@ -55,7 +55,9 @@ async fn import(State(api): State<Arc<ImportApi>>, Json(req): Json<ImportRequest
             let code = match e {
                 SalvageError::Missing(_) | SalvageError::NotAStore(_) => StatusCode::BAD_REQUEST,
                 SalvageError::Live(_) | SalvageError::SameStore(_) => StatusCode::CONFLICT,
-                SalvageError::Stopping => StatusCode::SERVICE_UNAVAILABLE,
+                SalvageError::Stopping | SalvageError::Unavailable(_) => {
+                    StatusCode::SERVICE_UNAVAILABLE
+                }
                 _ => StatusCode::INTERNAL_SERVER_ERROR,
             };
             error(code, e.to_string())

@@ -11,7 +11,7 @@ use std::path::Path;
 
 use super::frame::{self, Frame};
 use super::reader::{self, ExportError, Resume};
-use crate::outbox::store::open_existing;
+use crate::outbox::store::{open_existing, StoreError};
 
 /// The page cache the child opens the store with.
 const CACHE_BYTES: u64 = 8 << 20;
@@ -24,6 +24,7 @@ pub fn run(dir: &Path) -> i32 {
     let end = match result {
         Ok(Ok(())) => Frame::Done,
         Ok(Err(ExportError::Out(_))) => return 2,
+        Ok(Err(ExportError::Unavailable(e))) => Frame::Unavailable(e.to_string()),
         Ok(Err(e)) => Frame::Stopped(e.to_string()),
         Err(_) => Frame::Stopped("the storage engine panicked while reading the store".into()),
     };
@@ -38,7 +39,11 @@ pub fn run(dir: &Path) -> i32 {
 }
 
 fn stream(dir: &Path, out: &mut impl Write) -> Result<(), ExportError> {
-    let (storage, format) = open_existing(dir, CACHE_BYTES)?;
+    let (storage, format) = open_existing(dir, CACHE_BYTES).map_err(|e| match e {
+        // Not the store's fault: a lock, permissions, a full disk.
+        e @ (StoreError::Io(_) | StoreError::DiskFull(_)) => ExportError::Unavailable(e),
+        e => ExportError::Store(e),
+    })?;
     let header = reader::header(storage.as_ref(), format)?;
     frame::write(out, &Frame::Header(header))?;
     out.flush()?;

@@ -51,6 +51,9 @@ pub enum Frame {
     },
     /// The engine failed; nothing more comes.
     Stopped(String),
+    /// The store cannot be opened for now (I/O: a lock held by another
+    /// process, permissions); nothing was read, try again later.
+    Unavailable(String),
     /// Everything was read.
     Done,
 }
@@ -60,6 +63,7 @@ const MESSAGE: u8 = b'M';
 const FAILURE: u8 = b'F';
 const STOPPED: u8 = b'S';
 const DONE: u8 = b'D';
+const UNAVAILABLE: u8 = b'U';
 
 fn numbered(n: u64, record: &[u8]) -> Vec<u8> {
     let mut v = n.to_be_bytes().to_vec();
@@ -77,6 +81,7 @@ pub fn write(out: &mut impl Write, frame: &Frame) -> io::Result<()> {
         Frame::Message { seq, record } => (MESSAGE, numbered(*seq, record)),
         Frame::Failure { id, record } => (FAILURE, numbered(*id, record)),
         Frame::Stopped(why) => (STOPPED, why.as_bytes().to_vec()),
+        Frame::Unavailable(why) => (UNAVAILABLE, why.as_bytes().to_vec()),
         Frame::Done => (DONE, Vec::new()),
     };
     let len = u32::try_from(payload.len()).map_err(io::Error::other)?;
@@ -124,6 +129,7 @@ pub fn read(input: &mut impl Read) -> io::Result<Option<Frame>> {
             Frame::Failure { id, record }
         }
         STOPPED => Frame::Stopped(String::from_utf8_lossy(&payload).into_owned()),
+        UNAVAILABLE => Frame::Unavailable(String::from_utf8_lossy(&payload).into_owned()),
         DONE => Frame::Done,
         other => return Err(invalid(format!("unknown frame tag {other}"))),
     }))
@@ -174,6 +180,7 @@ mod tests {
                 record: b"f".to_vec(),
             },
             Frame::Stopped("engine said no".into()),
+            Frame::Unavailable("locked".into()),
             Frame::Done,
         ];
         let mut bytes = Vec::new();
@@ -190,7 +197,7 @@ mod tests {
         while read(&mut cut).unwrap().is_some() {
             n += 1;
         }
-        assert_eq!(n, 3, "the cut fourth frame reads as the end");
+        assert_eq!(n, 4, "the cut fifth frame reads as the end");
         assert!(read(&mut &b"Z\0\0\0\0"[..]).is_err());
     }
 }

@@ -35,6 +35,9 @@ pub enum ExportError {
     /// The stream's reader went away.
     #[error("cannot write the export stream: {0}")]
     Out(#[from] io::Error),
+    /// The store cannot be opened for now (not its fault).
+    #[error("{0}")]
+    Unavailable(StoreError),
     /// A layout this build cannot read.
     #[error("format {0} cannot be read by this tether")]
     Format(u32),

@@ -30,6 +30,9 @@ use crate::outbox::{keys, Core, Intake, IntakeError, Outbox, StoreError};
 
 /// Written into a set-aside directory once its salvage finished.
 pub const DONE_FILE: &str = "tether-salvaged.json";
+/// Tries while a set-aside store is unavailable, and the wait between.
+const UNAVAILABLE_TRIES: u32 = 30;
+const UNAVAILABLE_WAIT: Duration = Duration::from_secs(1);
 /// Wait before importing again into a full store.
 const FULL_RETRY: Duration = Duration::from_secs(5);
 
@@ -56,6 +59,10 @@ pub enum SalvageError {
          already in it, importing them again would send them twice"
     )]
     SameStore(PathBuf),
+    /// The store cannot be opened for now (a lock held by another
+    /// process, permissions): nothing was read.
+    #[error("cannot open the store for now: {0}")]
+    Unavailable(String),
     /// The reading child could not be started.
     #[error("cannot start the reading process {exe}: {source}")]
     Spawn {
@@ -166,16 +173,31 @@ impl Salvager {
             .name("outbox-salvage".into())
             .spawn(move || {
                 for dir in pending {
-                    match self.salvage(&dir) {
-                        Ok(_) | Err(SalvageError::Stopping) => {}
-                        Err(e) => error!(store = %dir.display(), "outbox salvage failed: {e}"),
-                    }
+                    self.salvage_retrying(&dir);
                     if self.shutdown.is_cancelled() {
                         return;
                     }
                 }
             })
             .map(|_| ())
+    }
+
+    /// [`Salvager::salvage`], trying again a few times while the store is
+    /// unavailable (the reading child of a tether killed a moment ago may
+    /// still hold its lock).
+    fn salvage_retrying(&self, dir: &Path) {
+        for attempt in 1..=UNAVAILABLE_TRIES {
+            match self.salvage(dir) {
+                Ok(_) | Err(SalvageError::Stopping) => return,
+                Err(SalvageError::Unavailable(_)) if attempt < UNAVAILABLE_TRIES => {
+                    std::thread::sleep(UNAVAILABLE_WAIT);
+                }
+                Err(e) => {
+                    error!(store = %dir.display(), "outbox salvage failed: {e}");
+                    return;
+                }
+            }
+        }
     }
 
     /// Imports every readable message and push failure of the store in
@@ -264,10 +286,14 @@ impl Salvager {
         let mut input = BufReader::new(stdout);
         let header = match frame::read(&mut input) {
             Ok(Some(Frame::Header(h))) => h,
+            Ok(Some(Frame::Unavailable(why))) => return Err(SalvageError::Unavailable(why)),
             other => {
                 let why = match other {
                     Ok(Some(Frame::Stopped(why))) => why,
-                    Ok(_) => ended(child),
+                    Ok(_) => match ended(child) {
+                        End::Fault(why) => why,
+                        End::Interrupted(why) => return Err(SalvageError::Unavailable(why)),
+                    },
                     Err(e) => e.to_string(),
                 };
                 status.unopened(&name, &why);
@@ -308,10 +334,13 @@ impl Salvager {
                 Ok(Some(Frame::Failure { id, record })) => plan.failure(id, &record),
                 Ok(Some(Frame::Done)) => break None,
                 Ok(Some(Frame::Stopped(why))) => break Some(why),
-                Ok(Some(Frame::Header(_))) => {
-                    break Some("the export stream repeated its header".into())
+                Ok(Some(Frame::Header(_) | Frame::Unavailable(_))) => {
+                    break Some("the export stream is out of order".into())
                 }
-                Ok(None) => break Some(ended(child)),
+                Ok(None) => match ended(child) {
+                    End::Fault(why) => break Some(why),
+                    End::Interrupted(why) => return Err(SalvageError::Unavailable(why)),
+                },
                 Err(e) => break Some(e.to_string()),
             }
             if let Some(group) = plan.full_batch() {
@@ -414,13 +443,28 @@ impl Salvager {
     }
 }
 
-/// What the child's exit says, for a stream that ended without `Done`.
-fn ended(child: &mut Child) -> String {
+/// Why the reading child ended without `Done`.
+enum End {
+    /// The engine panicked on the store (an abort, or exit code 101).
+    Fault(String),
+    /// Something else ended it (SIGKILL, the OOM killer): not the store's
+    /// fault, so the salvage is tried again rather than finished.
+    Interrupted(String),
+}
+
+fn ended(child: &mut Child) -> End {
+    use std::os::unix::process::ExitStatusExt;
     match child.wait() {
-        Ok(s) => format!("the reading process ended before the end of the store ({s})"),
-        Err(e) => format!("the reading process ended before the end of the store ({e})"),
+        Ok(s) if s.signal() == Some(SIGABRT) || s.code() == Some(101) => End::Fault(format!(
+            "the storage engine panicked while reading the store (the reading process ended: {s})"
+        )),
+        Ok(s) => End::Interrupted(format!("the reading process ended early ({s})")),
+        Err(e) => End::Interrupted(format!("the reading process was lost ({e})")),
     }
 }
+
+/// SIGABRT, what `panic = "abort"` ends a process with.
+const SIGABRT: i32 = 6;
 
 /// Set-aside stores in `root` not yet marked done, oldest name first.
 pub fn pending(root: &Path) -> Vec<PathBuf> {
