@@ -38,7 +38,7 @@ impl RedbStorage {
     /// When the directory is unusable, another process has the file open
     /// ([`StoreError::Io`]), or redb refuses the file ([`StoreError::Corrupt`]).
     pub fn open(dir: &Path, cache_bytes: u64) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(dir).map_err(StoreError::from_io)?;
+        super::durable::create_dir_all(dir).map_err(StoreError::from_io)?;
         let file = dir.join(FILE);
         let db = Database::builder()
             .set_cache_size(usize::try_from(cache_bytes).unwrap_or(usize::MAX))

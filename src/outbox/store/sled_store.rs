@@ -32,7 +32,7 @@ impl SledStorage {
     /// When the directory is unusable or sled refuses the files
     /// ([`StoreError::Corrupt`] for corruption).
     pub fn open(dir: &Path, cache_bytes: u64) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(dir).map_err(StoreError::from_io)?;
+        super::durable::create_dir_all(dir).map_err(StoreError::from_io)?;
         remove_unfinished_snapshots(dir)?;
         let db = sled::Config::new()
             .path(dir)
