@@ -152,6 +152,11 @@ impl PowerCut {
         self.shared.lock().revert();
     }
 
+    /// Changing file operations so far.
+    pub fn ops(&self) -> u64 {
+        self.shared.lock().ops
+    }
+
     /// Power cuts so far.
     pub fn cuts(&self) -> u64 {
         self.shared.lock().cuts

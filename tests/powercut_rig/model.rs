@@ -194,6 +194,8 @@ pub struct Model {
     pub tripped: bool,
     /// Cuts so far.
     pub cuts: u64,
+    /// Changing operations so far (what [`Trigger`]s count).
+    pub ops: u64,
 }
 
 impl Default for Model {
@@ -215,6 +217,7 @@ impl Default for Model {
             trigger: None,
             tripped: false,
             cuts: 0,
+            ops: 0,
         }
     }
 }
@@ -272,6 +275,7 @@ impl Model {
         if self.frozen {
             return Err(Error::PoweredOff);
         }
+        self.ops += u64::from(op.is_some());
         if let (Some((op, name)), Some(trigger)) = (op, self.trigger.as_mut()) {
             if trigger(op, name) {
                 self.trigger = None;
@@ -285,10 +289,11 @@ impl Model {
 
     /// Gate for an operation on `ino`, named by one of its current names.
     fn gate_ino(&mut self, op: Op, ino: Ino) -> Result<(), Error> {
-        if self.trigger.is_none() || self.frozen {
-            return self.gate(None);
-        }
-        let name = self.name_of(ino).unwrap_or_default();
+        let name = if self.trigger.is_none() {
+            OsString::new()
+        } else {
+            self.name_of(ino).unwrap_or_default()
+        };
         self.gate(Some((op, &name)))
     }
 
