@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use chaos_rig::{health, long, tally, wait_drained, Load, Tally};
 use outbox_rig::{client, free_addr, wait_healthy, Subscriber, Tether, EVENTS, TOKEN};
-use powercut_rig::{after_ops, PowerCut};
+use powercut_rig::{after_ops, PowerCut, Rules};
 use rand::Rng;
 use support::{Broker, BrokerOptions};
 
@@ -209,7 +209,7 @@ impl PowerRun {
 /// starting, at a random moment, or at a random file operation.
 async fn power_cuts(engine: &'static str) {
     let name = format!("outbox_powercut ({engine})");
-    let Some(pc) = PowerCut::mount_or_skip(&name) else {
+    let Some(pc) = PowerCut::mount_or_skip(&name, Rules::Posix) else {
         return;
     };
     let cycles: u32 = if long() { 150 } else { 12 };

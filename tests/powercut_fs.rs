@@ -2,7 +2,8 @@
 //! gone after a cut, what was is kept, and names follow the rules in
 //! `powercut_rig/model.rs` (a new name needs a fsync of the file or of its
 //! directory, a new directory a fsync of its parent, a rename a fsync of
-//! the directory or of the renamed file). The model is tested alone first,
+//! the directory or of the renamed file; under `Rules::Posix` only a
+//! directory fsync makes a name durable). The model is tested alone first,
 //! then through a real mount with real processes.
 
 mod powercut_rig;
@@ -15,6 +16,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use powercut_rig::model::{Error, Model, Pages, ROOT};
+use powercut_rig::Rules;
 use powercut_rig::{at, Op, PowerCut};
 
 fn name(s: &str) -> &OsStr {
@@ -86,6 +88,27 @@ fn the_model_persists_a_rename_by_a_fsync_of_the_renamed_file() {
 }
 
 #[test]
+fn under_posix_rules_only_a_directory_fsync_makes_a_name_durable() {
+    let mut m = Model::default();
+    m.rules = Rules::Posix;
+    let (f, fh) = m.create(ROOT, name("f"), 0o644, false).unwrap();
+    m.write(f.ino, fh, 0, b"data").unwrap();
+    m.fsync(f.ino).unwrap();
+    m.revert();
+    assert_eq!(m.lookup(ROOT, name("f")).unwrap_err(), Error::NotFound);
+
+    let (f, fh) = m.create(ROOT, name("f"), 0o644, false).unwrap();
+    m.write(f.ino, fh, 0, b"data").unwrap();
+    m.fsync(f.ino).unwrap();
+    m.fsync(ROOT).unwrap();
+    m.rename((ROOT, name("f")), (ROOT, name("g")), false).unwrap();
+    m.fsync(f.ino).unwrap();
+    m.revert();
+    let kept = m.lookup(ROOT, name("f")).unwrap();
+    assert_eq!(m.read(kept.ino, 0, 10).unwrap(), b"data", "the rename was not");
+}
+
+#[test]
 fn the_model_keeps_an_unsynced_unlink_and_forgets_it_at_a_cut() {
     let mut m = Model::default();
     let (f, fh) = m.create(ROOT, name("f"), 0o644, false).unwrap();
@@ -129,7 +152,7 @@ fn idle() -> std::process::Child {
 
 #[test]
 fn a_mounted_file_system_forgets_unsynced_writes_at_a_cut() {
-    let Some(pc) = PowerCut::mount_or_skip("powercut_fs") else {
+    let Some(pc) = PowerCut::mount_or_skip("powercut_fs", Rules::Ext4) else {
         return;
     };
     let root = pc.path();
@@ -158,7 +181,7 @@ fn a_mounted_file_system_forgets_unsynced_writes_at_a_cut() {
 
 #[test]
 fn a_mounted_file_system_needs_a_directory_fsync_for_a_rename() {
-    let Some(pc) = PowerCut::mount_or_skip("powercut_fs") else {
+    let Some(pc) = PowerCut::mount_or_skip("powercut_fs", Rules::Ext4) else {
         return;
     };
     let root = pc.path();
@@ -194,13 +217,13 @@ fn a_mounted_file_system_needs_a_directory_fsync_for_a_rename() {
 
 #[tokio::test]
 async fn an_armed_cut_kills_the_writer_before_its_third_fsync() {
-    let Some(pc) = PowerCut::mount_or_skip("powercut_fs") else {
+    let Some(pc) = PowerCut::mount_or_skip("powercut_fs", Rules::Ext4) else {
         return;
     };
     let file = pc.path().join("f");
     // Each round appends 4 KiB and fsyncs it; then the child idles.
     let script = "for i in 1 2 3 4 5; do dd if=/dev/zero of=\"$1\" bs=4096 count=1 \
-                  oflag=append conv=notrunc,fsync status=none || exit 1; done; exec sleep 60";
+                  oflag=append conv=notrunc,fsync status=none 2>/dev/null || exit 1; done; exec sleep 60";
     let mut child = Command::new("sh")
         .args(["-c", script, "sh"])
         .arg(&file)
@@ -212,4 +235,23 @@ async fn an_armed_cut_kills_the_writer_before_its_third_fsync() {
     assert!(!child.try_wait().unwrap().unwrap().success(), "killed");
     let len = std::fs::metadata(&file).unwrap().len();
     assert_eq!(len, 2 * 4096, "two fsynced blocks; the third was written, never synced");
+}
+
+#[test]
+fn a_mounted_posix_file_system_keeps_a_new_name_only_after_a_directory_fsync() {
+    let Some(pc) = PowerCut::mount_or_skip("powercut_fs", Rules::Posix) else {
+        return;
+    };
+    let (lost, kept) = (pc.path().join("lost"), pc.path().join("kept"));
+    for path in [&kept, &lost] {
+        let mut f = File::create(path).unwrap();
+        f.write_all(b"data").unwrap();
+        f.sync_data().unwrap();
+        if path == &kept {
+            sync_dir(pc.path());
+        }
+    }
+    pc.cut(&mut idle());
+    assert_eq!(read(&lost), None, "the file was fsynced, its directory not");
+    assert_eq!(read(&kept).as_deref(), Some(&b"data"[..]));
 }

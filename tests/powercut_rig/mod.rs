@@ -30,7 +30,7 @@ use std::time::Duration;
 use fuser::{BackgroundSession, Config, MountOption};
 
 use self::fuse::{PowerCutFs, Shared};
-pub use self::model::{Op, Trigger};
+pub use self::model::{Op, Rules, Trigger};
 
 /// A mounted power-cut file system, unmounted on drop (stop the processes
 /// using it first: drop them before this).
@@ -46,12 +46,13 @@ impl PowerCut {
     ///
     /// # Errors
     /// When FUSE cannot be mounted here (no `/dev/fuse`, not root).
-    pub fn mount() -> std::io::Result<PowerCut> {
+    pub fn mount(rules: Rules) -> std::io::Result<PowerCut> {
         let dir = tempfile::tempdir()?;
         let mountpoint = dir.path().join("mnt");
         std::fs::create_dir(&mountpoint)?;
         let meta = std::fs::metadata(&mountpoint)?;
         let shared = Arc::new(Shared::default());
+        shared.lock().rules = rules;
         let fs = PowerCutFs {
             shared: shared.clone(),
             uid: meta.uid(),
@@ -74,8 +75,8 @@ impl PowerCut {
     /// [`PowerCut::mount`], or `None` after saying why the test `name` is
     /// skipped. In CI (`CI=true`) a mount failure panics instead: the
     /// power-cut tests must run there.
-    pub fn mount_or_skip(name: &str) -> Option<PowerCut> {
-        match PowerCut::mount() {
+    pub fn mount_or_skip(name: &str, rules: Rules) -> Option<PowerCut> {
+        match PowerCut::mount(rules) {
             Ok(p) => Some(p),
             Err(e) if std::env::var("CI").is_ok_and(|v| v == "true") => panic!(
                 "{name}: cannot mount the power-cut FUSE file system ({e}); CI must run as root \

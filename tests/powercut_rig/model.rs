@@ -1,12 +1,14 @@
 //! The power-cut file system without FUSE: an in-memory tree that keeps,
 //! next to what every process sees, what a power cut would leave.
 //!
-//! The durability model (strict POSIX, a little stricter than ext4):
-//! - `fsync` and `fdatasync` of a file make its content durable, and with
-//!   it every current name of the file in its directories (a new file, a
-//!   rename to it, the removal of the name it was renamed from). Nothing
-//!   else makes file content durable: `sync_file_range`, `close` and
-//!   `msync` never reach this file system.
+//! The durability model, in two strengths ([`Rules`]):
+//! - `fsync` and `fdatasync` of a file make its content durable. Nothing
+//!   else does: `sync_file_range`, `close` and `msync` never reach this
+//!   file system.
+//! - With [`Rules::Ext4`] they also make every current name of the file
+//!   durable (a new file, a rename to it, the removal of the name it was
+//!   renamed from), as ext4 does. With [`Rules::Posix`] they do not: only
+//!   a `fsync` of the directory does, which is all POSIX promises.
 //! - `fsync` of a directory makes its whole entry table durable: names
 //!   created, removed and renamed in or out of it.
 //! - A directory's own name becomes durable only by a `fsync` of its parent
@@ -21,6 +23,16 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ffi::{OsStr, OsString};
 use std::sync::Arc;
 use std::time::SystemTime;
+
+/// Which `fsync` makes a file's names durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Rules {
+    /// A `fsync` of the file or of its directory (ext4's behaviour).
+    #[default]
+    Ext4,
+    /// Only a `fsync` of the directory (POSIX's promise).
+    Posix,
+}
 
 /// An inode number.
 pub type Ino = u64;
@@ -196,6 +208,8 @@ pub struct Model {
     pub cuts: u64,
     /// Changing operations so far (what [`Trigger`]s count).
     pub ops: u64,
+    /// What makes names durable.
+    pub rules: Rules,
 }
 
 impl Default for Model {
@@ -218,6 +232,7 @@ impl Default for Model {
             tripped: false,
             cuts: 0,
             ops: 0,
+            rules: Rules::default(),
         }
     }
 }
@@ -534,7 +549,11 @@ impl Model {
         let is_dir = matches!(self.node(ino)?.body, Body::Dir { .. });
         if is_dir {
             self.gate_ino(Op::FsyncDir, ino)?;
-            if let Body::Dir { now, durable } = &mut self.nodes.get_mut(&ino).unwrap().body {
+            if let Some(Node {
+                body: Body::Dir { now, durable },
+                ..
+            }) = self.nodes.get_mut(&ino)
+            {
                 *durable = now.clone();
             }
             return Ok(());
@@ -543,11 +562,16 @@ impl Model {
         self.sync_file(ino)
     }
 
-    /// The file's content and its current names become durable; names it
-    /// no longer has stop being durable.
+    /// The file's content becomes durable; with [`Rules::Ext4`] also its
+    /// current names, and names it no longer has stop being durable.
     fn sync_file(&mut self, ino: Ino) -> Result<(), Error> {
-        if let Body::File { now, durable } = &mut self.nodes.get_mut(&ino).ok_or(Error::NotFound)?.body {
+        if let Body::File { now, durable } =
+            &mut self.nodes.get_mut(&ino).ok_or(Error::NotFound)?.body
+        {
             *durable = now.clone();
+        }
+        if self.rules == Rules::Posix {
+            return Ok(());
         }
         for node in self.nodes.values_mut() {
             if let Body::Dir { now, durable } = &mut node.body {
