@@ -127,6 +127,16 @@ impl PowerRun {
             .await
     }
 
+    /// [`PowerRun::cut_while_starting`] at each of the first `ops` file
+    /// operations in turn; returns how many cuts came at their operation.
+    async fn sweep_start(&self, ops: u64, hub_up: bool) -> u32 {
+        let mut at = 0;
+        for op in 1..=ops {
+            at += u32::from(self.cut_while_starting(op, hub_up).await);
+        }
+        at
+    }
+
     /// Starts tether, waits until it accepts messages (and, with the hub
     /// up, is connected), then lets it run and cuts the power: after
     /// `run`, or at the `op`-th changing file operation after that.
@@ -172,8 +182,9 @@ impl PowerRun {
     }
 
     /// Stops the load, starts tether with the hub up, waits until the
-    /// outbox drained and tallies what the subscriber got.
-    async fn finish(&mut self) -> Tally {
+    /// outbox drained and tallies what the subscriber got. Fails when the
+    /// log says a store was lost, or was moved aside unless `aside`.
+    async fn finish(&mut self, aside: bool) -> Tally {
         let accepted = match self.load.take() {
             Some(load) => load.stop().await,
             None => Vec::new(),
@@ -188,7 +199,12 @@ impl PowerRun {
         );
         let t = tally(&mut self.sub, &accepted, Duration::from_secs(30)).await;
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        for bad in ["moved aside", "lost writes", "not the one tether last ran with"] {
+        let bad = [
+            "moved aside",
+            "lost writes",
+            "not the one tether last ran with",
+        ];
+        for bad in bad.into_iter().skip(usize::from(aside)) {
             if let Some(at) = text.lines().position(|l| l.contains(bad)) {
                 let lines: Vec<&str> = text.lines().collect();
                 panic!(
@@ -215,10 +231,7 @@ async fn power_cuts(engine: &'static str) {
     let cycles: u32 = if long() { 150 } else { 12 };
     let mut run = PowerRun::new(engine, pc).await;
     run.start_load();
-    let mut at_start = 0;
-    for op in 1..=START_OPS {
-        at_start += u32::from(run.cut_while_starting(op, false).await);
-    }
+    let mut at_start = run.sweep_start(START_OPS, false).await;
     let mut rng = rand::thread_rng();
     for cycle in 0..cycles {
         let hub_up = cycle >= cycles / 2;
@@ -236,9 +249,11 @@ async fn power_cuts(engine: &'static str) {
         }
     }
     let (cuts, ops) = (run.pc.cuts(), run.pc.ops());
-    let t = run.finish().await;
+    let t = run.finish(false).await;
     t.report(
-        &format!("power cut ({engine}; {at_start} at a chosen start operation; {ops} file operations)"),
+        &format!(
+            "power cut ({engine}; {at_start} at a chosen start operation; {ops} file operations)"
+        ),
         usize::try_from(cuts).unwrap_or(usize::MAX),
     );
     assert!(t.accepted > 100, "{engine}: the load ran: {t:?}");
@@ -255,3 +270,42 @@ async fn power_cuts_lose_no_acknowledged_message_on_redb() {
     power_cuts("redb").await;
 }
 
+/// A store tether cannot open is moved aside and a new one started: cuts
+/// at every file operation of those starts lose nothing acknowledged
+/// afterwards, and the damaged store ends up moved aside exactly once (a
+/// move that a cut undid is done again, one that was durable is never
+/// repeated). The pattern for every scenario that needs a prepared store
+/// (an old format to migrate, a store to salvage): write it under
+/// `store_root()`, `settle()`, `sweep_start(..)`, `finish(..)`.
+#[tokio::test]
+async fn power_cuts_while_a_damaged_store_is_moved_aside_lose_nothing_acknowledged() {
+    let Some(pc) = PowerCut::mount_or_skip("outbox_powercut (moved aside)", Rules::Posix) else {
+        return;
+    };
+    let mut run = PowerRun::new("redb", pc).await;
+    let outbox = run.store_root().join("outbox");
+    std::fs::create_dir_all(&outbox).unwrap();
+    std::fs::write(outbox.join("outbox.redb"), vec![0x5A; 64 * 1024]).unwrap();
+    run.settle();
+    run.start_load();
+    let at_start = run.sweep_start(START_OPS, false).await;
+    let cuts = run.pc.cuts();
+    let t = run.finish(true).await;
+    t.report(
+        &format!("power cut (redb; damaged store moved aside; {at_start} at a chosen operation)"),
+        usize::try_from(cuts).unwrap_or(usize::MAX),
+    );
+    assert!(t.accepted > 0, "the load ran: {t:?}");
+    assert_eq!(t.lost, 0, "acknowledged messages lost: {t:?}");
+    let aside: Vec<_> = std::fs::read_dir(run.store_root())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("outbox.corrupt-")
+        })
+        .collect();
+    assert_eq!(aside.len(), 1, "moved aside once: {aside:?}");
+    assert!(aside[0].path().join("outbox.redb").exists());
+}

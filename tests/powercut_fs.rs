@@ -46,7 +46,10 @@ fn the_model_forgets_what_was_not_synced() {
     let (other, _) = m.create(ROOT, name("never-synced"), 0o644, false).unwrap();
     m.revert();
     assert_eq!(m.read(file.ino, 0, 100).unwrap(), b"synced");
-    assert_eq!(m.lookup(ROOT, name("never-synced")).unwrap_err(), Error::NotFound);
+    assert_eq!(
+        m.lookup(ROOT, name("never-synced")).unwrap_err(),
+        Error::NotFound
+    );
     assert_eq!(m.getattr(other.ino).unwrap_err(), Error::NotFound);
 }
 
@@ -84,7 +87,10 @@ fn the_model_persists_a_rename_by_a_fsync_of_the_renamed_file() {
     m.revert();
     let state = m.lookup(ROOT, name("state")).unwrap();
     assert_eq!(m.read(state.ino, 0, 10).unwrap(), b"new");
-    assert_eq!(m.lookup(ROOT, name("state.tmp")).unwrap_err(), Error::NotFound);
+    assert_eq!(
+        m.lookup(ROOT, name("state.tmp")).unwrap_err(),
+        Error::NotFound
+    );
 }
 
 #[test]
@@ -101,11 +107,16 @@ fn under_posix_rules_only_a_directory_fsync_makes_a_name_durable() {
     m.write(f.ino, fh, 0, b"data").unwrap();
     m.fsync(f.ino).unwrap();
     m.fsync(ROOT).unwrap();
-    m.rename((ROOT, name("f")), (ROOT, name("g")), false).unwrap();
+    m.rename((ROOT, name("f")), (ROOT, name("g")), false)
+        .unwrap();
     m.fsync(f.ino).unwrap();
     m.revert();
     let kept = m.lookup(ROOT, name("f")).unwrap();
-    assert_eq!(m.read(kept.ino, 0, 10).unwrap(), b"data", "the rename was not");
+    assert_eq!(
+        m.read(kept.ino, 0, 10).unwrap(),
+        b"data",
+        "the rename was not"
+    );
 }
 
 #[test]
@@ -156,8 +167,11 @@ fn a_mounted_file_system_forgets_unsynced_writes_at_a_cut() {
         return;
     };
     let root = pc.path();
-    let (unsynced, synced, datasynced) =
-        (root.join("unsynced"), root.join("synced"), root.join("data"));
+    let (unsynced, synced, datasynced) = (
+        root.join("unsynced"),
+        root.join("synced"),
+        root.join("data"),
+    );
     std::fs::write(&synced, b"old").unwrap();
     pc.settle();
 
@@ -176,7 +190,11 @@ fn a_mounted_file_system_forgets_unsynced_writes_at_a_cut() {
     pc.cut(&mut idle());
     assert_eq!(read(&unsynced), None, "never fsynced: gone");
     assert_eq!(read(&synced).as_deref(), Some(&b"new"[..]));
-    assert_eq!(read(&datasynced).as_deref(), Some(&b"kept"[..]), "fdatasync counts");
+    assert_eq!(
+        read(&datasynced).as_deref(),
+        Some(&b"kept"[..]),
+        "fdatasync counts"
+    );
 }
 
 #[test]
@@ -197,8 +215,16 @@ fn a_mounted_file_system_needs_a_directory_fsync_for_a_rename() {
     write_tmp(b"new");
     std::fs::rename(&tmp, &state).unwrap();
     pc.cut(&mut idle());
-    assert_eq!(read(&state).as_deref(), Some(&b"old"[..]), "rename not durable");
-    assert_eq!(read(&tmp).as_deref(), Some(&b"new"[..]), "the fsynced tmp is");
+    assert_eq!(
+        read(&state).as_deref(),
+        Some(&b"old"[..]),
+        "rename not durable"
+    );
+    assert_eq!(
+        read(&tmp).as_deref(),
+        Some(&b"new"[..]),
+        "the fsynced tmp is"
+    );
 
     write_tmp(b"newer");
     std::fs::rename(&tmp, &state).unwrap();
@@ -234,7 +260,11 @@ async fn an_armed_cut_kills_the_writer_before_its_third_fsync() {
     assert!(fired, "the child reached its third fsync");
     assert!(!child.try_wait().unwrap().unwrap().success(), "killed");
     let len = std::fs::metadata(&file).unwrap().len();
-    assert_eq!(len, 2 * 4096, "two fsynced blocks; the third was written, never synced");
+    assert_eq!(
+        len,
+        2 * 4096,
+        "two fsynced blocks; the third was written, never synced"
+    );
 }
 
 #[test]

@@ -133,8 +133,7 @@ impl PowerCut {
             if self.shared.lock().tripped {
                 break true;
             }
-            if matches!(child.try_wait(), Ok(Some(_))) || tokio::time::Instant::now() > deadline
-            {
+            if matches!(child.try_wait(), Ok(Some(_))) || tokio::time::Instant::now() > deadline {
                 break false;
             }
             tokio::time::sleep(Duration::from_millis(2)).await;

@@ -19,9 +19,8 @@
 //!   drops whatever is no longer reachable from the root. Permissions and
 //!   times are not modelled (they keep their latest value).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::ffi::{OsStr, OsString};
-use std::sync::Arc;
 use std::time::SystemTime;
 
 /// Which `fsync` makes a file's names durable.
@@ -34,11 +33,16 @@ pub enum Rules {
     Posix,
 }
 
+mod pages;
+mod power;
+
+pub use pages::Pages;
+pub use power::{Op, Trigger};
+
 /// An inode number.
 pub type Ino = u64;
 /// The mount point's inode.
 pub const ROOT: Ino = 1;
-const PAGE: usize = 4096;
 
 /// Why an operation failed (the FUSE adapter maps these to errno values).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,93 +61,6 @@ pub enum Error {
     Invalid,
     /// EIO: the power is off (between a cut's freeze and its revert).
     PoweredOff,
-}
-
-/// Operations that change something; a [`Trigger`] sees each of them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Op {
-    /// `write`.
-    Write,
-    /// `truncate`/`ftruncate`, `fallocate`.
-    Resize,
-    /// A new file.
-    Create,
-    /// `mkdir`.
-    Mkdir,
-    /// `unlink`, `rmdir`.
-    Remove,
-    /// `rename`.
-    Rename,
-    /// `fsync`/`fdatasync` of a file.
-    Fsync,
-    /// `fsync` of a directory.
-    FsyncDir,
-}
-
-/// Decides, for each changing operation and the name it concerns, whether
-/// the power fails just before it.
-pub type Trigger = Box<dyn FnMut(Op, &OsStr) -> bool + Send>;
-
-/// File contents as copy-on-write pages, so the durable snapshot shares
-/// every page not written since the last `fsync`.
-#[derive(Clone, Default)]
-pub struct Pages {
-    size: u64,
-    pages: BTreeMap<u64, Arc<[u8; PAGE]>>,
-}
-
-impl Pages {
-    /// The length in bytes.
-    pub fn size(&self) -> u64 {
-        self.size
-    }
-
-    /// Up to `len` bytes from `offset`.
-    pub fn read(&self, offset: u64, len: u64) -> Vec<u8> {
-        let end = offset.saturating_add(len).min(self.size);
-        if offset >= end {
-            return Vec::new();
-        }
-        let mut out = vec![0u8; usize::try_from(end - offset).unwrap_or(0)];
-        let step = PAGE as u64;
-        for (&n, page) in self.pages.range(offset / step..=(end - 1) / step) {
-            let (from, to) = ((n * step).max(offset), ((n + 1) * step).min(end));
-            let at = (from - n * step) as usize;
-            out[(from - offset) as usize..(to - offset) as usize]
-                .copy_from_slice(&page[at..at + (to - from) as usize]);
-        }
-        out
-    }
-
-    /// Writes `data` at `offset`, growing the file as needed.
-    pub fn write(&mut self, offset: u64, data: &[u8]) {
-        let step = PAGE as u64;
-        let mut done = 0usize;
-        while done < data.len() {
-            let at = offset + done as u64;
-            let (n, within) = (at / step, (at % step) as usize);
-            let take = (PAGE - within).min(data.len() - done);
-            let page = self
-                .pages
-                .entry(n)
-                .or_insert_with(|| Arc::new([0u8; PAGE]));
-            Arc::make_mut(page)[within..within + take].copy_from_slice(&data[done..done + take]);
-            done += take;
-        }
-        self.size = self.size.max(offset + data.len() as u64);
-    }
-
-    /// Sets the length; bytes past it are gone, a longer file reads zeros.
-    pub fn resize(&mut self, size: u64) {
-        let step = PAGE as u64;
-        if size < self.size {
-            self.pages.retain(|&n, _| n * step < size);
-            if let Some(last) = self.pages.get_mut(&(size / step)) {
-                Arc::make_mut(last)[(size % step) as usize..].fill(0);
-            }
-        }
-        self.size = size;
-    }
 }
 
 /// What a node holds now and what a cut would leave of it.
@@ -238,90 +155,6 @@ impl Default for Model {
 }
 
 impl Model {
-    /// Fails every operation from now on until [`Model::revert`].
-    pub fn freeze(&mut self) {
-        self.frozen = true;
-    }
-
-    /// Arms `trigger`: the first operation it accepts is not applied; the
-    /// file system freezes instead and sets [`Model::tripped`].
-    pub fn arm(&mut self, trigger: Trigger) {
-        self.trigger = Some(trigger);
-        self.tripped = false;
-    }
-
-    /// Drops an armed trigger that did not fire.
-    pub fn disarm(&mut self) {
-        self.trigger = None;
-    }
-
-    /// The power cut: every node back at its durable state, the
-    /// unreachable ones gone, no open files; then the power is back.
-    pub fn revert(&mut self) {
-        for node in self.nodes.values_mut() {
-            match &mut node.body {
-                Body::File { now, durable } => *now = durable.clone(),
-                Body::Dir { now, durable } => *now = durable.clone(),
-            }
-        }
-        self.handles.clear();
-        self.collect();
-        self.trigger = None;
-        self.tripped = false;
-        self.frozen = false;
-        self.cuts += 1;
-    }
-
-    /// Makes everything durable, as if every file and directory had been
-    /// fsynced (for what a test prepares before starting tether).
-    pub fn settle(&mut self) {
-        for node in self.nodes.values_mut() {
-            match &mut node.body {
-                Body::File { now, durable } => *durable = now.clone(),
-                Body::Dir { now, durable } => *durable = now.clone(),
-            }
-        }
-        self.collect();
-    }
-
-    /// Lets an operation through, or fails it while the power is off or
-    /// when the trigger fires on it.
-    fn gate(&mut self, op: Option<(Op, &OsStr)>) -> Result<(), Error> {
-        if self.frozen {
-            return Err(Error::PoweredOff);
-        }
-        self.ops += u64::from(op.is_some());
-        if let (Some((op, name)), Some(trigger)) = (op, self.trigger.as_mut()) {
-            if trigger(op, name) {
-                self.trigger = None;
-                self.frozen = true;
-                self.tripped = true;
-                return Err(Error::PoweredOff);
-            }
-        }
-        Ok(())
-    }
-
-    /// Gate for an operation on `ino`, named by one of its current names.
-    fn gate_ino(&mut self, op: Op, ino: Ino) -> Result<(), Error> {
-        let name = if self.trigger.is_none() {
-            OsString::new()
-        } else {
-            self.name_of(ino).unwrap_or_default()
-        };
-        self.gate(Some((op, &name)))
-    }
-
-    fn name_of(&self, ino: Ino) -> Option<OsString> {
-        self.nodes.values().find_map(|n| match &n.body {
-            Body::Dir { now, .. } => now
-                .iter()
-                .find(|(_, &i)| i == ino)
-                .map(|(name, _)| name.clone()),
-            Body::File { .. } => None,
-        })
-    }
-
     fn node(&self, ino: Ino) -> Result<&Node, Error> {
         self.nodes.get(&ino).ok_or(Error::NotFound)
     }
@@ -514,7 +347,11 @@ impl Model {
         self.gate_ino(Op::Write, ino)?;
         self.pages_mut(ino)?.write(offset, data);
         self.touch(ino);
-        if self.handles.get(&fh).is_some_and(|h| h.sync && h.ino == ino) {
+        if self
+            .handles
+            .get(&fh)
+            .is_some_and(|h| h.sync && h.ino == ino)
+        {
             self.sync_file(ino)?;
         }
         Ok(())
@@ -542,63 +379,5 @@ impl Model {
         if let Some(n) = self.nodes.get_mut(&ino) {
             n.mtime = SystemTime::now();
         }
-    }
-
-    /// `fsync`/`fdatasync` of a file, or `fsync` of a directory.
-    pub fn fsync(&mut self, ino: Ino) -> Result<(), Error> {
-        let is_dir = matches!(self.node(ino)?.body, Body::Dir { .. });
-        if is_dir {
-            self.gate_ino(Op::FsyncDir, ino)?;
-            if let Some(Node {
-                body: Body::Dir { now, durable },
-                ..
-            }) = self.nodes.get_mut(&ino)
-            {
-                *durable = now.clone();
-            }
-            return Ok(());
-        }
-        self.gate_ino(Op::Fsync, ino)?;
-        self.sync_file(ino)
-    }
-
-    /// The file's content becomes durable; with [`Rules::Ext4`] also its
-    /// current names, and names it no longer has stop being durable.
-    fn sync_file(&mut self, ino: Ino) -> Result<(), Error> {
-        if let Body::File { now, durable } =
-            &mut self.nodes.get_mut(&ino).ok_or(Error::NotFound)?.body
-        {
-            *durable = now.clone();
-        }
-        if self.rules == Rules::Posix {
-            return Ok(());
-        }
-        for node in self.nodes.values_mut() {
-            if let Body::Dir { now, durable } = &mut node.body {
-                durable.retain(|name, i| *i != ino || now.get(name) == Some(&ino));
-                for (name, _) in now.iter().filter(|(_, &i)| i == ino) {
-                    durable.insert(name.clone(), ino);
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Drops nodes no name (current or durable) and no open file reaches.
-    fn collect(&mut self) {
-        let mut seen: HashSet<Ino> = self.handles.values().map(|h| h.ino).collect();
-        let mut todo = vec![ROOT];
-        todo.extend(seen.iter().copied());
-        while let Some(ino) = todo.pop() {
-            seen.insert(ino);
-            if let Some(Node {
-                body: Body::Dir { now, durable },
-                ..
-            }) = self.nodes.get(&ino)
-            {
-                todo.extend(now.values().chain(durable.values()).filter(|i| !seen.contains(i)));
-            }
-        }
-        self.nodes.retain(|ino, _| seen.contains(ino));
     }
 }
