@@ -41,7 +41,7 @@ use super::failure_page::{
     gather, next_link, parse_query, AferoFailure, ListQuery, Order, Page, QueryError, CHUNK,
     LIST_BYTES, LIST_CAP,
 };
-use crate::outbox::{Core, FailureIds, Intake, PushFailure, StoreError};
+use crate::outbox::{Core, Intake, IntakeError, PushFailure, StoreError};
 
 /// Page size of `/v1/pushFailures` without `limit`.
 const LEGACY_PAGE: usize = 50;
@@ -90,77 +90,113 @@ struct ReplayQuery {
     partner_id: Option<String>,
 }
 
-/// A handler's answer; `Err` carries the error answer.
-type Answer = Result<Response, Response>;
-
-fn answer(a: Answer) -> Response {
-    a.unwrap_or_else(|e| e)
+/// Why a failure route could not do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum FailureApiError {
+    /// The store failed: 500.
+    #[error("the outbox store failed: {0}")]
+    Store(#[from] StoreError),
+    /// No such failure (for that partner): 404.
+    #[error("no push failure {id:?}{}", whose(partner.as_deref()))]
+    NotFound {
+        /// The id asked for.
+        id: String,
+        /// The partner of the path, if any.
+        partner: Option<String>,
+    },
+    /// The partner is not an outbox sink: 404.
+    #[error("partnerId {partner:?} is not an outbox sink of this tether")]
+    UnknownPartner {
+        /// The partner asked for.
+        partner: String,
+        /// The sinks there are.
+        known: Vec<String>,
+    },
+    /// A query parameter is unusable: 400.
+    #[error(transparent)]
+    Query(#[from] QueryError),
+    /// A replay was not accepted (the intake's status).
+    #[error(transparent)]
+    Intake(#[from] IntakeError),
+    /// The listing task died: 500.
+    #[error("listing the push failures failed: {0}")]
+    Task(String),
 }
 
-fn store_error(e: &StoreError) -> Response {
-    (
-        StatusCode::INTERNAL_SERVER_ERROR,
-        Json(json!({"error": format!("the outbox store failed: {e}")})),
-    )
-        .into_response()
+fn whose(partner: Option<&str>) -> String {
+    partner.map_or(String::new(), |p| format!(" of partnerId {p:?}"))
 }
 
-fn not_found(id: &str, partner: Option<&str>) -> Response {
-    let whose = partner.map_or(String::new(), |p| format!(" of partnerId {p:?}"));
-    (
-        StatusCode::NOT_FOUND,
-        Json(json!({
-            "error": "not found",
-            "partnerPushFailureId": id,
-            "detail": format!(
-                "no push failure {id:?}{whose}: it was deleted, replayed or purged after \
-                 store.failure_ttl, or never existed; list them again for current ids"
+impl IntoResponse for FailureApiError {
+    fn into_response(self) -> Response {
+        let msg = self.to_string();
+        let (code, body) = match self {
+            Self::NotFound { id, .. } => (
+                StatusCode::NOT_FOUND,
+                json!({
+                    "error": "not found",
+                    "partnerPushFailureId": id,
+                    "detail": format!(
+                        "{msg}: it was deleted, replayed or purged after store.failure_ttl, or \
+                         never existed; list them again for current ids"
+                    ),
+                }),
             ),
-        })),
-    )
-        .into_response()
-}
-
-fn bad_query(e: &QueryError) -> Response {
-    (
-        StatusCode::BAD_REQUEST,
-        Json(json!({"error": "invalid query", "field": e.field, "detail": e.detail})),
-    )
-        .into_response()
-}
-
-fn known_partner(core: &Core, partner: &str) -> Result<(), Response> {
-    if core.sink_id(partner).is_some() {
-        return Ok(());
+            Self::UnknownPartner { partner, known } => (
+                StatusCode::NOT_FOUND,
+                json!({
+                    "error": "unknown partnerId",
+                    "partnerId": partner,
+                    "detail": format!("{msg}; the partners here are: {}", known.join(", ")),
+                }),
+            ),
+            Self::Query(e) => (
+                StatusCode::BAD_REQUEST,
+                json!({"error": "invalid query", "field": e.field, "detail": e.detail}),
+            ),
+            Self::Intake(e) => return intake_error(&e),
+            Self::Store(_) | Self::Task(_) => {
+                (StatusCode::INTERNAL_SERVER_ERROR, json!({"error": msg}))
+            }
+        };
+        (code, Json(body)).into_response()
     }
-    Err((
-        StatusCode::NOT_FOUND,
-        Json(json!({
-            "error": "unknown partnerId",
-            "partnerId": partner,
-            "detail": format!(
-                "partnerId {partner:?} is not an outbox sink of this tether; the partners here \
-                 are: {}",
-                core.sink_names().join(", ")
-            ),
-        })),
-    )
-        .into_response())
 }
 
-fn failure_ids(core: &Core) -> Result<FailureIds, Response> {
-    core.failure_ids().map_err(|e| store_error(&e))
+/// A handler's answer.
+type Answer = Result<Response, FailureApiError>;
+
+fn not_found(id: &str, partner: Option<&str>) -> FailureApiError {
+    FailureApiError::NotFound {
+        id: id.to_string(),
+        partner: partner.map(str::to_string),
+    }
+}
+
+fn known_partner(core: &Core, partner: &str) -> Result<(), FailureApiError> {
+    match core.sink_id(partner) {
+        Some(_) => Ok(()),
+        None => Err(FailureApiError::UnknownPartner {
+            partner: partner.to_string(),
+            known: core.sink_names(),
+        }),
+    }
 }
 
 /// The failure `id` names, if it exists and belongs to `partner` (any
 /// partner when `None`).
-fn find(core: &Core, partner: Option<&str>, id: &str) -> Result<(u64, PushFailure), Response> {
-    let missing = || not_found(id, partner);
-    let n = failure_ids(core)?.number(id).ok_or_else(missing)?;
-    let f = core.failure(n).map_err(|e| store_error(&e))?;
-    match f {
+fn find(
+    core: &Core,
+    partner: Option<&str>,
+    id: &str,
+) -> Result<(u64, PushFailure), FailureApiError> {
+    let n = core
+        .failure_ids()?
+        .number(id)
+        .ok_or_else(|| not_found(id, partner))?;
+    match core.failure(n)? {
         Some(f) if partner.is_none_or(|p| p == f.partner_id) => Ok((n, f)),
-        _ => Err(missing()),
+        _ => Err(not_found(id, partner)),
     }
 }
 
@@ -170,7 +206,7 @@ async fn page(
     order: Order,
     partner: Option<String>,
     q: ListQuery,
-) -> Result<Page, Response> {
+) -> Result<Page, FailureApiError> {
     let newest_first = order == Order::NewestFirst;
     let work = move || {
         gather(
@@ -183,13 +219,8 @@ async fn page(
         )
     };
     match tokio::task::spawn_blocking(work).await {
-        Ok(Ok(p)) => Ok(p),
-        Ok(Err(e)) => Err(store_error(&e)),
-        Err(e) => Err((
-            StatusCode::INTERNAL_SERVER_ERROR,
-            Json(json!({"error": format!("listing the push failures failed: {e}")})),
-        )
-            .into_response()),
+        Ok(p) => Ok(p?),
+        Err(e) => Err(FailureApiError::Task(e.to_string())),
     }
 }
 
@@ -197,18 +228,10 @@ async fn list_partner(
     State(api): State<Arc<FailuresApi>>,
     Path(partner): Path<String>,
     Query(q): Query<HashMap<String, String>>,
-) -> Response {
-    answer(list_partner_inner(api, partner, q).await)
-}
-
-async fn list_partner_inner(
-    api: Arc<FailuresApi>,
-    partner: String,
-    q: HashMap<String, String>,
 ) -> Answer {
     known_partner(&api.core, &partner)?;
-    let ids = failure_ids(&api.core)?;
-    let q = parse_query(&q, &ids, LIST_CAP).map_err(|e| bad_query(&e))?;
+    let ids = api.core.failure_ids()?;
+    let q = parse_query(&q, &ids, LIST_CAP)?;
     let p = page(
         api.core.clone(),
         Order::OldestFirst,
@@ -238,13 +261,9 @@ async fn list_partner_inner(
 async fn list_all(
     State(api): State<Arc<FailuresApi>>,
     Query(q): Query<HashMap<String, String>>,
-) -> Response {
-    answer(list_all_inner(api, q).await)
-}
-
-async fn list_all_inner(api: Arc<FailuresApi>, q: HashMap<String, String>) -> Answer {
-    let ids = failure_ids(&api.core)?;
-    let q = parse_query(&q, &ids, LEGACY_PAGE).map_err(|e| bad_query(&e))?;
+) -> Answer {
+    let ids = api.core.failure_ids()?;
+    let q = parse_query(&q, &ids, LEGACY_PAGE)?;
     let p = page(api.core.clone(), Order::NewestFirst, None, q).await?;
     let more = p.more;
     let list: Vec<AferoFailure> = p
@@ -267,7 +286,7 @@ fn show_inner(core: &Core, partner: Option<&str>, id: &str) -> Answer {
     if let Some(p) = partner {
         known_partner(core, p)?;
     }
-    let ids = failure_ids(core)?;
+    let ids = core.failure_ids()?;
     let (number, failure) = find(core, partner, id)?;
     Ok(Json(AferoFailure::new(&ids, number, failure)).into_response())
 }
@@ -277,11 +296,11 @@ fn delete_inner(core: &Core, partner: Option<&str>, id: &str) -> Answer {
         known_partner(core, p)?;
     }
     let (n, _) = find(core, partner, id)?;
-    match core.delete_failure(n) {
-        Ok(true) => Ok(StatusCode::NO_CONTENT.into_response()),
+    if core.delete_failure(n)? {
+        Ok(StatusCode::NO_CONTENT.into_response())
+    } else {
         // Deleted meanwhile by another request: only one of them wins.
-        Ok(false) => Err(not_found(id, partner)),
-        Err(e) => Err(store_error(&e)),
+        Err(not_found(id, partner))
     }
 }
 
@@ -292,11 +311,8 @@ async fn replay_one_inner(api: &FailuresApi, partner: Option<&str>, id: &str) ->
     let (n, f) = find(&api.core, partner, id)?;
     // Enqueued durably first, then the failure goes: a crash in between
     // leaves both (a possible duplicate), never neither.
-    api.intake
-        .submit(vec![Core::replay_message(&f)])
-        .await
-        .map_err(|e| intake_error(&e))?;
-    api.core.delete_failure(n).map_err(|e| store_error(&e))?;
+    api.intake.submit(vec![Core::replay_message(&f)]).await?;
+    api.core.delete_failure(n)?;
     Ok((StatusCode::ACCEPTED, Json(json!({"replayed": 1}))).into_response())
 }
 
@@ -307,10 +323,7 @@ async fn replay_many(api: &FailuresApi, partner: Option<&str>) -> Answer {
     let mut before: Option<u64> = None;
     let mut replayed = 0usize;
     loop {
-        let rows = api
-            .core
-            .failure_rows(None, before, CHUNK, true)
-            .map_err(|e| store_error(&e))?;
+        let rows = api.core.failure_rows(None, before, CHUNK, true)?;
         let Some(last) = rows.last() else { break };
         before = Some(last.number);
         let exhausted = rows.len() < CHUNK;
@@ -323,14 +336,9 @@ async fn replay_many(api: &FailuresApi, partner: Option<&str>) -> Answer {
                 .iter()
                 .map(|r| Core::replay_message(&r.failure))
                 .collect();
-            api.intake
-                .submit(msgs)
-                .await
-                .map_err(|e| intake_error(&e))?;
+            api.intake.submit(msgs).await?;
             for r in &chosen {
-                api.core
-                    .delete_failure(r.number)
-                    .map_err(|e| store_error(&e))?;
+                api.core.delete_failure(r.number)?;
             }
             replayed += chosen.len();
         }
@@ -344,48 +352,46 @@ async fn replay_many(api: &FailuresApi, partner: Option<&str>) -> Answer {
 async fn show_partner(
     State(api): State<Arc<FailuresApi>>,
     Path((partner, id)): Path<(String, String)>,
-) -> Response {
-    answer(show_inner(&api.core, Some(&partner), &id))
+) -> Answer {
+    show_inner(&api.core, Some(&partner), &id)
 }
 
 async fn delete_partner(
     State(api): State<Arc<FailuresApi>>,
     Path((partner, id)): Path<(String, String)>,
-) -> Response {
-    answer(delete_inner(&api.core, Some(&partner), &id))
+) -> Answer {
+    delete_inner(&api.core, Some(&partner), &id)
 }
 
 async fn replay_one_partner(
     State(api): State<Arc<FailuresApi>>,
     Path((partner, id)): Path<(String, String)>,
-) -> Response {
-    answer(replay_one_inner(&api, Some(&partner), &id).await)
+) -> Answer {
+    replay_one_inner(&api, Some(&partner), &id).await
 }
 
 async fn replay_partner(
     State(api): State<Arc<FailuresApi>>,
     Path(partner): Path<String>,
-) -> Response {
-    if let Err(e) = known_partner(&api.core, &partner) {
-        return e;
-    }
-    answer(replay_many(&api, Some(&partner)).await)
+) -> Answer {
+    known_partner(&api.core, &partner)?;
+    replay_many(&api, Some(&partner)).await
 }
 
-async fn show(State(api): State<Arc<FailuresApi>>, Path(id): Path<String>) -> Response {
-    answer(show_inner(&api.core, None, &id))
+async fn show(State(api): State<Arc<FailuresApi>>, Path(id): Path<String>) -> Answer {
+    show_inner(&api.core, None, &id)
 }
 
-async fn delete(State(api): State<Arc<FailuresApi>>, Path(id): Path<String>) -> Response {
-    answer(delete_inner(&api.core, None, &id))
+async fn delete(State(api): State<Arc<FailuresApi>>, Path(id): Path<String>) -> Answer {
+    delete_inner(&api.core, None, &id)
 }
 
-async fn replay_one(State(api): State<Arc<FailuresApi>>, Path(id): Path<String>) -> Response {
-    answer(replay_one_inner(&api, None, &id).await)
+async fn replay_one(State(api): State<Arc<FailuresApi>>, Path(id): Path<String>) -> Answer {
+    replay_one_inner(&api, None, &id).await
 }
 
-async fn replay_all(State(api): State<Arc<FailuresApi>>, Query(q): Query<ReplayQuery>) -> Response {
-    answer(replay_many(&api, q.partner_id.as_deref()).await)
+async fn replay_all(State(api): State<Arc<FailuresApi>>, Query(q): Query<ReplayQuery>) -> Answer {
+    replay_many(&api, q.partner_id.as_deref()).await
 }
 
 async fn stats(State(api): State<Arc<FailuresApi>>) -> Response {

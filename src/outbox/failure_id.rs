@@ -120,6 +120,12 @@ mod tests {
     }
 
     #[test]
+    fn a_small_number_reads_at_the_end_of_its_uuid() {
+        let u = FailureIds::for_store(STORE).uuid(7).to_string();
+        assert!(u.ends_with("-8000-000000000007"), "{u}");
+    }
+
+    #[test]
     fn the_same_store_always_gives_the_same_uuids_and_numbers_differ() {
         let a = FailureIds::for_store(STORE);
         assert_eq!(a.uuid(7), FailureIds::for_store(STORE).uuid(7));
