@@ -10,7 +10,8 @@ use super::keys;
 use super::message::{unix_ms, NewMessage, Stored};
 use super::store::{Batch, StoreError};
 
-/// One push failure, as Afero's failure API shows it.
+/// One push failure as stored: Afero's fields plus what a replay needs.
+/// The admin API shows it in Afero's exact shape (`admin::failure_page`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PushFailure {
