@@ -135,11 +135,7 @@ mod tests {
         let now = core.lock().ages.now_ms();
         let age = now - stored.accepted_ms;
         assert!((600_000..610_000).contains(&age), "age {age}");
-        let listed = core
-            .list_failures(10, None)
-            .unwrap()
-            .push_failures
-            .remove(0);
+        let listed = core.failure(1).unwrap().expect("failure number 1");
         assert_eq!(listed.message_id, failure.message_id);
         assert_eq!(listed.partner_push_failure_id, "1", "a new number");
         let kept = core.storage.get(&key).unwrap().unwrap();

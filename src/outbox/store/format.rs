@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::open_marker::{self, guarded_open};
-use super::{redb_store, Batch, RedbStorage, Reopening, SledStorage, Storage, StoreError};
+use super::{durable, redb_store, Batch, RedbStorage, Reopening, SledStorage, Storage, StoreError};
 use crate::config::StoreEngine;
 
 /// The layout this build writes (see `outbox::keys`).
@@ -90,9 +90,9 @@ fn set_aside(root: &Path, dir: &Path, now_unix: u64) -> Result<Option<PathBuf>, 
         n += 1;
     }
     std::fs::rename(dir, &aside).map_err(StoreError::from_io)?;
-    if let Ok(d) = std::fs::File::open(root) {
-        d.sync_all().map_err(StoreError::from_io)?;
-    }
+    // Durable before the new store accepts anything: else a power cut
+    // brings the old directory back over the new one.
+    durable::sync_dir(root).map_err(StoreError::from_io)?;
     Ok(Some(aside))
 }
 

@@ -97,7 +97,7 @@ pub(crate) fn guarded_open<T>(
     let marker = root.join(OPENING_MARKER);
     // Best effort: without the marker, a panic now (where panics abort)
     // only costs another try at the next start.
-    let _ = std::fs::create_dir_all(root);
+    let _ = super::durable::create_dir_all(root);
     let _ = std::fs::write(&marker, OPENING);
     let result = with_panic_record(&marker, || {
         panic::catch_unwind(panic::AssertUnwindSafe(open))
