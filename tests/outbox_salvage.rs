@@ -439,3 +439,48 @@ fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+/// A store the other engine wrote imports too (a way to switch engines
+/// without losing the queue).
+#[tokio::test]
+async fn a_store_of_the_other_engine_imports() {
+    let other = if redb() { "sled" } else { "redb" };
+    let mut broker = Broker::start(broker_options());
+    let src = tempfile::tempdir().unwrap();
+    let (cfg, log, addr) = daemon_config(src.path(), broker.plain_port());
+    let text: String = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.starts_with("engine ="))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let text = text.replace("[store]\n", &format!("[store]\nengine = \"{other}\"\n"));
+    std::fs::write(&cfg, text).unwrap();
+    let http = client();
+    broker.kill();
+    let mut t = Tether::start(&cfg, &log);
+    wait_up(&http, addr).await;
+    let ids = queue(&http, addr, 300).await;
+    t.kill();
+    drop(broker);
+    let mut q = queued(0).await;
+    q.ids = ids;
+    let t = Tether::start(&q.cfg, &q.log);
+    wait_up(&q.http, q.addr).await;
+    let out = Command::new(env!("CARGO_BIN_EXE_tether"))
+        .args(["outbox", "import"])
+        .arg(src.path().join("store").join("outbox"))
+        .arg("-c")
+        .arg(&q.cfg)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let o: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(o["messages"], 300, "{o}");
+    q.all_delivered(t).await;
+}
