@@ -97,6 +97,20 @@ async fn killed_any_number_of_times_while_opening_the_backlog_is_delivered() {
     );
     let t = tally(&mut sub, &accepted, Duration::from_secs(30)).await;
     t.report("SIGKILL while opening", kills);
+    // Each start after a kill mid-open says so; two in a row is what the
+    // old crash count took for a corrupt store. Every start first warns
+    // about the test config's mode, which splits the log into starts.
+    let starts: Vec<bool> = text
+        .split("holds inline secrets")
+        .skip(1)
+        .map(|run| run.contains("an earlier open of the outbox store was interrupted"))
+        .collect();
+    let in_row = starts.windows(2).filter(|w| w[0] && w[1]).count();
+    eprintln!(
+        "interrupted opens: {} in {} starts, {in_row} twice in a row",
+        starts.iter().filter(|i| **i).count(),
+        starts.len()
+    );
     assert_eq!(t.lost, 0, "{t:?}\n{tail}");
     assert!(!text.contains("moved aside"), "nothing set aside:\n{tail}");
     let aside: Vec<_> = std::fs::read_dir(dir.path().join("store"))
