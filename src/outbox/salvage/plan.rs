@@ -132,11 +132,6 @@ impl Plan {
         self.progress.resume
     }
 
-    /// The progress so far (including what is not yet imported).
-    pub fn progress(&self) -> &Progress {
-        &self.progress
-    }
-
     /// A message record from the stream.
     pub fn message(&mut self, seq: u64, record: &[u8]) {
         if seq <= self.progress.resume.after_seq {
