@@ -10,6 +10,7 @@ use uuid::Uuid;
 use super::core::Core;
 use super::keys::SegKey;
 use super::message::NewMessage;
+use super::salvage::{ImportBatch, Undo};
 use super::store::StoreError;
 
 /// Sent back for each accepted message.
@@ -61,6 +62,25 @@ impl From<StoreError> for IntakeError {
     }
 }
 
+/// One request to the writer: new messages, or a group carried over from
+/// another store (salvage, import) with the progress it completes.
+pub(crate) enum Request {
+    /// Messages accepted now.
+    New(Vec<NewMessage>),
+    /// Records imported from another store.
+    Import(Box<ImportBatch>),
+}
+
+impl Request {
+    /// Messages it carries.
+    pub fn len(&self) -> usize {
+        match self {
+            Request::New(m) => m.len(),
+            Request::Import(b) => b.messages.len() + b.failures.len(),
+        }
+    }
+}
+
 /// The result of [`Core::append`]: one answer per request, what the batch
 /// wrote (for a rollback when it does not reach the disk), and why the
 /// engine refused the batch, if it did (then nothing was written).
@@ -68,13 +88,15 @@ pub(crate) struct Appended {
     pub answers: Vec<Result<Vec<Receipt>, IntakeError>>,
     pub written: Vec<(u64, u64)>,
     pub segments: Vec<SegKey>,
+    /// What undoes the imports' other writes (failures, progress).
+    pub undo: Undo,
     pub next_seq: u64,
     pub refused: Option<StoreError>,
 }
 
 impl Core {
     /// Applies one group of requests as a single batch (not yet durable).
-    pub(crate) fn append(&self, jobs: Vec<Vec<NewMessage>>) -> Appended {
+    pub(crate) fn append(&self, jobs: Vec<Request>) -> Appended {
         let disk = self.disk_bytes();
         let w = self.writing();
         let mut st = w.state();
@@ -88,28 +110,28 @@ impl Core {
         // record PUBACKs meanwhile (the write order keeps other writers out).
         drop(st);
         let refused = w.apply(batch).err();
-        if refused.is_some() {
-            self.rollback_with(&w, &accepted.written, &accepted.segments);
-        }
-        let (written, segments) = if refused.is_some() {
-            (Vec::new(), Vec::new())
+        let (written, segments, undo) = if refused.is_some() {
+            self.rollback_with(&w, &accepted.written, &accepted.segments, accepted.undo);
+            (Vec::new(), Vec::new(), Undo::default())
         } else {
-            (accepted.written, accepted.segments)
+            (accepted.written, accepted.segments, accepted.undo)
         };
         Appended {
             answers: accepted.answers,
             written,
             segments,
+            undo,
             next_seq: accepted.next_seq,
             refused,
         }
     }
 
     /// Undoes appended messages that did not reach the disk: they count as
-    /// done everywhere and are removed, so nothing half-written is sent.
-    pub(crate) fn rollback(&self, written: &[(u64, u64)], segments: &[SegKey]) {
+    /// done everywhere and are removed, so nothing half-written is sent;
+    /// `undo` takes back the imports' other writes.
+    pub(crate) fn rollback(&self, written: &[(u64, u64)], segments: &[SegKey], undo: Undo) {
         let w = self.writing();
-        self.rollback_with(&w, written, segments);
+        self.rollback_with(&w, written, segments, undo);
     }
 
     fn rollback_with(
@@ -117,9 +139,10 @@ impl Core {
         w: &super::core::Writing<'_>,
         written: &[(u64, u64)],
         segments: &[SegKey],
+        undo: Undo,
     ) {
         let mut st = w.state();
-        let Some(batch) = st.ledger.rollback(written, segments) else {
+        let Some(batch) = st.ledger.rollback(written, segments, undo) else {
             return;
         };
         let batch = st.seal(batch);

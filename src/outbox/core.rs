@@ -129,14 +129,19 @@ impl Core {
         clock: SharedClock,
     ) -> Result<Self, StoreError> {
         let (ledger, batch) = Ledger::load(storage.as_ref(), sinks, limits(&settings))?;
+        let cap = settings.ttl.max(settings.failure_ttl);
         let checkpoint = match storage.get(keys::CLOCK)? {
-            Some(v) => Some(
-                Checkpoint::decode(&v)
-                    .ok_or_else(|| StoreError::Corrupt("k:clock is malformed".into()))?,
-            ),
-            None => None,
+            Some(v) => Checkpoint::decode(&v)
+                .ok_or_else(|| StoreError::Corrupt("k:clock is malformed".into()))?,
+            // A new store's clock starts one cap in, not at 0, so records
+            // imported from another store (salvage) can be stamped up to
+            // one cap back.
+            None => Checkpoint {
+                store_ms: cap.as_millis().min(u128::from(u64::MAX)) as u64,
+                ..Checkpoint::default()
+            },
         };
-        let ages = AgeClock::resume(clock, checkpoint, settings.ttl.max(settings.failure_ttl));
+        let ages = AgeClock::resume(clock, Some(checkpoint), cap);
         let next_seq = ledger.next_seq;
         let mut state = State { ledger, ages };
         storage.apply(state.seal(batch))?;
@@ -370,7 +375,7 @@ mod tests {
         let msgs = (0..6)
             .map(|i| NewMessage::json("attribute", &serde_json::json!({ "i": i })))
             .collect();
-        let appended = core.append(vec![msgs]);
+        let appended = core.append(vec![crate::outbox::append::Request::New(msgs)]);
         core.set_durable(appended.next_seq);
         let mut read: VecDeque<Stored> = core.read(0, 0, 10).unwrap().into();
         let seqs: Vec<u64> = read.iter().map(|m| m.seq).collect();
@@ -389,7 +394,7 @@ mod tests {
         let msgs: Vec<NewMessage> = (0..1000)
             .map(|i| NewMessage::json("attribute", &serde_json::json!({ "i": i })))
             .collect();
-        let appended = core.append(vec![msgs]);
+        let appended = core.append(vec![crate::outbox::append::Request::New(msgs)]);
         assert!(appended.segments.len() > 3, "{}", appended.segments.len());
         core.set_durable(appended.next_seq);
         let mut after = 0;
@@ -409,7 +414,7 @@ mod tests {
         let msgs: Vec<NewMessage> = (0..3000)
             .map(|i| NewMessage::json("attribute", &serde_json::json!({ "i": i })))
             .collect();
-        let appended = core.append(vec![msgs]);
+        let appended = core.append(vec![crate::outbox::append::Request::New(msgs)]);
         core.set_durable(appended.next_seq);
         let acked: Vec<(u64, u64)> = (2..3000).map(|seq| (seq, 1)).collect();
         core.delivered(0, &acked);

@@ -12,12 +12,15 @@
 //!   and time in, batches and outcomes out. [`core`](self::core) is the thin
 //!   shell that locks it, applies its batches in order and reads segments;
 //!   [`append`](self::append), `maintain` and [`failures`] are its entry
-//!   points for intake, upkeep and the failure API; [`ages`] the age clock.
+//!   points for intake, upkeep and the failure API ([`failure_id`] their
+//!   UUIDs); [`ages`] the age clock.
 //! - [`highwater`]: the record outside the store that notices messages
 //!   lost between runs in ways the engine does not report.
 //! - [`intake`]: group commit (one writer thread, one sync per group).
 //! - [`hub_sink`], [`webhook`]: delivery tasks, one per sink.
 //! - [`metrics`]: Prometheus text and `/healthz`; [`cli`]: the CLI's client.
+//! - [`salvage`]: importing the readable records of a set-aside (or copied)
+//!   store into the running one, in the background.
 //!
 //! Design notes:
 //! - *Accepted means durable*: intake answers only after the group's batch
@@ -46,17 +49,19 @@ pub mod ages;
 pub mod append;
 pub mod cli;
 pub mod core;
+pub mod failure_id;
 pub mod failures;
 pub mod highwater;
 pub mod hub_sink;
 pub mod intake;
 pub mod keys;
-mod ledger;
+pub(crate) mod ledger;
 mod maintain;
 pub mod message;
 pub mod metrics;
 mod migrate;
 pub mod pacing;
+pub mod salvage;
 pub mod segment;
 pub mod store;
 pub mod webhook;
@@ -79,7 +84,8 @@ use self::highwater::HighWater;
 
 pub use self::append::{IntakeError, Receipt};
 pub use self::core::{Core, Settings, SinkId};
-pub use self::failures::{FailurePage, PushFailure};
+pub use self::failure_id::FailureIds;
+pub use self::failures::{FailureRow, PushFailure};
 pub use self::hub_sink::HubSinkOptions;
 pub use self::intake::Intake;
 pub use self::maintain::{SinkStats, Stats};
@@ -161,11 +167,8 @@ impl Outbox {
         })?;
         let (core, verdict) = opened.value;
         match (&opened.moved_aside, verdict.loss) {
-            (Some(aside), _) => core.counters.store_lost(format!(
-                "the outbox store could not be opened and was moved aside to {}; its messages \
-                 will not be delivered",
-                aside.display()
-            )),
+            // Salvage reports what the set-aside store still held.
+            (Some(_), _) => {}
             (None, Some(loss)) => {
                 error!("{loss}; tether continues with what the store still holds");
                 core.counters.store_lost(loss);

@@ -5,9 +5,10 @@
 use std::time::Duration;
 
 use crate::config::FullPolicy;
-use crate::outbox::append::{IntakeError, Receipt};
+use crate::outbox::append::{IntakeError, Receipt, Request};
 use crate::outbox::keys::{self, SegKey};
-use crate::outbox::message::{NewMessage, Stored};
+use crate::outbox::message::Stored;
+use crate::outbox::salvage::{ImportBatch, Undo};
 use crate::outbox::segment;
 use crate::outbox::store::{Batch, Storage, StoreError};
 
@@ -33,6 +34,8 @@ pub(crate) struct Accepted {
     pub answers: Vec<Result<Vec<Receipt>, IntakeError>>,
     pub written: Vec<(u64, u64)>,
     pub segments: Vec<SegKey>,
+    /// What undoes the imports' failures and progress.
+    pub undo: Undo,
     pub next_seq: u64,
     /// Requests refused by `reject-new`.
     pub rejected_full: u64,
@@ -40,11 +43,13 @@ pub(crate) struct Accepted {
 
 impl Ledger {
     /// Takes a group of requests: each is accepted whole or refused whole.
-    /// `disk` is the store's size on disk as last measured.
+    /// `disk` is the store's size on disk as last measured. Imported
+    /// messages keep their id, UTC time and age (stamped back on this
+    /// store's clock); their failures get new numbers.
     pub fn append(
         &mut self,
         store: &dyn Storage,
-        jobs: Vec<Vec<NewMessage>>,
+        jobs: Vec<Request>,
         disk: u64,
         now: Now,
     ) -> Accepted {
@@ -53,16 +58,44 @@ impl Ledger {
         let mut records = Vec::new();
         let mut dropped_below = 0;
         let mut rejected_full = 0;
-        for msgs in jobs {
-            let answer = self.append_one(
-                store,
-                &mut batch,
-                &mut records,
-                msgs,
-                disk,
-                now,
-                &mut dropped_below,
-            );
+        let mut undo = Undo::default();
+        for job in jobs {
+            let answer = match job {
+                Request::New(msgs) => {
+                    let new = msgs
+                        .into_iter()
+                        .enumerate()
+                        .map(|(i, m)| Stored {
+                            seq: self.next_seq + i as u64,
+                            id: m.id,
+                            message_type: m.message_type,
+                            utc_ms: now.wall_ms,
+                            accepted_ms: now.store_ms,
+                            only_sink: m.only_sink,
+                            body: m.body,
+                        })
+                        .collect();
+                    self.append_one(
+                        store,
+                        &mut batch,
+                        &mut records,
+                        new,
+                        disk,
+                        now,
+                        &mut dropped_below,
+                    )
+                }
+                Request::Import(job) => self.append_import(
+                    store,
+                    &mut batch,
+                    &mut records,
+                    *job,
+                    disk,
+                    now,
+                    &mut dropped_below,
+                    &mut undo,
+                ),
+            };
             if matches!(answer, Err(IntakeError::Full { .. }))
                 && self.limits.full_policy == FullPolicy::RejectNew
             {
@@ -83,9 +116,53 @@ impl Ledger {
             answers,
             written,
             segments,
+            undo,
             next_seq: self.next_seq,
             rejected_full,
         }
+    }
+
+    /// An imported group: its messages under the capacity policy (all or
+    /// none), then its failures under new numbers and its progress.
+    #[allow(clippy::too_many_arguments)]
+    fn append_import(
+        &mut self,
+        store: &dyn Storage,
+        batch: &mut Batch,
+        records: &mut Vec<Stored>,
+        job: ImportBatch,
+        disk: u64,
+        now: Now,
+        dropped_below: &mut u64,
+        undo: &mut Undo,
+    ) -> Result<Vec<Receipt>, IntakeError> {
+        let previous = store.get(&job.key)?;
+        let new = job
+            .messages
+            .into_iter()
+            .enumerate()
+            .map(|(i, m)| Stored {
+                seq: self.next_seq + i as u64,
+                id: m.msg.id,
+                message_type: m.msg.message_type,
+                utc_ms: m.utc_ms,
+                accepted_ms: now.store_ms.saturating_sub(m.age_ms),
+                only_sink: m.msg.only_sink,
+                body: m.msg.body,
+            })
+            .collect();
+        let receipts = self.append_one(store, batch, records, new, disk, now, dropped_below)?;
+        for f in job.failures {
+            let key = self.import_failure(batch, now.store_ms.saturating_sub(f.age_ms), f.failure);
+            undo.batch.del(key);
+            undo.failures += 1;
+        }
+        match previous {
+            Some(v) => undo.batch.put(job.key.clone(), v),
+            None => undo.batch.del(job.key.clone()),
+        }
+        batch.put(job.key, job.progress.encode());
+        Ok(receipts)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -94,24 +171,11 @@ impl Ledger {
         store: &dyn Storage,
         batch: &mut Batch,
         records: &mut Vec<Stored>,
-        msgs: Vec<NewMessage>,
+        new: Vec<Stored>,
         disk: u64,
         now: Now,
         dropped_below: &mut u64,
     ) -> Result<Vec<Receipt>, IntakeError> {
-        let new: Vec<Stored> = msgs
-            .into_iter()
-            .enumerate()
-            .map(|(i, m)| Stored {
-                seq: self.next_seq + i as u64,
-                id: m.id,
-                message_type: m.message_type,
-                utc_ms: now.wall_ms,
-                accepted_ms: now.store_ms,
-                only_sink: m.only_sink,
-                body: m.body,
-            })
-            .collect();
         let size: u64 = new.iter().map(Stored::encoded_len).sum();
         let max = self.limits.max_bytes;
         if size > max / LIVE_SHARE {
@@ -231,11 +295,17 @@ impl Ledger {
     /// Undoes a group that did not reach the disk: its messages count as
     /// done everywhere and its segments are removed, so nothing
     /// half-written is sent. Returns the batch to apply.
-    pub fn rollback(&mut self, written: &[(u64, u64)], segments: &[SegKey]) -> Option<Batch> {
-        if written.is_empty() {
+    pub fn rollback(
+        &mut self,
+        written: &[(u64, u64)],
+        segments: &[SegKey],
+        undo: Undo,
+    ) -> Option<Batch> {
+        if written.is_empty() && undo.is_empty() {
             return None;
         }
-        let mut batch = Batch::default();
+        let mut batch = undo.batch;
+        self.fail_n = self.fail_n.saturating_sub(undo.failures);
         for &(seq, bytes) in written {
             for s in &mut self.sinks {
                 s.mark_done(seq, bytes);

@@ -243,6 +243,24 @@ impl Ledger {
         self.dirty = true;
     }
 
+    /// Stores a failure carried over from another store under a new
+    /// number, stamped `store_ms` on this store's clock; returns its key.
+    pub fn import_failure(
+        &mut self,
+        batch: &mut Batch,
+        store_ms: u64,
+        mut f: PushFailure,
+    ) -> Vec<u8> {
+        let id = self.next_fid;
+        self.next_fid += 1;
+        self.fail_n += 1;
+        f.partner_push_failure_id = id.to_string();
+        let key = keys::numbered(keys::FAIL, id).to_vec();
+        batch.put(key.clone(), failures::encode(store_ms, &f));
+        self.dirty = true;
+        key
+    }
+
     /// A permanent refusal of `msg` by `sink`: a failure at once. `None`
     /// when it was already done.
     pub fn give_up(&mut self, sink: usize, msg: &Stored, error: &str, now: Now) -> Option<Batch> {

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use crate::config::FullPolicy;
-use crate::outbox::append::IntakeError;
+use crate::outbox::append::{IntakeError, Request};
 use crate::outbox::keys::{self, SegKey};
 use crate::outbox::message::{NewMessage, Stored};
 use crate::outbox::segment;
@@ -70,6 +70,7 @@ impl Rig {
         now: Now,
     ) -> Vec<Result<Vec<u64>, IntakeError>> {
         let disk = self.store.disk_bytes();
+        let requests = requests.into_iter().map(Request::New).collect();
         let acc = self.ledger.append(&self.store, requests, disk, now);
         self.apply(acc.batch);
         acc.answers
@@ -365,11 +366,17 @@ fn a_rolled_back_group_is_never_read_and_leaves_no_segment() {
     let mut r = Rig::new(limits(1 << 30, FullPolicy::RejectNew));
     r.append(vec![(0..2).map(msg).collect()], at(0));
     let disk = r.store.disk_bytes();
-    let acc = r
-        .ledger
-        .append(&r.store, vec![(2..400).map(msg).collect()], disk, at(1));
+    let acc = r.ledger.append(
+        &r.store,
+        vec![Request::New((2..400).map(msg).collect())],
+        disk,
+        at(1),
+    );
     r.apply(acc.batch);
-    let b = r.ledger.rollback(&acc.written, &acc.segments).unwrap();
+    let b = r
+        .ledger
+        .rollback(&acc.written, &acc.segments, acc.undo)
+        .unwrap();
     r.apply(b);
     assert_eq!(seqs(&r.read(0, 0, 1000)), [1, 2]);
     assert_eq!(r.segment_keys().len(), 1);

@@ -3,9 +3,11 @@
 //! tests ([`Storage`]), plus opening with hardening and format versioning
 //! ([`open`]).
 
+mod durable;
 mod format;
 #[cfg(test)]
 pub(crate) mod mem;
+mod open_marker;
 mod redb_store;
 mod reopen;
 mod sled_store;
@@ -13,7 +15,7 @@ mod sled_store;
 use std::io;
 use std::path::PathBuf;
 
-pub use format::{open, Opened, FORMAT_VERSION};
+pub use format::{engine_in, open, open_existing, Opened, FORMAT_VERSION, SET_ASIDE_PREFIX};
 pub use redb_store::RedbStorage;
 pub use reopen::Reopening;
 pub use sled_store::SledStorage;
