@@ -107,8 +107,8 @@ pub fn export(
 }
 
 /// Every message in segments (format 2) above `after`, in order, a few
-/// segments at a time; an unreadable segment is skipped with an error log
-/// (its messages cannot be recovered).
+/// segments at a time; each message of an unreadable segment comes as an
+/// empty (unreadable) record, so salvage counts what was lost.
 fn segmented(
     storage: &dyn Storage,
     after: u64,
@@ -133,7 +133,11 @@ fn segmented(
                     }
                 }
                 Err(e) => {
-                    tracing::error!(error = %e, "skipping an unreadable segment while salvaging")
+                    // Each of its messages counts as an unreadable record.
+                    tracing::error!(error = %e, "an unreadable segment while salvaging");
+                    for seq in key.first.max(after.saturating_add(1))..=key.last {
+                        out(seq, Vec::new())?;
+                    }
                 }
             }
         }
