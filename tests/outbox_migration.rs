@@ -13,6 +13,7 @@ use std::time::Duration;
 use outbox_rig::{client, daemon_config, wait_healthy, Subscriber, Tether, EVENTS};
 use rand::Rng;
 use support::{Broker, BrokerOptions};
+use tether::outbox::ages::Checkpoint;
 use tether::outbox::keys;
 use tether::outbox::message::Stored;
 use tether::outbox::store::{Batch, RedbStorage, SledStorage, Storage};
@@ -61,6 +62,9 @@ fn write_format_1(store_dir: &Path) -> Vec<String> {
     let mut cursor = keys::pair(1, MESSAGES);
     cursor.extend_from_slice(&live_b.to_be_bytes());
     batch.put(keys::cursor("hub"), cursor);
+    // Every format-1 commit wrote the age-clock checkpoint: the messages
+    // (accepted at store time 0) are young, not one TTL old.
+    batch.put(keys::CLOCK.to_vec(), Checkpoint::default().encode());
     batch.put(b"k:format".to_vec(), 1u32.to_be_bytes().to_vec());
     storage.apply(batch).unwrap();
     storage.sync().unwrap();
