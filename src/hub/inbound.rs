@@ -1,12 +1,15 @@
 //! Incoming publishes: method calls, twin answers and patches, C2D messages.
 //! Handlers run on their own tasks; the session task only dispatches.
+//! Oversize or malformed messages are refused here (see [`super::refusal`]).
 
-use rumqttc::Publish;
+use rumqttc::{Publish, PublishTooLarge};
 use serde_json::Value;
 use tracing::{debug, info, warn};
 
 use super::methods::{C2dMessage, MethodCall, MethodResponse};
+use super::options::MAX_PACKET_BYTES;
 use super::properties;
+use super::refusal::{is_json, MethodRefusal, Reason};
 use super::session::Session;
 use super::topics::Inbound;
 
@@ -25,11 +28,11 @@ impl Session {
             Inbound::DesiredPatch { version } => {
                 self.ack(&p);
                 debug!(?version, "desired properties patch");
-                self.deliver_desired(&p.payload, false);
+                self.deliver_desired(&p, false);
             }
             Inbound::DesiredDocument => {
                 self.ack(&p);
-                self.deliver_desired(&p.payload, true);
+                self.deliver_desired(&p, true);
             }
             Inbound::CloudToDevice { properties } => self.on_c2d(p, properties),
             Inbound::Unknown => {
@@ -37,6 +40,57 @@ impl Session {
                 debug!(%topic, "ignoring a message on an unexpected topic");
             }
         }
+    }
+
+    /// A PUBLISH over the packet limit, already consumed and discarded by
+    /// the codec: acknowledged (so the broker never sends it again),
+    /// answered 413 when it is a method call, counted and logged once.
+    pub(super) fn on_publish_too_large(&mut self, p: PublishTooLarge) {
+        self.ack(&p.to_ack());
+        let what = match self.handle.topics().classify(&p.topic) {
+            Inbound::MethodCall { name, rid } => {
+                let why = MethodRefusal::TooLarge {
+                    size: p.size,
+                    max: MAX_PACKET_BYTES,
+                };
+                let resp = self.router.refusal_answer(&name, &why);
+                let handle = self.handle.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = handle.respond(&rid, &resp).await {
+                        warn!(method = %name, %rid, error = %e, "could not answer a refused call");
+                    }
+                });
+                "direct-method call (answered 413)"
+            }
+            Inbound::TwinResponse { rid, .. } => {
+                if self.twin_get.as_deref() == Some(rid.as_str()) {
+                    self.twin_get = None;
+                }
+                "twin document (desired properties may be stale)"
+            }
+            Inbound::DesiredPatch { .. } => "desired-properties patch",
+            Inbound::DesiredDocument => "desired-properties document",
+            Inbound::CloudToDevice { .. } => "cloud-to-device message",
+            Inbound::Unknown => "message on an unexpected topic",
+        };
+        self.refuse(
+            Reason::TooLarge,
+            &p.topic,
+            p.size,
+            &format!("its payload was discarded unread (limit {MAX_PACKET_BYTES} bytes)"),
+            what,
+        );
+    }
+
+    /// Counts a refused message and logs it once, without its payload.
+    fn refuse(&self, reason: Reason, topic: &str, size: usize, why: &str, what: &str) {
+        self.status.send_modify(|s| s.inbound_refused.add(reason));
+        warn!(
+            %topic,
+            size,
+            reason = reason.as_str(),
+            "refused an inbound {what}: {why}; it was acknowledged and will not be redelivered"
+        );
     }
 
     fn ack(&self, p: &Publish) {
@@ -86,7 +140,13 @@ impl Session {
                         let desired = twin.get("desired").cloned().unwrap_or(Value::Null);
                         self.router.deliver_desired(&desired, true);
                     }
-                    Err(e) => warn!(error = %e, "the twin document is not JSON; ignoring it"),
+                    Err(e) => self.refuse(
+                        Reason::NotJson,
+                        &format!("$iothub/twin/res/{status}/?$rid={rid}"),
+                        body.len(),
+                        &format!("it is not JSON ({e})"),
+                        "twin document (desired properties may be stale)",
+                    ),
                 }
             } else {
                 warn!(
@@ -99,18 +159,36 @@ impl Session {
         }
     }
 
-    fn deliver_desired(&self, body: &[u8], full: bool) {
-        if body.is_empty() {
+    fn deliver_desired(&self, p: &Publish, full: bool) {
+        if p.payload.is_empty() {
             return;
         }
-        match serde_json::from_slice::<Value>(body) {
+        match serde_json::from_slice::<Value>(&p.payload) {
             Ok(doc) => self.router.deliver_desired(&doc, full),
-            Err(e) => warn!(error = %e, "desired properties are not JSON; ignoring them"),
+            Err(e) => self.refuse(
+                Reason::NotJson,
+                &p.topic,
+                p.payload.len(),
+                &format!("it is not JSON ({e})"),
+                "desired-properties document",
+            ),
         }
     }
 
-    /// A QoS 1 C2D message is acknowledged only after its handler took it.
+    /// A QoS 1 C2D message is acknowledged only after its handler took it;
+    /// one that is not JSON is refused before any handler sees it.
     fn on_c2d(&self, p: Publish, props: Vec<(String, Option<String>)>) {
+        if !is_json(&p.payload) {
+            self.ack(&p);
+            self.refuse(
+                Reason::NotJson,
+                &p.topic,
+                p.payload.len(),
+                "its body is not JSON",
+                "cloud-to-device message",
+            );
+            return;
+        }
         let kind = properties::get(&props, "type").map(str::to_string);
         let Some(handler) = self.router.c2d_handler(kind.as_deref()) else {
             info!(kind = ?kind, "no handler for this cloud-to-device message; acknowledging it");
