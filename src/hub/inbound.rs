@@ -42,8 +42,8 @@ impl Session {
         }
     }
 
-    /// A PUBLISH over the packet limit, already consumed and discarded by
-    /// the codec: acknowledged (so the broker never sends it again),
+    /// A PUBLISH over the packet limit, whose payload the codec discards
+    /// unread: acknowledged at once (so the broker never sends it again),
     /// answered 413 when it is a method call, counted and logged once.
     pub(super) fn on_publish_too_large(&mut self, p: PublishTooLarge) {
         self.ack(&p.to_ack());

@@ -1,5 +1,5 @@
 //! Inbound messages refused before any handler sees them: a PUBLISH over the
-//! packet limit (consumed and discarded by the codec, issue 16) or a C2D
+//! packet limit (its payload discarded unread by the codec, issue 16) or a C2D
 //! message or twin document that is not JSON. A refused message costs only
 //! itself: it is acknowledged so the broker never redelivers it, answered
 //! where the protocol allows (a direct method gets 413 on its `$rid`),
@@ -92,10 +92,11 @@ mod tests {
         out.to_vec()
     }
 
-    /// The patched codec streams an oversize PUBLISH to nowhere, arriving in
-    /// small reads, keeps its topic and packet id, and decodes the packet
-    /// after it: the connection survives and the buffer never holds more
-    /// than one read.
+    /// The patched codec reports an oversize PUBLISH with its topic and
+    /// packet id as soon as its header is in (so it is acknowledged even if
+    /// the link breaks before the rest arrives), streams the rest to nowhere
+    /// in small reads, and decodes the packet after it: the connection
+    /// survives and the buffer never holds more than a read or two.
     #[test]
     fn an_oversize_publish_is_discarded_and_the_next_packet_still_decodes() {
         let limit = 1024;
@@ -105,12 +106,15 @@ mod tests {
         wire.extend(publish_bytes("devices/d/twin/desired", 10));
         let mut buf = BytesMut::new();
         let mut got = Vec::new();
-        for chunk in wire.chunks(4096) {
+        for (i, chunk) in wire.chunks(4096).enumerate() {
             buf.extend_from_slice(chunk);
             while let Some(p) = codec.decode(&mut buf).expect("no error") {
                 got.push(p);
             }
             assert!(buf.len() <= 2 * 4096, "buffered {} bytes", buf.len());
+            if i == 0 {
+                assert_eq!(got.len(), 1, "the refusal is reported from the first read");
+            }
         }
         let refused = PublishTooLarge {
             dup: false,

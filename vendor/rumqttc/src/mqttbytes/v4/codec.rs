@@ -10,15 +10,8 @@ pub struct Codec {
     pub max_incoming_size: usize,
     /// Maximum packet size allowed by broker
     pub max_outgoing_size: usize,
-    /// tether patch: the oversize PUBLISH being streamed to nowhere.
-    discarding: Option<Discarding>,
-}
-
-/// tether patch: what is left of an oversize PUBLISH, and its record.
-#[derive(Debug, Clone)]
-struct Discarding {
-    left: usize,
-    record: PublishTooLarge,
+    /// tether patch: bytes of an oversize PUBLISH still to throw away.
+    discarding: usize,
 }
 
 impl Codec {
@@ -26,23 +19,24 @@ impl Codec {
         Codec {
             max_incoming_size,
             max_outgoing_size,
-            discarding: None,
+            discarding: 0,
         }
     }
 
-    /// tether patch: starts discarding the oversize PUBLISH at the start of
-    /// `src` once its topic and packet id are buffered. Any other packet
-    /// over the limit still fails the connection, as upstream.
+    /// tether patch: once the topic and packet id of the oversize PUBLISH at
+    /// the start of `src` are buffered, yields its record at once (so it is
+    /// acknowledged even if the connection breaks before the rest arrives)
+    /// and throws the rest away as it comes. Any other packet over the limit
+    /// still fails the connection, as upstream.
     fn refuse(&mut self, src: &mut BytesMut, size: usize) -> Result<Option<Packet>, Error> {
         if src.first().map(|b| b >> 4) != Some(3) {
             return Err(Error::PayloadSizeLimitExceeded(size));
         }
         match PublishTooLarge::read_header(src) {
             Ok((record, used)) => {
-                let left = record.size - used;
                 src.advance(used);
-                self.discarding = Some(Discarding { left, record });
-                self.discard(src)
+                self.discarding = record.size - used;
+                Ok(Some(Packet::PublishTooLarge(record)))
             }
             Err(Error::InsufficientBytes(b)) => {
                 src.reserve(b);
@@ -51,22 +45,6 @@ impl Codec {
             Err(e) => Err(e),
         }
     }
-
-    /// tether patch: drops what `src` holds of the packet being discarded;
-    /// yields its record once the last byte is gone.
-    fn discard(&mut self, src: &mut BytesMut) -> Result<Option<Packet>, Error> {
-        let Some(d) = self.discarding.as_mut() else {
-            return Ok(None);
-        };
-        let n = d.left.min(src.len());
-        src.advance(n);
-        d.left -= n;
-        if d.left > 0 {
-            return Ok(None);
-        }
-        let record = self.discarding.take().map(|d| d.record);
-        Ok(record.map(Packet::PublishTooLarge))
-    }
 }
 
 impl Decoder for Codec {
@@ -74,8 +52,13 @@ impl Decoder for Codec {
     type Error = Error;
 
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Self::Item>, Self::Error> {
-        if self.discarding.is_some() {
-            return self.discard(src);
+        if self.discarding > 0 {
+            let n = self.discarding.min(src.len());
+            src.advance(n);
+            self.discarding -= n;
+            if self.discarding > 0 {
+                return Ok(None);
+            }
         }
         match Packet::read(src, self.max_incoming_size) {
             Ok(packet) => Ok(Some(packet)),

@@ -3,14 +3,15 @@
 //! Upstream rumqttc fails the whole connection on such a packet; a broker
 //! holding it for a persistent session (QoS 1) or as a retained message then
 //! sends it again on every reconnect, and the client never stays connected.
-//! The codec instead reads the topic and packet id, streams the rest of the
-//! packet to nowhere (so memory stays bounded by the topic's 64 KiB), and
-//! yields this record so the owner can acknowledge and answer it.
+//! The codec instead reads the topic and packet id, yields this record at
+//! once so the owner can acknowledge and answer it, and streams the rest of
+//! the packet to nowhere as it arrives (memory stays bounded by the topic's
+//! 64 KiB).
 
 use super::*;
 
-/// A PUBLISH that was consumed and discarded because it exceeded the
-/// incoming packet limit. Only its header is kept; the payload is gone.
+/// A PUBLISH refused because it exceeds the incoming packet limit: only its
+/// header is kept, its payload is discarded unread.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PublishTooLarge {
     pub dup: bool,
