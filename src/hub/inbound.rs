@@ -74,22 +74,32 @@ impl Session {
             Inbound::Unknown => "message on an unexpected topic",
         };
         self.refuse(
-            Reason::TooLarge,
-            &p.topic,
-            p.size,
+            Refused {
+                reason: Reason::TooLarge,
+                topic: &p.topic,
+                size: p.size,
+                retained: p.retain,
+            },
             &format!("its payload was discarded unread (limit {MAX_PACKET_BYTES} bytes)"),
             what,
         );
     }
 
     /// Counts a refused message and logs it once, without its payload.
-    fn refuse(&self, reason: Reason, topic: &str, size: usize, why: &str, what: &str) {
-        self.status.send_modify(|s| s.inbound_refused.add(reason));
+    fn refuse(&self, refused: Refused<'_>, why: &str, what: &str) {
+        self.status
+            .send_modify(|s| s.inbound_refused.add(refused.reason));
+        let after = if refused.retained {
+            "acknowledged; the broker keeps it retained and sends it again on the next \
+             connection: replace or clear it there"
+        } else {
+            "acknowledged, so it is not redelivered"
+        };
         warn!(
-            %topic,
-            size,
-            reason = reason.as_str(),
-            "refused an inbound {what}: {why}; it was acknowledged and will not be redelivered"
+            topic = %refused.topic,
+            size = refused.size,
+            reason = refused.reason.as_str(),
+            "refused an inbound {what}: {why}; {after}"
         );
     }
 
@@ -141,9 +151,12 @@ impl Session {
                         self.router.deliver_desired(&desired, true);
                     }
                     Err(e) => self.refuse(
-                        Reason::NotJson,
-                        &format!("$iothub/twin/res/{status}/?$rid={rid}"),
-                        body.len(),
+                        Refused {
+                            reason: Reason::NotJson,
+                            topic: &format!("$iothub/twin/res/{status}/?$rid={rid}"),
+                            size: body.len(),
+                            retained: false,
+                        },
                         &format!("it is not JSON ({e})"),
                         "twin document (desired properties may be stale)",
                     ),
@@ -166,9 +179,7 @@ impl Session {
         match serde_json::from_slice::<Value>(&p.payload) {
             Ok(doc) => self.router.deliver_desired(&doc, full),
             Err(e) => self.refuse(
-                Reason::NotJson,
-                &p.topic,
-                p.payload.len(),
+                Refused::not_json(p),
                 &format!("it is not JSON ({e})"),
                 "desired-properties document",
             ),
@@ -181,9 +192,7 @@ impl Session {
         if !is_json(&p.payload) {
             self.ack(&p);
             self.refuse(
-                Reason::NotJson,
-                &p.topic,
-                p.payload.len(),
+                Refused::not_json(&p),
                 "its body is not JSON",
                 "cloud-to-device message",
             );
@@ -206,5 +215,24 @@ impl Session {
             }
             let _ = client.ack(&p).await;
         });
+    }
+}
+
+/// What is logged and counted about a refused message (never its payload).
+struct Refused<'a> {
+    reason: Reason,
+    topic: &'a str,
+    size: usize,
+    retained: bool,
+}
+
+impl<'a> Refused<'a> {
+    fn not_json(p: &'a Publish) -> Self {
+        Refused {
+            reason: Reason::NotJson,
+            topic: &p.topic,
+            size: p.payload.len(),
+            retained: p.retain,
+        }
     }
 }
