@@ -347,3 +347,70 @@ fn peak_rss_kib(pid: u32) -> u64 {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .expect("VmHWM in /proc/<pid>/status")
 }
+
+/// A scripted broker on loopback: accepts each connection, answers CONNACK,
+/// then either sends a packet no client can read (type 15) or hangs up.
+async fn scripted_broker(send_garbage: bool) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            let mut connect = [0u8; 512];
+            if sock.read(&mut connect).await.unwrap_or(0) == 0 {
+                continue;
+            }
+            let _ = sock.write_all(&[0x20, 0x02, 0x00, 0x00]).await;
+            if send_garbage {
+                let _ = sock.write_all(&[0xF0, 0x00]).await;
+                // Keep the socket open: tether is the one dropping it.
+                let _ = sock.read(&mut connect).await;
+            }
+        }
+    });
+    port
+}
+
+async fn quick_drop_diagnosis(send_garbage: bool) -> String {
+    let port = scripted_broker(send_garbage).await;
+    let dir = tempfile::tempdir().unwrap();
+    let text = outbox_rig::config_text(port, dir.path(), "", None);
+    let cfg = tether::config::parse(&text, dir.path()).unwrap();
+    let (hub, stop) = support::hub::start(&cfg, Router::new(), Arc::new(SystemClock));
+    let mut status = hub.handle.watch_status();
+    // Backoff between the drops is jittered up to 1 + 2 + 4 s.
+    let diagnosed = tokio::time::timeout(
+        Duration::from_secs(30),
+        status.wait_for(|s| {
+            s.last_error
+                .as_deref()
+                .is_some_and(|e| e.contains("times right after"))
+        }),
+    )
+    .await;
+    let error = match diagnosed {
+        Ok(Ok(s)) => s.last_error.clone().unwrap(),
+        _ => panic!(
+            "no quick-drop diagnosis; last status {:?}",
+            hub.handle.status()
+        ),
+    };
+    stop_hub(hub, stop).await;
+    error
+}
+
+/// Repeated drops right after CONNACK are diagnosed by who dropped: a
+/// packet tether refuses to read, or the broker hanging up (another client
+/// with the device id).
+#[tokio::test]
+async fn quick_drops_say_whether_tether_refused_a_packet_or_the_broker_hung_up() {
+    let refused = quick_drop_diagnosis(true).await;
+    assert!(
+        refused.contains("cannot read") && refused.contains("same packet again"),
+        "{refused}"
+    );
+    assert!(!refused.contains("another client"), "{refused}");
+    let closed = quick_drop_diagnosis(false).await;
+    assert!(closed.contains("another client"), "{closed}");
+    assert!(closed.contains("\"dev1\""), "{closed}");
+}

@@ -239,10 +239,10 @@ fn quick_drop_diagnosis(quick: u32, unreadable: u32, device_id: &str) -> Option<
     }
     Some(if unreadable >= QUICK_DROPS_TO_WARN {
         format!(
-            "tether dropped the connection {unreadable} times right after connecting because the \
-             broker sent a packet it cannot read, most likely the same one redelivered on every \
-             reconnect (a queued QoS 1 message or a retained one): remove it at the broker \
-             (clear the retained message or the persistent session of {device_id:?})"
+            "this happened {unreadable} times right after connecting: the broker most likely \
+             sends the same packet again on every reconnect (a queued QoS 1 message or a \
+             retained one); remove it at the broker (clear the retained message or the \
+             persistent session of {device_id:?})"
         )
     } else {
         format!(
@@ -275,7 +275,7 @@ mod tests {
     fn drops_tether_caused_over_an_unreadable_packet_say_so() {
         let d = quick_drop_diagnosis(3, 3, "ctrl-1").unwrap();
         assert!(
-            d.contains("cannot read") && !d.contains("another client"),
+            d.contains("same packet again") && !d.contains("another client"),
             "{d}"
         );
         let mixed = quick_drop_diagnosis(4, 1, "ctrl-1").unwrap();
