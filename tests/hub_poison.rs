@@ -48,10 +48,31 @@ fn echo_router() -> Router {
     r
 }
 
+/// A connected device whose subscriptions are in place: a probe call sent
+/// until one is answered (any status) proves it, since tether subscribes to
+/// methods, C2D and the desired document in one SUBSCRIBE.
 async fn device(broker: &Broker, router: Router) -> (Hub, CancellationToken) {
     let cfg = plain_config(broker, "s3cret", &broker.ca_pem_path());
     let (hub, stop) = support::hub::start(&cfg, router, Arc::new(SystemClock));
     support::hub::connected(&hub).await;
+    let mut probe = Cloud::connect(broker.plain_port(), &[&format!("{ANSWERS}#")]).await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    for n in 0.. {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the device never answered a probe"
+        );
+        let rid = format!("probe{n}");
+        probe
+            .publish(&format!("{METHODS}/Probe/?$rid={rid}"), "{}", false)
+            .await;
+        let answer = probe
+            .maybe_next_on(ANSWERS, Duration::from_millis(500))
+            .await;
+        if answer.is_some_and(|a| a.topic.ends_with(&format!("?$rid={rid}"))) {
+            break;
+        }
+    }
     (hub, stop)
 }
 
@@ -85,6 +106,16 @@ async fn publish_big(port: u16, topic: &str, payload: Vec<u8>, retain: bool) {
     let _ = client.disconnect().await;
 }
 
+/// The next method answer that is not for a probe of [`device`].
+async fn next_answer(cloud: &mut Cloud) -> rumqttc::Publish {
+    loop {
+        let a = cloud.next_on(ANSWERS, WAIT).await;
+        if !a.topic.contains("?$rid=probe") {
+            return a;
+        }
+    }
+}
+
 fn assert_one_connection(s: &HubStatus) {
     assert_eq!((s.connects, s.disconnects), (1, 0), "{:?}", s.last_error);
 }
@@ -96,11 +127,10 @@ async fn an_oversize_method_call_is_answered_413_and_the_link_stays_up() {
     let broker = poison_broker();
     let mut cloud = Cloud::connect(broker.plain_port(), &[&format!("{ANSWERS}#")]).await;
     let (hub, stop) = device(&broker, echo_router()).await;
-    tokio::time::sleep(Duration::from_millis(300)).await; // SUBSCRIBE after CONNACK
 
     let topic = format!("{METHODS}/Echo/?$rid=7");
     cloud.publish(&topic, big_json(OVERSIZE), false).await;
-    let answer = cloud.next_on(ANSWERS, WAIT).await;
+    let answer = next_answer(&mut cloud).await;
     assert_eq!(answer.topic, format!("{ANSWERS}413/?$rid=7"));
     let body: Value = serde_json::from_slice(&answer.payload).unwrap();
     assert_eq!(body["error"], "payload_too_large");
@@ -109,7 +139,7 @@ async fn an_oversize_method_call_is_answered_413_and_the_link_stays_up() {
     cloud
         .publish(&format!("{METHODS}/Echo/?$rid=8"), r#"{"ok":1}"#, false)
         .await;
-    let answer = cloud.next_on(ANSWERS, WAIT).await;
+    let answer = next_answer(&mut cloud).await;
     assert_eq!(answer.topic, format!("{ANSWERS}200/?$rid=8"));
     let s = hub.handle.status();
     assert_one_connection(&s);
@@ -132,7 +162,6 @@ async fn oversize_and_non_json_c2d_messages_are_refused_alone() {
         }
     });
     let (hub, stop) = device(&broker, router).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
 
     let topic = "devices/dev1/messages/devicebound/type=setAttribute";
     let cloud = Cloud::connect(broker.plain_port(), &[]).await;
@@ -191,7 +220,6 @@ async fn a_burst_of_1000_method_calls_is_answered_on_one_connection() {
     let broker = poison_broker();
     let mut cloud = Cloud::connect(broker.plain_port(), &[&format!("{ANSWERS}#")]).await;
     let (hub, stop) = device(&broker, echo_router()).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
 
     let burst = Cloud::connect(broker.plain_port(), &[]).await;
     for rid in 0..1000 {
@@ -199,8 +227,22 @@ async fn a_burst_of_1000_method_calls_is_answered_on_one_connection() {
         burst.publish(&topic, r#"{"n":1}"#, false).await;
     }
     let mut answered = HashSet::new();
-    while answered.len() < 1000 {
-        let a = cloud.next_on(ANSWERS, WAIT).await;
+    while (0..1000).any(|rid: u32| !answered.contains(&rid.to_string())) {
+        let Some(a) = cloud.maybe_next_on(ANSWERS, WAIT).await else {
+            let s = hub.handle.status();
+            let missing: Vec<u32> = (0..1000)
+                .filter(|rid: &u32| !answered.contains(&rid.to_string()))
+                .collect();
+            let log = broker.log();
+            let drops: Vec<&str> = log.lines().filter(|l| l.contains("isconnect")).collect();
+            panic!(
+                "{} of 1000 answered; missing {missing:?}; device {s:?}; broker: {drops:#?}",
+                answered.len()
+            );
+        };
+        if a.topic.contains("?$rid=probe") {
+            continue;
+        }
         let (status, rid) = a.topic[ANSWERS.len()..].split_once("/?$rid=").unwrap();
         assert!(status == "200" || status == "503", "{}", a.topic);
         answered.insert(rid.to_string());
@@ -249,7 +291,10 @@ async fn poison_queued_for_the_device_costs_nothing_upstream() {
 
     let mut got = Vec::new();
     for _ in 0..2 {
-        let a = answers.next_on(ANSWERS, WAIT).await;
+        let Some(a) = answers.maybe_next_on(ANSWERS, WAIT).await else {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            panic!("no method answer within {WAIT:?}; got {got:?}; tether log:\n{text}");
+        };
         let body: Value = serde_json::from_slice(&a.payload).expect("JSON answer");
         got.push((a.topic, body["status"].clone()));
     }

@@ -2,7 +2,7 @@
 //! Handlers run on their own tasks; the session task only dispatches.
 //! Oversize or malformed messages are refused here (see [`super::refusal`]).
 
-use rumqttc::{Publish, PublishTooLarge};
+use rumqttc::{Publish, PublishTooLarge, QoS};
 use serde_json::Value;
 use tracing::{debug, info, warn};
 
@@ -85,10 +85,9 @@ impl Session {
         );
     }
 
-    /// Counts a refused message and logs it once, without its payload.
+    /// Logs a refused message once, without its payload, then counts it
+    /// (in that order, so whoever sees the count finds the line).
     fn refuse(&self, refused: Refused<'_>, why: &str, what: &str) {
-        self.status
-            .send_modify(|s| s.inbound_refused.add(refused.reason));
         let after = if refused.retained {
             "acknowledged; the broker keeps it retained and sends it again on the next \
              connection: replace or clear it there"
@@ -101,12 +100,35 @@ impl Session {
             reason = refused.reason.as_str(),
             "refused an inbound {what}: {why}; {after}"
         );
+        self.status
+            .send_modify(|s| s.inbound_refused.add(refused.reason));
     }
 
+    /// Acknowledges a QoS 1 publish. A PUBACK is never dropped: with the
+    /// request channel full (say, behind the answers to a burst of calls), a
+    /// lost one would leave the broker's in-flight window full of messages
+    /// we never acknowledged, and it would send us nothing more until the
+    /// next reconnect. Waiting here would stall the event loop that drains
+    /// the channel, so a task waits instead; there are at most as many as
+    /// the broker's in-flight window, and it gives up if the connection
+    /// changed meanwhile (the packet id would name another message).
     fn ack(&self, p: &Publish) {
-        if let Err(e) = self.handle.shared.client.try_ack(p) {
-            debug!(error = %e, "could not queue PUBACK; the hub will redeliver");
+        let client = &self.handle.shared.client;
+        if p.qos == QoS::AtMostOnce || client.try_ack(p).is_ok() {
+            return;
         }
+        let client = client.clone();
+        let handle = self.handle.clone();
+        let connects = self.status.borrow().connects;
+        let mut ack = Publish::new(p.topic.clone(), p.qos, Vec::new());
+        ack.pkid = p.pkid;
+        tokio::spawn(async move {
+            if handle.status().connects == connects {
+                if let Err(e) = client.ack(&ack).await {
+                    debug!(error = %e, "PUBACK not sent: the session stopped");
+                }
+            }
+        });
     }
 
     fn on_method(&mut self, name: String, rid: String, payload: Vec<u8>) {
