@@ -54,12 +54,7 @@ impl Session {
                     max: MAX_PACKET_BYTES,
                 };
                 let resp = self.router.refusal_answer(&name, &why);
-                let handle = self.handle.clone();
-                tokio::spawn(async move {
-                    if let Err(e) = handle.respond(&rid, &resp).await {
-                        warn!(method = %name, %rid, error = %e, "could not answer a refused call");
-                    }
-                });
+                self.answer_soon(rid, resp);
                 "direct-method call (answered 413)"
             }
             Inbound::TwinResponse { rid, .. } => {
@@ -131,15 +126,31 @@ impl Session {
         });
     }
 
+    /// Sends an answer the session decided itself (503, 413) from a task,
+    /// since the request channel may be full. The tasks waiting are bounded
+    /// ([`super::session::ANSWERS_WAITING`]): beyond that the link cannot even carry the
+    /// answers, and the call is left to the hub's timeout.
+    fn answer_soon(&self, rid: String, resp: MethodResponse) {
+        let Ok(permit) = self.answers_waiting.clone().try_acquire_owned() else {
+            debug!(%rid, status = resp.status, "answer dropped: too many waiting to be sent");
+            return;
+        };
+        let handle = self.handle.clone();
+        tokio::spawn(async move {
+            if let Err(e) = handle.respond(&rid, &resp).await {
+                debug!(%rid, error = %e, "answer not sent: the session stopped");
+            }
+            drop(permit);
+        });
+    }
+
     fn on_method(&mut self, name: String, rid: String, payload: Vec<u8>) {
         let handle = self.handle.clone();
         let Ok(permit) = self.method_slots.clone().try_acquire_owned() else {
             warn!(method = %name, %rid, "too many direct-method calls in progress; answering 503");
             let busy =
                 MethodResponse::error(503, "busy", "too many calls in progress, retry later");
-            tokio::spawn(async move {
-                let _ = handle.respond(&rid, &busy).await;
-            });
+            self.answer_soon(rid, busy);
             return;
         };
         let call = MethodCall {

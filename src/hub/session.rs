@@ -58,6 +58,9 @@ pub(super) const QUICK_DROP: Duration = Duration::from_secs(10);
 pub(super) const QUICK_DROPS_TO_WARN: u32 = 3;
 /// Concurrent direct-method calls; beyond it calls are answered 503 at once.
 const METHOD_SLOTS: usize = 32;
+/// Answers the session sends itself (503, 413) waiting for room in the
+/// request channel.
+pub(super) const ANSWERS_WAITING: usize = 256;
 /// How long a clean disconnect may take at shutdown.
 const DISCONNECT_GRACE: Duration = Duration::from_secs(3);
 /// Margin added to the silence a loop announces before it counts as stuck.
@@ -141,6 +144,7 @@ pub fn start(
         beat,
         connect_timeout: cfg.connect_timeout,
         method_slots: Arc::new(Semaphore::new(METHOD_SLOTS)),
+        answers_waiting: Arc::new(Semaphore::new(ANSWERS_WAITING)),
         twin_get: None,
         shutdown,
     };
@@ -176,6 +180,7 @@ pub(super) struct Session {
     pub(super) beat: Beat,
     pub(super) connect_timeout: Duration,
     pub(super) method_slots: Arc<Semaphore>,
+    pub(super) answers_waiting: Arc<Semaphore>,
     pub(super) twin_get: Option<String>,
     pub(super) shutdown: CancellationToken,
 }
