@@ -77,35 +77,45 @@ enum Command {
 
 #[derive(Subcommand)]
 enum FailuresAction {
-    /// List failures, newest first.
+    /// List one partner's failures, oldest first (Afero's order).
     List {
-        /// Page size.
-        #[arg(long, default_value_t = 50)]
-        limit: usize,
-        /// Only failures older than this id (the previous page's `next`).
+        /// The partner: `hub` or a webhook's name.
+        #[arg(long, default_value = tether::outbox::HUB_SINK)]
+        partner: String,
+        /// Page size (default: the server's cap, 1000).
         #[arg(long)]
-        before: Option<String>,
+        limit: Option<usize>,
+        /// Only failures newer than this id (printed when more follow).
+        #[arg(long)]
+        after: Option<String>,
     },
     /// Show one failure with its full message.
     Show {
-        /// Failure id.
+        /// Failure id (`partnerPushFailureId`).
         id: String,
+        /// The partner the failure belongs to.
+        #[arg(long, default_value = tether::outbox::HUB_SINK)]
+        partner: String,
     },
     /// Delete one failure.
     Delete {
-        /// Failure id.
+        /// Failure id (`partnerPushFailureId`).
         id: String,
+        /// The partner the failure belongs to.
+        #[arg(long, default_value = tether::outbox::HUB_SINK)]
+        partner: String,
     },
     /// Send a failed message again (or all of them with --all).
     Replay {
-        /// Failure id.
+        /// Failure id (`partnerPushFailureId`).
         #[arg(required_unless_present = "all")]
         id: Option<String>,
         /// Replay every failure.
         #[arg(long, conflicts_with = "id")]
         all: bool,
-        /// With --all: only this sink's failures (`hub` or a webhook name).
-        #[arg(long, requires = "all")]
+        /// The partner (`hub` or a webhook name): the failure's with an id
+        /// (default `hub`), or only this partner's with --all.
+        #[arg(long)]
         partner: Option<String>,
     },
 }
@@ -128,12 +138,27 @@ fn main() -> ExitCode {
         } => sas_token(&connection_string, expiry, ttl.as_deref()),
         Command::Failures { config, action } => {
             let cmd = match action {
-                FailuresAction::List { limit, before } => {
-                    outbox_cli::Command::List { limit, before }
+                FailuresAction::List {
+                    partner,
+                    limit,
+                    after,
+                } => outbox_cli::Command::List {
+                    partner,
+                    limit,
+                    after,
+                },
+                FailuresAction::Show { id, partner } => outbox_cli::Command::Show { partner, id },
+                FailuresAction::Delete { id, partner } => {
+                    outbox_cli::Command::Delete { partner, id }
                 }
-                FailuresAction::Show { id } => outbox_cli::Command::Show(id),
-                FailuresAction::Delete { id } => outbox_cli::Command::Delete(id),
-                FailuresAction::Replay { id: Some(id), .. } => outbox_cli::Command::Replay(id),
+                FailuresAction::Replay {
+                    id: Some(id),
+                    partner,
+                    ..
+                } => outbox_cli::Command::Replay {
+                    partner: partner.unwrap_or_else(|| tether::outbox::HUB_SINK.into()),
+                    id,
+                },
                 FailuresAction::Replay {
                     id: None, partner, ..
                 } => outbox_cli::Command::ReplayAll(partner),

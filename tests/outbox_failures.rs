@@ -48,8 +48,9 @@ async fn expired(ttl: &str, n: usize) -> (Broker, Subscriber, Rig, Vec<String>) 
 }
 
 /// With the broker down, messages expire after the TTL into failures
-/// carrying the hub's last error; they can be listed (newest first), shown,
-/// deleted and replayed (one, then all) with their original ids.
+/// carrying the hub's last error; tether's `/v1/pushFailures` extension
+/// lists them (newest first, paged), shows, deletes and replays them (one,
+/// then all) with their original ids.
 #[tokio::test]
 async fn undelivered_messages_become_failures_that_list_show_delete_and_replay() {
     let (mut broker, mut sub, rig, ids) = expired("2s", 3).await;
@@ -207,8 +208,8 @@ fn cli(args: &[&str]) -> (i32, String, String) {
     )
 }
 
-/// `tether failures list|show|delete|replay` and `tether outbox stats` use
-/// the admin API named in the config file.
+/// `tether failures list|show|delete|replay` (on Afero's partner paths)
+/// and `tether outbox stats` use the admin API named in the config file.
 #[tokio::test]
 async fn the_cli_lists_shows_deletes_and_replays_failures() {
     let (mut broker, mut sub, rig, ids) = expired("1s", 2).await;
@@ -239,26 +240,54 @@ async fn the_cli_lists_shows_deletes_and_replays_failures() {
     .await
     .unwrap();
     assert_eq!(code, 0, "{err}");
-    let page: Value = serde_json::from_str(&out).unwrap();
-    let newest = page["pushFailures"][0]["partnerPushFailureId"]
+    let list: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(list.as_array().map(Vec::len), Some(2), "{list}");
+    let oldest = list[0]["partnerPushFailureId"]
         .as_str()
         .unwrap()
         .to_string();
     let (code, out, _) = run(vec![
         "failures".into(),
         "show".into(),
-        newest.clone(),
+        oldest.clone(),
         "-c".into(),
         c.clone(),
     ])
     .await
     .unwrap();
     assert_eq!(code, 0);
-    assert!(out.contains(&ids[1]), "{out}");
+    assert!(out.contains(&ids[0]), "oldest first: {out}");
+    let (code, _, err) = run(vec![
+        "failures".into(),
+        "list".into(),
+        "--partner".into(),
+        "nobody".into(),
+        "-c".into(),
+        c.clone(),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(code, 1);
+    assert!(err.contains("404") && err.contains("nobody"), "{err}");
+    let (code, out, err) = run(vec![
+        "failures".into(),
+        "list".into(),
+        "--limit".into(),
+        "1".into(),
+        "-c".into(),
+        c.clone(),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains(&ids[0]), "{out}");
+    assert!(err.contains(&format!("--after {oldest}")), "{err}");
     let (code, _, _) = run(vec![
         "failures".into(),
         "delete".into(),
-        newest.clone(),
+        oldest.clone(),
+        "--partner".into(),
+        "hub".into(),
         "-c".into(),
         c.clone(),
     ])
@@ -268,7 +297,7 @@ async fn the_cli_lists_shows_deletes_and_replays_failures() {
     let (code, _, err) = run(vec![
         "failures".into(),
         "show".into(),
-        newest,
+        oldest,
         "-c".into(),
         c.clone(),
     ])
@@ -290,7 +319,7 @@ async fn the_cli_lists_shows_deletes_and_replays_failures() {
     .unwrap();
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("\"replayed\": 1"), "{out}");
-    sub.until_all(&ids[0..1], WAIT).await;
+    sub.until_all(&ids[1..2], WAIT).await;
     let (code, out, _) = run(vec!["outbox".into(), "stats".into(), "-c".into(), c])
         .await
         .unwrap();

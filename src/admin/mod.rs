@@ -5,6 +5,7 @@
 //!   bearer token whenever one is configured (always on TCP).
 
 pub mod attributes;
+pub mod failure_page;
 pub mod failures;
 pub mod metrics;
 

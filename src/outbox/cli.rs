@@ -10,22 +10,40 @@ use std::time::Duration;
 
 use crate::config::{self, AdminListen};
 
-/// What the CLI asks for.
+/// What the CLI asks for. Failures are addressed on Afero's partner
+/// paths (`/v1/partners/{partnerId}/pushFailures...`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
     /// `failures list`.
     List {
-        /// Page size.
-        limit: usize,
-        /// Older than this failure id.
-        before: Option<String>,
+        /// The partner (`hub` or a webhook's name).
+        partner: String,
+        /// Page size; the server's cap without it.
+        limit: Option<usize>,
+        /// Newer than this failure id (from the previous page's `Link`).
+        after: Option<String>,
     },
     /// `failures show ID`.
-    Show(String),
+    Show {
+        /// The partner.
+        partner: String,
+        /// The failure id.
+        id: String,
+    },
     /// `failures delete ID`.
-    Delete(String),
+    Delete {
+        /// The partner.
+        partner: String,
+        /// The failure id.
+        id: String,
+    },
     /// `failures replay ID`.
-    Replay(String),
+    Replay {
+        /// The partner.
+        partner: String,
+        /// The failure id.
+        id: String,
+    },
     /// `failures replay --all [--partner NAME]`.
     ReplayAll(Option<String>),
     /// `outbox stats`.
@@ -34,22 +52,34 @@ pub enum Command {
 
 impl Command {
     fn request(&self) -> (&'static str, String) {
+        let base = |p: &str| format!("/v1/partners/{}/pushFailures", enc(p));
         match self {
-            Command::List { limit, before } => (
-                "GET",
-                match before {
-                    Some(b) => format!("/v1/pushFailures?limit={limit}&before={}", enc(b)),
-                    None => format!("/v1/pushFailures?limit={limit}"),
-                },
-            ),
-            Command::Show(id) => ("GET", format!("/v1/pushFailures/{}", enc(id))),
-            Command::Delete(id) => ("DELETE", format!("/v1/pushFailures/{}", enc(id))),
-            Command::Replay(id) => ("POST", format!("/v1/pushFailures/{}/replay", enc(id))),
+            Command::List {
+                partner,
+                limit,
+                after,
+            } => {
+                let mut query: Vec<String> = Vec::new();
+                if let Some(l) = limit {
+                    query.push(format!("limit={l}"));
+                }
+                if let Some(a) = after {
+                    query.push(format!("after={}", enc(a)));
+                }
+                let q = if query.is_empty() {
+                    String::new()
+                } else {
+                    format!("?{}", query.join("&"))
+                };
+                ("GET", format!("{}{q}", base(partner)))
+            }
+            Command::Show { partner, id } => ("GET", format!("{}/{}", base(partner), enc(id))),
+            Command::Delete { partner, id } => ("DELETE", format!("{}/{}", base(partner), enc(id))),
+            Command::Replay { partner, id } => {
+                ("POST", format!("{}/{}/replay", base(partner), enc(id)))
+            }
             Command::ReplayAll(None) => ("POST", "/v1/pushFailures/replay".into()),
-            Command::ReplayAll(Some(p)) => (
-                "POST",
-                format!("/v1/pushFailures/replay?partnerId={}", enc(p)),
-            ),
+            Command::ReplayAll(Some(p)) => ("POST", format!("{}/replay", base(p))),
             Command::Stats => ("GET", "/v1/outbox/stats".into()),
         }
     }
@@ -57,6 +87,14 @@ impl Command {
 
 fn enc(s: &str) -> String {
     percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
+
+/// The `after` of a `Link: <...?after=ID&...>; rel="next"` header.
+fn next_after(link: &str) -> Option<&str> {
+    let start = link.find("after=")? + "after=".len();
+    let rest = &link[start..];
+    let end = rest.find(['&', '>']).unwrap_or(rest.len());
+    Some(&rest[..end])
 }
 
 /// Runs `cmd` against the admin API configured in `config_path`; prints
@@ -80,7 +118,7 @@ pub fn run(config_path: &Path, cmd: &Command) -> i32 {
     let token = cfg.admin.token.as_ref().map(|t| t.expose().to_string());
     let (method, target) = cmd.request();
     match send(listen, token.as_deref(), method, &target) {
-        Ok((status, body)) => {
+        Ok(Reply { status, link, body }) => {
             let text = serde_json::from_slice::<serde_json::Value>(&body)
                 .ok()
                 .and_then(|v| serde_json::to_string_pretty(&v).ok())
@@ -88,6 +126,9 @@ pub fn run(config_path: &Path, cmd: &Command) -> i32 {
             if (200..300).contains(&status) {
                 if !text.is_empty() {
                     println!("{text}");
+                }
+                if let Some(after) = link.as_deref().and_then(next_after) {
+                    eprintln!("tether: more failures follow: list again with --after {after}");
                 }
                 0
             } else {
@@ -112,7 +153,18 @@ fn describe(l: &AdminListen) -> String {
     }
 }
 
-/// One request; returns the status and the (de-chunked) body.
+/// An answer of the admin API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    /// HTTP status.
+    pub status: u16,
+    /// The `Link` header, if any (the next page of a list).
+    pub link: Option<String>,
+    /// The de-chunked body.
+    pub body: Vec<u8>,
+}
+
+/// One request.
 ///
 /// # Errors
 /// On connection or protocol errors.
@@ -121,7 +173,7 @@ pub fn send(
     token: Option<&str>,
     method: &str,
     target: &str,
-) -> std::io::Result<(u16, Vec<u8>)> {
+) -> std::io::Result<Reply> {
     let mut head = format!("{method} {target} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: 0\r\n");
     if let Some(t) = token {
         head.push_str(&format!("Authorization: Bearer {t}\r\n"));
@@ -148,17 +200,26 @@ pub fn send(
     })
 }
 
-fn parse_response(raw: &[u8]) -> Option<(u16, Vec<u8>)> {
+fn parse_response(raw: &[u8]) -> Option<Reply> {
     let end = raw.windows(4).position(|w| w == b"\r\n\r\n")?;
     let head = std::str::from_utf8(&raw[..end]).ok()?;
     let status = head.split(' ').nth(1)?.parse().ok()?;
+    let link = head.lines().find_map(|l| {
+        let (name, value) = l.split_once(':')?;
+        name.eq_ignore_ascii_case("link")
+            .then(|| value.trim().to_string())
+    });
     let body = &raw[end + 4..];
     let chunked = head.lines().any(|l| {
         l.to_ascii_lowercase().starts_with("transfer-encoding:")
             && l.to_ascii_lowercase().contains("chunked")
     });
     if !chunked {
-        return Some((status, body.to_vec()));
+        return Some(Reply {
+            status,
+            link,
+            body: body.to_vec(),
+        });
     }
     let mut out = Vec::new();
     let mut rest = body;
@@ -168,7 +229,11 @@ fn parse_response(raw: &[u8]) -> Option<(u16, Vec<u8>)> {
             usize::from_str_radix(std::str::from_utf8(&rest[..line_end]).ok()?.trim(), 16).ok()?;
         rest = &rest[line_end + 2..];
         if size == 0 {
-            return Some((status, out));
+            return Some(Reply {
+                status,
+                link,
+                body: out,
+            });
         }
         out.extend_from_slice(rest.get(..size)?);
         rest = rest.get(size + 2..)?;
@@ -180,11 +245,42 @@ mod tests {
     use super::*;
 
     #[test]
-    fn responses_parse_plain_and_chunked() {
-        let plain = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}";
-        assert_eq!(parse_response(plain), Some((200, b"{}".to_vec())));
+    fn responses_parse_plain_and_chunked_with_their_link() {
+        let plain = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nlink: <x?after=A&limit=2>; rel=\"next\"\r\n\r\n{}";
+        let r = parse_response(plain).unwrap();
+        assert_eq!((r.status, r.body.as_slice()), (200, b"{}".as_slice()));
+        assert_eq!(r.link.as_deref().and_then(next_after), Some("A"));
         let chunked = b"HTTP/1.1 404 Not Found\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n";
-        assert_eq!(parse_response(chunked), Some((404, b"abcde".to_vec())));
+        let r = parse_response(chunked).unwrap();
+        assert_eq!((r.status, r.link, r.body), (404, None, b"abcde".to_vec()));
         assert_eq!(parse_response(b"garbage"), None);
+    }
+
+    #[test]
+    fn failure_commands_use_aferos_partner_paths() {
+        let list = Command::List {
+            partner: "my hook".into(),
+            limit: Some(5),
+            after: Some("A".into()),
+        };
+        assert_eq!(
+            list.request(),
+            (
+                "GET",
+                "/v1/partners/my%20hook/pushFailures?limit=5&after=A".into()
+            )
+        );
+        let delete = Command::Delete {
+            partner: "hub".into(),
+            id: "X".into(),
+        };
+        assert_eq!(
+            delete.request(),
+            ("DELETE", "/v1/partners/hub/pushFailures/X".into())
+        );
+        assert_eq!(
+            Command::ReplayAll(Some("hub".into())).request(),
+            ("POST", "/v1/partners/hub/pushFailures/replay".into())
+        );
     }
 }

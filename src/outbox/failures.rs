@@ -10,11 +10,13 @@ use super::keys;
 use super::message::{unix_ms, NewMessage, Stored};
 use super::store::{Batch, StoreError};
 
-/// One push failure, as Afero's failure API shows it.
+/// One push failure as stored: Afero's fields plus what a replay needs.
+/// The admin API shows it in Afero's exact shape (`admin::failure_page`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PushFailure {
-    /// Id of this failure.
+    /// The failure number in decimal, as recorded; the API shows the
+    /// UUID computed from the number instead (see `failure_id`).
     pub partner_push_failure_id: String,
     /// The sink (`hub` or a webhook's name).
     pub partner_id: String,
@@ -30,15 +32,16 @@ pub struct PushFailure {
     pub message_id: String,
 }
 
-/// A page of failures, newest first.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct FailurePage {
-    /// The failures.
-    pub push_failures: Vec<PushFailure>,
-    /// Pass as `before` for the next page; absent on the last page.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub next: Option<String>,
+/// One stored failure with its number (its key) and stored size.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FailureRow {
+    /// The failure number (`f` + this); the API shows it as a UUID
+    /// ([`FailureIds`](super::failure_id::FailureIds)).
+    pub number: u64,
+    /// Size of the stored record, to bound the memory of an answer.
+    pub bytes: usize,
+    /// The record.
+    pub failure: PushFailure,
 }
 
 /// Stored as: store-clock ms (8 bytes, for purging) + JSON.
@@ -88,63 +91,63 @@ pub(crate) fn record(
     st.dirty = true;
 }
 
-fn parse_id(id: &str) -> Option<u64> {
-    id.parse().ok()
-}
-
 impl Core {
-    /// Up to `limit` failures older than `before` (an id), newest first.
+    /// Up to `limit` failures with numbers above `after` and below
+    /// `before`, oldest first (or newest first).
     ///
     /// # Errors
     /// On storage errors.
-    pub fn list_failures(
+    pub fn failure_rows(
         &self,
+        after: Option<u64>,
+        before: Option<u64>,
         limit: usize,
-        before: Option<&str>,
-    ) -> Result<FailurePage, StoreError> {
-        let to = match before.and_then(parse_id) {
-            Some(id) => keys::numbered(keys::FAIL, id).to_vec(),
+        newest_first: bool,
+    ) -> Result<Vec<FailureRow>, StoreError> {
+        let from = match after {
+            Some(n) => match n.checked_add(1) {
+                Some(f) => keys::numbered(keys::FAIL, f).to_vec(),
+                None => return Ok(Vec::new()),
+            },
+            None => vec![keys::FAIL],
+        };
+        let to = match before {
+            Some(n) => keys::numbered(keys::FAIL, n).to_vec(),
             None => vec![keys::FAIL + 1],
         };
-        let rows = self.storage.scan(&[keys::FAIL], &to, limit + 1, true)?;
-        let mut push_failures = rows
+        self.storage
+            .scan(&from, &to, limit, newest_first)?
             .iter()
-            .map(|(_, v)| decode(v).map(|(_, f)| f))
-            .collect::<Result<Vec<_>, _>>()?;
-        let next = (push_failures.len() > limit).then(|| {
-            push_failures.truncate(limit);
-            push_failures
-                .last()
-                .map(|f| f.partner_push_failure_id.clone())
-        });
-        Ok(FailurePage {
-            push_failures,
-            next: next.flatten(),
-        })
+            .map(|(k, v)| {
+                let number = keys::number(k)
+                    .ok_or_else(|| StoreError::Corrupt("a push failure key is malformed".into()))?;
+                let (_, failure) = decode(v)?;
+                Ok(FailureRow {
+                    number,
+                    bytes: v.len(),
+                    failure,
+                })
+            })
+            .collect()
     }
 
-    /// One failure.
+    /// Failure number `n`.
     ///
     /// # Errors
     /// On storage errors.
-    pub fn failure(&self, id: &str) -> Result<Option<PushFailure>, StoreError> {
-        let Some(n) = parse_id(id) else {
-            return Ok(None);
-        };
+    pub fn failure(&self, n: u64) -> Result<Option<PushFailure>, StoreError> {
         match self.storage.get(&keys::numbered(keys::FAIL, n))? {
             Some(v) => Ok(Some(decode(&v)?.1)),
             None => Ok(None),
         }
     }
 
-    /// Deletes a failure; false when there was none.
+    /// Deletes failure number `n`; false when there was none. Concurrent
+    /// calls for one number: exactly one gets true.
     ///
     /// # Errors
     /// On storage errors.
-    pub fn delete_failure(&self, id: &str) -> Result<bool, StoreError> {
-        let Some(n) = parse_id(id) else {
-            return Ok(false);
-        };
+    pub fn delete_failure(&self, n: u64) -> Result<bool, StoreError> {
         let key = keys::numbered(keys::FAIL, n);
         let _order = self.write_order();
         let mut st = self.lock();

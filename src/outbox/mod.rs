@@ -6,7 +6,8 @@
 //! - [`store`]: the storage trait, the hardened sled engine, format versions.
 //! - [`core`](self::core): counters, per-sink cursors, reads and acks;
 //!   [`append`](self::append) the capacity policy; `maintain` expiry and
-//!   compaction; [`failures`] the failure records; [`ages`] the age clock.
+//!   compaction; [`failures`] the failure records, [`failure_id`] their
+//!   UUIDs; [`ages`] the age clock.
 //! - [`highwater`]: the record outside the store that notices messages
 //!   lost between runs in ways the engine does not report.
 //! - [`intake`]: group commit (one writer thread, one sync per group).
@@ -33,6 +34,7 @@ pub mod ages;
 pub mod append;
 pub mod cli;
 pub mod core;
+pub mod failure_id;
 pub mod failures;
 pub mod highwater;
 pub mod hub_sink;
@@ -63,7 +65,8 @@ use self::highwater::HighWater;
 
 pub use self::append::{IntakeError, Receipt};
 pub use self::core::{Core, Settings, SinkId};
-pub use self::failures::{FailurePage, PushFailure};
+pub use self::failure_id::FailureIds;
+pub use self::failures::{FailureRow, PushFailure};
 pub use self::hub_sink::HubSinkOptions;
 pub use self::intake::Intake;
 pub use self::maintain::{SinkStats, Stats};

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::{redb_store, Batch, RedbStorage, Reopening, SledStorage, Storage, StoreError};
+use super::{durable, redb_store, Batch, RedbStorage, Reopening, SledStorage, Storage, StoreError};
 use crate::config::StoreEngine;
 
 /// The layout this build writes (see `outbox::keys`).
@@ -53,6 +53,9 @@ pub fn open<T>(
         ) => {
             let aside = root.join(format!("outbox.corrupt-{now_unix}"));
             std::fs::rename(&dir, &aside).map_err(StoreError::from_io)?;
+            // Durable before the new store accepts anything: else a power
+            // cut brings the old directory back over the new one.
+            durable::sync_dir(root).map_err(StoreError::from_io)?;
             tracing::error!(
                 error = %e,
                 moved_to = %aside.display(),
@@ -98,7 +101,7 @@ fn guarded_open<T>(
         )));
     }
     // Best effort: without the marker only the crash count is lost.
-    let _ = std::fs::create_dir_all(root);
+    let _ = durable::create_dir_all(root);
     let _ = std::fs::write(&marker, (crashed + 1).to_string());
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(open));
     let _ = std::fs::remove_file(&marker);

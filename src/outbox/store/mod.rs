@@ -3,6 +3,7 @@
 //! tests ([`Storage`]), plus opening with hardening and format versioning
 //! ([`open`]).
 
+mod durable;
 mod format;
 mod redb_store;
 mod reopen;

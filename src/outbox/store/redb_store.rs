@@ -38,8 +38,11 @@ impl RedbStorage {
     /// When the directory is unusable, another process has the file open
     /// ([`StoreError::Io`]), or redb refuses the file ([`StoreError::Corrupt`]).
     pub fn open(dir: &Path, cache_bytes: u64) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(dir).map_err(StoreError::from_io)?;
+        super::durable::create_dir_all(dir).map_err(StoreError::from_io)?;
         let file = dir.join(FILE);
+        if !file.exists() {
+            create_atomically(dir, &file)?;
+        }
         let db = Database::builder()
             .set_cache_size(usize::try_from(cache_bytes).unwrap_or(usize::MAX))
             .create(&file)
@@ -52,6 +55,23 @@ impl RedbStorage {
         tx.set_durability(durability).map_err(from_redb)?;
         Ok(tx)
     }
+}
+
+/// Creates a new database beside `file` and renames it into place. redb
+/// grows a new file and writes its header before the magic number, so a
+/// crash or power cut in between leaves a file that is "not a redb
+/// database" and would be moved aside as corrupt (`outbox_powercut`
+/// showed it); an interrupted creation here leaves only the temporary
+/// file, removed by the next attempt.
+fn create_atomically(dir: &Path, file: &Path) -> Result<(), StoreError> {
+    let tmp = dir.join(format!("{FILE}.creating"));
+    match std::fs::remove_file(&tmp) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(StoreError::from_io(e)),
+        _ => {}
+    }
+    drop(Database::create(&tmp).map_err(from_redb)?);
+    std::fs::rename(&tmp, file).map_err(StoreError::from_io)?;
+    super::durable::sync_dir(dir).map_err(StoreError::from_io)
 }
 
 /// Maps redb's errors: I/O stays I/O (a full disk is not corruption) except
@@ -187,5 +207,17 @@ mod tests {
         std::fs::write(dir.path().join(FILE), vec![0x5A; 64 * 1024]).unwrap();
         let r = RedbStorage::open(dir.path(), 1 << 20);
         assert!(matches!(r, Err(StoreError::Corrupt(_))), "{:?}", r.err());
+    }
+
+    #[test]
+    fn an_interrupted_creation_leaves_no_store_and_the_next_open_creates_one() {
+        let dir = tempfile::tempdir().unwrap();
+        // What a kill between redb's header and its magic number leaves.
+        let creating = dir.path().join(format!("{FILE}.creating"));
+        std::fs::write(&creating, vec![0; 64 * 1024]).unwrap();
+        let store = RedbStorage::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(store.get(b"k").unwrap(), None);
+        assert!(!creating.exists());
+        assert!(dir.path().join(FILE).exists());
     }
 }

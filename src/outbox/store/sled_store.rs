@@ -5,6 +5,8 @@
 //! - `flush()` only calls `sync_file_range`, which survives a crash but not
 //!   a power cut, so [`Storage::sync`] also `fdatasync`s the log file and any
 //!   blob files (sled never syncs those);
+//! - the directory (and sled's unsynced `conf`) are fsynced after opening,
+//!   so the names of the files sled created survive a power cut;
 //! - the page cache is small and configurable;
 //! - the size on disk is measured by walking the directory (sled never
 //!   returns freed space, so this is what the disk actually holds).
@@ -32,7 +34,7 @@ impl SledStorage {
     /// When the directory is unusable or sled refuses the files
     /// ([`StoreError::Corrupt`] for corruption).
     pub fn open(dir: &Path, cache_bytes: u64) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(dir).map_err(StoreError::from_io)?;
+        super::durable::create_dir_all(dir).map_err(StoreError::from_io)?;
         remove_unfinished_snapshots(dir)?;
         let db = sled::Config::new()
             .path(dir)
@@ -43,6 +45,14 @@ impl SledStorage {
             .mode(sled::Mode::HighThroughput)
             .open()
             .map_err(from_sled)?;
+        // sled never fsyncs its directory: without this the names of the
+        // files it just created (`db`, `conf`) are not durable, and a power
+        // cut on a file system that keeps only what POSIX promises takes the
+        // log with every acknowledged message (`outbox_powercut` showed it).
+        if let Ok(conf) = File::open(dir.join("conf")) {
+            conf.sync_all().map_err(StoreError::from_io)?;
+        }
+        super::durable::sync_dir(dir).map_err(StoreError::from_io)?;
         let log = File::open(dir.join("db")).ok();
         Ok(Self {
             db,
