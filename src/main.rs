@@ -124,6 +124,18 @@ enum FailuresAction {
 enum OutboxAction {
     /// Queue depth, ages and counters per sink.
     Stats,
+    /// Import the messages and push failures of a set-aside or copied
+    /// store directory into the running daemon's store (nothing twice).
+    Import {
+        /// The store directory (e.g. `<store.path>/outbox.corrupt-<seconds>`).
+        dir: PathBuf,
+    },
+    /// Stream a store's records on stdout for salvage (used by the daemon).
+    #[command(hide = true)]
+    Export {
+        /// The store directory.
+        dir: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -165,10 +177,11 @@ fn main() -> ExitCode {
             };
             outbox_cli::run(&config, &cmd)
         }
-        Command::Outbox {
-            config,
-            action: OutboxAction::Stats,
-        } => outbox_cli::run(&config, &outbox_cli::Command::Stats),
+        Command::Outbox { config, action } => match action {
+            OutboxAction::Stats => outbox_cli::run(&config, &outbox_cli::Command::Stats),
+            OutboxAction::Import { dir } => outbox_cli::import(&config, &dir),
+            OutboxAction::Export { dir } => tether::outbox::salvage::export::run(&dir),
+        },
         #[cfg(feature = "cloud")]
         Command::Cloud { command } => tether::cloud::cli::run(*command),
         #[cfg(feature = "demo")]

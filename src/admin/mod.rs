@@ -7,6 +7,7 @@
 pub mod attributes;
 pub mod failure_page;
 pub mod failures;
+pub mod import;
 pub mod metrics;
 
 use std::sync::Arc;

@@ -10,6 +10,7 @@ use crate::bridge::BridgeHandle;
 use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::hub::HubHandle;
+use crate::outbox::salvage::Salvager;
 use crate::outbox::{metrics::OutboxMetrics, Outbox};
 use crate::relay::Relay;
 
@@ -21,6 +22,7 @@ pub(super) struct Parts<'a> {
     pub outbox: &'a Outbox,
     pub relay: &'a Arc<Relay>,
     pub bridge: Option<&'a BridgeHandle>,
+    pub salvager: &'a Arc<Salvager>,
 }
 
 /// Binds and serves the admin API when `[admin] listen` is set.
@@ -61,7 +63,10 @@ pub(super) async fn start(
             core: parts.outbox.core.clone(),
             intake: parts.outbox.intake.clone(),
         },
-    )));
+    )))
+    .merge(admin::import::router(Arc::new(admin::import::ImportApi {
+        salvager: parts.salvager.clone(),
+    })));
     Ok(Some(admin::serve(
         bound,
         admin::app(Arc::new(state), v1),

@@ -21,6 +21,7 @@ use crate::bridge::BridgeHandle;
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::{self, Config};
 use crate::hub::{self, HubHandle, Router};
+use crate::outbox::salvage::Salvager;
 use crate::outbox::Outbox;
 use crate::service::{notify, signals::Signal, signals::Signals, Liveness};
 use crate::{logging, tls};
@@ -165,6 +166,7 @@ impl Daemon {
         let webhooks: Vec<String> = cfg.webhooks.iter().map(|w| w.name.clone()).collect();
         let outbox = Outbox::open(&cfg.store, &webhooks, self.clock.clone())
             .map_err(|e| StartError::failure(format!("cannot open the outbox: {e}")))?;
+        let salvager = self.salvager(cfg, &outbox);
         let mut router = Router::new();
         let relay = components::relay(cfg, &self.clock)
             .map_err(|e| StartError::config(format!("invalid relay settings: {e}")))?;
@@ -203,6 +205,7 @@ impl Daemon {
             outbox: &outbox,
             relay: &relay,
             bridge: bridge.as_ref(),
+            salvager: &salvager,
         };
         if let Some(t) = admin_api::start(cfg, parts, &self.clock, self.shutdown.clone())
             .await
@@ -237,6 +240,24 @@ impl Daemon {
             tasks,
             bridge,
         })
+    }
+
+    /// The salvager (reading stores with this program), already salvaging
+    /// set-aside stores in the background: intake and READY never wait.
+    fn salvager(&self, cfg: &Config, outbox: &Outbox) -> Arc<Salvager> {
+        // Where the path cannot be told, the kernel's link still runs it.
+        let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/proc/self/exe"));
+        let salvager = Arc::new(Salvager::new(
+            outbox,
+            cfg.store.path.clone(),
+            exe,
+            self.clock.clone(),
+            self.shutdown.child_token(),
+        ));
+        if let Err(e) = salvager.clone().spawn_pending() {
+            error!(error = %e, "cannot start salvaging set-aside outbox stores; they are kept");
+        }
+        salvager
     }
 
     async fn stop(&self, running: Running) {

@@ -12,6 +12,7 @@ use super::core::{Core, State};
 use super::failures;
 use super::keys;
 use super::message::{unix_ms, NewMessage, Stored};
+use super::salvage::{ImportBatch, Undo};
 use super::store::{Batch, StoreError};
 
 /// Sent back for each accepted message.
@@ -63,12 +64,33 @@ impl From<StoreError> for IntakeError {
     }
 }
 
+/// One request to the writer: new messages, or a group carried over from
+/// another store (salvage, import) with the progress it completes.
+pub(crate) enum Request {
+    /// Messages accepted now.
+    New(Vec<NewMessage>),
+    /// Records imported from another store.
+    Import(Box<ImportBatch>),
+}
+
+impl Request {
+    /// Messages it carries.
+    pub fn len(&self) -> usize {
+        match self {
+            Request::New(m) => m.len(),
+            Request::Import(b) => b.messages.len() + b.failures.len(),
+        }
+    }
+}
+
 /// The result of [`Core::append`]: one answer per request, what the batch
 /// wrote (for a rollback when it does not reach the disk), and why the
 /// engine refused the batch, if it did (then nothing was written).
 pub(crate) struct Appended {
     pub answers: Vec<Result<Vec<Receipt>, IntakeError>>,
     pub written: Vec<(u64, u64)>,
+    /// What undoes the imports' other writes (failures, progress).
+    pub undo: Undo,
     pub next_seq: u64,
     pub refused: Option<StoreError>,
 }
@@ -81,9 +103,35 @@ const LIVE_SHARE: u64 = 2;
 const REUSE_SHARE: u64 = 8;
 const DROP_REASON: &str = "dropped: the outbox reached store.max_bytes (full_policy = drop-oldest)";
 
+/// Where one group's writes go, and what they track.
+pub(crate) struct Put<'a> {
+    pub batch: &'a mut Batch,
+    /// The size on disk when the group started.
+    pub disk: u64,
+    pub written: &'a mut Vec<(u64, u64)>,
+    pub dropped_below: &'a mut u64,
+}
+
+/// Records for messages accepted now, numbered from `next_seq`.
+fn new_records(st: &mut State, msgs: Vec<NewMessage>, wall_ms: u64) -> Vec<Stored> {
+    let now = st.ages.now_ms();
+    msgs.into_iter()
+        .enumerate()
+        .map(|(i, m)| Stored {
+            seq: st.next_seq + i as u64,
+            id: m.id,
+            message_type: m.message_type,
+            utc_ms: wall_ms,
+            accepted_ms: now,
+            only_sink: m.only_sink,
+            body: m.body,
+        })
+        .collect()
+}
+
 impl Core {
     /// Applies one group of requests as a single batch (not yet durable).
-    pub(crate) fn append(&self, jobs: Vec<Vec<NewMessage>>) -> Appended {
+    pub(crate) fn append(&self, jobs: Vec<Request>) -> Appended {
         let disk = self.disk_bytes();
         let _order = self.write_order();
         let mut st = self.lock();
@@ -91,17 +139,22 @@ impl Core {
         let mut answers = Vec::with_capacity(jobs.len());
         let mut written = Vec::new();
         let mut dropped_below = 0;
+        let mut undo = Undo::default();
         let wall_ms = unix_ms(st.ages.wall_now());
-        for msgs in jobs {
-            let answer = self.append_one(
-                &mut st,
-                &mut batch,
-                msgs,
+        for job in jobs {
+            let mut put = Put {
+                batch: &mut batch,
                 disk,
-                wall_ms,
-                &mut written,
-                &mut dropped_below,
-            );
+                written: &mut written,
+                dropped_below: &mut dropped_below,
+            };
+            let answer = match job {
+                Request::New(msgs) => {
+                    let records = new_records(&mut st, msgs, wall_ms);
+                    self.admit(&mut st, &mut put, records)
+                }
+                Request::Import(b) => self.append_import(&mut st, &mut put, *b, &mut undo),
+            };
             answers.push(answer);
         }
         let next_seq = st.next_seq;
@@ -114,10 +167,11 @@ impl Core {
         // record PUBACKs meanwhile (the write order keeps other writers out).
         drop(st);
         if let Err(e) = self.storage.apply(batch) {
-            self.rollback_ordered(&written);
+            self.rollback_ordered(&written, undo);
             return Appended {
                 answers,
                 written: Vec::new(),
+                undo: Undo::default(),
                 next_seq,
                 refused: Some(e),
             };
@@ -125,36 +179,22 @@ impl Core {
         Appended {
             answers,
             written,
+            undo,
             next_seq,
             refused: None,
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn append_one(
+    /// Stores `records` (numbered from `next_seq`) under the capacity
+    /// policy, or refuses all of them.
+    pub(crate) fn admit(
         &self,
         st: &mut State,
-        batch: &mut Batch,
-        msgs: Vec<NewMessage>,
-        disk: u64,
-        wall_ms: u64,
-        written: &mut Vec<(u64, u64)>,
-        dropped_below: &mut u64,
+        put: &mut Put<'_>,
+        records: Vec<Stored>,
     ) -> Result<Vec<Receipt>, IntakeError> {
-        let now = st.ages.now_ms();
-        let records: Vec<Stored> = msgs
-            .into_iter()
-            .enumerate()
-            .map(|(i, m)| Stored {
-                seq: st.next_seq + i as u64,
-                id: m.id,
-                message_type: m.message_type,
-                utc_ms: wall_ms,
-                accepted_ms: now,
-                only_sink: m.only_sink,
-                body: m.body,
-            })
-            .collect();
+        let (batch, disk) = (&mut *put.batch, put.disk);
+        let (written, dropped_below) = (&mut *put.written, &mut *put.dropped_below);
         let encoded: Vec<Vec<u8>> = records.iter().map(Stored::encode).collect();
         let size: u64 = encoded.iter().map(|e| e.len() as u64).sum();
         let max = self.settings.max_bytes;
@@ -255,19 +295,21 @@ impl Core {
     }
 
     /// Undoes appended messages that did not reach the disk: they count as
-    /// done everywhere and are removed, so nothing half-written is sent.
-    pub(crate) fn rollback(&self, written: &[(u64, u64)]) {
+    /// done everywhere and are removed, so nothing half-written is sent;
+    /// `undo` takes back the imports' other writes.
+    pub(crate) fn rollback(&self, written: &[(u64, u64)], undo: Undo) {
         let _order = self.write_order();
-        self.rollback_ordered(written);
+        self.rollback_ordered(written, undo);
     }
 
     /// [`Core::rollback`] with the write order already held.
-    fn rollback_ordered(&self, written: &[(u64, u64)]) {
-        if written.is_empty() {
+    fn rollback_ordered(&self, written: &[(u64, u64)], undo: Undo) {
+        if written.is_empty() && undo.is_empty() {
             return;
         }
         let mut st = self.lock();
-        let mut batch = Batch::default();
+        let mut batch = undo.batch;
+        st.fail_n = st.fail_n.saturating_sub(undo.failures);
         for &(seq, bytes) in written {
             for s in &mut st.sinks {
                 s.mark_done(seq, bytes);

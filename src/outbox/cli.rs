@@ -1,4 +1,5 @@
-//! The client side of `tether failures ...` and `tether outbox stats`: one
+//! The client side of `tether failures ...`, `tether outbox stats` and
+//! `tether outbox import`: one
 //! HTTP/1.1 request to the admin API (TCP or unix socket, from the config
 //! file), with the bearer token, printing the JSON answer.
 
@@ -101,6 +102,57 @@ fn next_after(link: &str) -> Option<&str> {
 /// the answer and returns the exit code (0 on 2xx, 1 otherwise, 64 for a
 /// bad config, 69 when the daemon cannot be reached).
 pub fn run(config_path: &Path, cmd: &Command) -> i32 {
+    let (method, target) = cmd.request();
+    call(config_path, method, &target, None, Duration::from_secs(30))
+}
+
+/// `tether outbox import DIR`: checks `dir` here (clear errors before
+/// anything is sent), then asks the daemon to salvage it and prints the
+/// counts. The daemon does the reading and importing, so the records go
+/// into its store with their progress in the same batches: an import that
+/// is interrupted (or repeated) resumes without loss or duplicates.
+pub fn import(config_path: &Path, dir: &Path) -> i32 {
+    if !dir.is_dir() {
+        eprintln!(
+            "tether: {} does not exist or is not a directory",
+            dir.display()
+        );
+        return 1;
+    }
+    if crate::outbox::store::engine_in(dir).is_none() {
+        eprintln!(
+            "tether: {} is not an outbox store (it has no sled `db` file and no redb \
+             `outbox.redb` file)",
+            dir.display()
+        );
+        return 1;
+    }
+    let full = match dir.canonicalize() {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("tether: cannot resolve {}: {e}", dir.display());
+            return 1;
+        }
+    };
+    let body = serde_json::json!({ "path": full }).to_string();
+    // A large store takes a while; the daemon finishes it even if this
+    // client gives up.
+    call(
+        config_path,
+        "POST",
+        "/v1/outbox/import",
+        Some(&body),
+        Duration::from_secs(3600),
+    )
+}
+
+fn call(
+    config_path: &Path,
+    method: &str,
+    target: &str,
+    body: Option<&str>,
+    timeout: Duration,
+) -> i32 {
     let cfg = match config::load(config_path) {
         Ok(c) => c,
         Err(e) => {
@@ -116,8 +168,7 @@ pub fn run(config_path: &Path, cmd: &Command) -> i32 {
         return crate::app::EXIT_CONFIG;
     };
     let token = cfg.admin.token.as_ref().map(|t| t.expose().to_string());
-    let (method, target) = cmd.request();
-    match send(listen, token.as_deref(), method, &target) {
+    match exchange(listen, token.as_deref(), method, target, body, timeout) {
         Ok(Reply { status, link, body }) => {
             let text = serde_json::from_slice::<serde_json::Value>(&body)
                 .ok()
@@ -174,12 +225,31 @@ pub fn send(
     method: &str,
     target: &str,
 ) -> std::io::Result<Reply> {
-    let mut head = format!("{method} {target} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: 0\r\n");
+    exchange(listen, token, method, target, None, Duration::from_secs(30))
+}
+
+fn exchange(
+    listen: &AdminListen,
+    token: Option<&str>,
+    method: &str,
+    target: &str,
+    body: Option<&str>,
+    timeout: Duration,
+) -> std::io::Result<Reply> {
+    let body = body.unwrap_or("");
+    let mut head = format!(
+        "{method} {target} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    if !body.is_empty() {
+        head.push_str("Content-Type: application/json\r\n");
+    }
     if let Some(t) = token {
         head.push_str(&format!("Authorization: Bearer {t}\r\n"));
     }
     head.push_str("\r\n");
-    let timeout = Some(Duration::from_secs(30));
+    head.push_str(body);
+    let timeout = Some(timeout);
     let mut raw = Vec::new();
     match listen {
         AdminListen::Tcp(addr) => {

@@ -173,11 +173,18 @@ impl Core {
         let next_seq = next.max(after_last);
         let [live_n, live_b] = get_u64s(keys::LIVE)?.unwrap_or([0, 0]);
         let [next_fid, fail_n] = get_u64s(keys::FAILS)?.unwrap_or([1, 0]);
+        let cap = settings.ttl.max(settings.failure_ttl);
         let checkpoint = match storage.get(keys::CLOCK)? {
-            Some(v) => Some(Checkpoint::decode(&v).ok_or_else(|| corrupt("k:clock"))?),
-            None => None,
+            Some(v) => Checkpoint::decode(&v).ok_or_else(|| corrupt("k:clock"))?,
+            // A new store's clock starts one cap in, not at 0, so records
+            // imported from another store (salvage) can be stamped up to
+            // one cap back.
+            None => Checkpoint {
+                store_ms: cap.as_millis().min(u128::from(u64::MAX)) as u64,
+                ..Checkpoint::default()
+            },
         };
-        let ages = AgeClock::resume(clock, checkpoint, settings.ttl.max(settings.failure_ttl));
+        let ages = AgeClock::resume(clock, Some(checkpoint), cap);
         let mut batch = Batch::default();
         for (k, _) in storage.scan(b"c:", b"c;", usize::MAX, false)? {
             let name = String::from_utf8_lossy(&k[2..]).to_string();
@@ -423,7 +430,7 @@ mod tests {
         let msgs = (0..6)
             .map(|i| NewMessage::json("attribute", &serde_json::json!({ "i": i })))
             .collect();
-        let appended = core.append(vec![msgs]);
+        let appended = core.append(vec![crate::outbox::append::Request::New(msgs)]);
         core.set_durable(appended.next_seq);
         let mut read: VecDeque<Stored> = core.read(0, 0, 10).unwrap().into();
         let seqs: Vec<u64> = read.iter().map(|m| m.seq).collect();

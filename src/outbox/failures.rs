@@ -52,7 +52,8 @@ fn encode(store_ms: u64, f: &PushFailure) -> Vec<u8> {
     v
 }
 
-fn decode(b: &[u8]) -> Result<(u64, PushFailure), StoreError> {
+/// Reads a stored failure: its store-clock ms and the failure.
+pub(crate) fn decode(b: &[u8]) -> Result<(u64, PushFailure), StoreError> {
     let bad = || StoreError::Corrupt("a push failure record is malformed".into());
     let ms = keys::u64s::<1>(b).ok_or_else(bad)?[0];
     let f = serde_json::from_slice(&b[8..]).map_err(|_| bad())?;
@@ -89,6 +90,24 @@ pub(crate) fn record(
     st.sinks[sink].mark_done(msg.seq, bytes);
     st.sinks[sink].counters.failures += 1;
     st.dirty = true;
+}
+
+/// Stores a failure carried over from another store under a new number,
+/// stamped `store_ms` on this store's clock; returns its key.
+pub(crate) fn import(
+    st: &mut State,
+    batch: &mut Batch,
+    store_ms: u64,
+    mut f: PushFailure,
+) -> Vec<u8> {
+    let id = st.next_fid;
+    st.next_fid += 1;
+    st.fail_n += 1;
+    f.partner_push_failure_id = id.to_string();
+    let key = keys::numbered(keys::FAIL, id).to_vec();
+    batch.put(key.clone(), encode(store_ms, &f));
+    st.dirty = true;
+    key
 }
 
 impl Core {

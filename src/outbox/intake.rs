@@ -11,9 +11,10 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::append::{IntakeError, Receipt};
+use super::append::{IntakeError, Receipt, Request};
 use super::core::Core;
 use super::message::{NewMessage, MAX_BODY_BYTES};
+use super::salvage::ImportBatch;
 use super::store::StoreError;
 
 /// Requests waiting for the writer; senders wait when it is full.
@@ -24,7 +25,7 @@ const MAX_GROUP: usize = 4096;
 const DISK_REFRESH: Duration = Duration::from_millis(250);
 
 struct Job {
-    msgs: Vec<NewMessage>,
+    req: Request,
     reply: oneshot::Sender<Result<Vec<Receipt>, IntakeError>>,
 }
 
@@ -48,16 +49,30 @@ impl Intake {
         if msgs.is_empty() {
             return Ok(Vec::new());
         }
+        self.send(Request::New(msgs)).await
+    }
+
+    /// Imports a group carried over from another store (salvage): durable
+    /// with its progress when this returns, or not at all.
+    ///
+    /// # Errors
+    /// See [`IntakeError`]; nothing of a refused group is kept.
+    pub async fn import(&self, group: ImportBatch) -> Result<Vec<Receipt>, IntakeError> {
+        self.send(Request::Import(Box::new(group))).await
+    }
+
+    async fn send(&self, req: Request) -> Result<Vec<Receipt>, IntakeError> {
         let (reply, answer) = oneshot::channel();
         self.tx
-            .send(Job { msgs, reply })
+            .send(Job { req, reply })
             .await
             .map_err(|_| IntakeError::Closed)?;
         answer.await.map_err(|_| IntakeError::Closed)?
     }
 }
 
-fn check(m: &NewMessage) -> Result<(), IntakeError> {
+/// The checks every message passes before it is stored.
+pub(crate) fn check(m: &NewMessage) -> Result<(), IntakeError> {
     let type_ok = !m.message_type.is_empty()
         && m.message_type.len() <= 64
         && m.message_type
@@ -90,25 +105,25 @@ pub(crate) fn spawn_writer(core: Arc<Core>) -> std::io::Result<(Intake, JoinHand
 fn writer(core: &Core, mut rx: mpsc::Receiver<Job>) {
     let mut measured = Instant::now();
     while let Some(first) = rx.blocking_recv() {
-        let mut count = first.msgs.len();
+        let mut count = first.req.len();
         let mut jobs = vec![first];
         while count < MAX_GROUP {
             match rx.try_recv() {
                 Ok(job) => {
-                    count += job.msgs.len();
+                    count += job.req.len();
                     jobs.push(job);
                 }
                 Err(_) => break,
             }
         }
-        let (msgs, replies): (Vec<_>, Vec<_>) = jobs.into_iter().map(|j| (j.msgs, j.reply)).unzip();
+        let (reqs, replies): (Vec<_>, Vec<_>) = jobs.into_iter().map(|j| (j.req, j.reply)).unzip();
         let started = Instant::now();
-        let mut appended = core.append(msgs);
+        let mut appended = core.append(reqs);
         // A batch the engine refused counts as a failed write too, so
         // `/healthz` reports the store unwritable however the disk fills.
         let synced = match appended.refused.take() {
             Some(e) => Err(e),
-            None if appended.written.is_empty() => Ok(()),
+            None if appended.written.is_empty() && appended.undo.is_empty() => Ok(()),
             None => core.storage.sync(),
         };
         let answers = match synced {
@@ -125,7 +140,7 @@ fn writer(core: &Core, mut rx: mpsc::Receiver<Job>) {
                     false,
                     matches!(e, StoreError::DiskFull(_)),
                 );
-                core.rollback(&appended.written);
+                core.rollback(&appended.written, std::mem::take(&mut appended.undo));
                 let err = IntakeError::from(e);
                 appended
                     .answers

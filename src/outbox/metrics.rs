@@ -24,6 +24,8 @@ pub struct Counters {
     write_failing: AtomicBool,
     store_lost: AtomicU64,
     store_loss: Mutex<Option<String>>,
+    /// Salvage of set-aside or imported stores.
+    pub salvage: super::salvage::Status,
 }
 
 impl Counters {
@@ -195,6 +197,24 @@ impl RenderMetrics for OutboxMetrics {
             "Stores found damaged, replaced or truncated at start (their messages are gone).",
             c.store_lost.load(Ordering::Relaxed) as f64,
         );
+        let (messages, failures) = c.salvage.salvaged();
+        labelled(
+            out,
+            "tether_outbox_salvaged_total",
+            "counter",
+            "Records imported from set-aside or copied stores, by kind.",
+            &[
+                ("kind=\"message\"".into(), messages as f64),
+                ("kind=\"failure\"".into(), failures as f64),
+            ],
+        );
+        family(
+            out,
+            "tether_outbox_unreadable_total",
+            "counter",
+            "Records of set-aside or copied stores that could not be read (lost).",
+            c.salvage.unreadable() as f64,
+        );
         family(
             out,
             "tether_outbox_messages",
@@ -267,6 +287,7 @@ impl HealthCheck for OutboxMetrics {
                 "diskBytes": s.disk_bytes,
                 "failures": s.failures,
                 "storeLoss": self.0.counters.store_loss(),
+                "salvage": self.0.counters.salvage.view(),
             }),
         )
     }

@@ -13,6 +13,8 @@
 //! - [`intake`]: group commit (one writer thread, one sync per group).
 //! - [`hub_sink`], [`webhook`]: delivery tasks, one per sink.
 //! - [`metrics`]: Prometheus text and `/healthz`; [`cli`]: the CLI's client.
+//! - [`salvage`]: importing the readable records of a set-aside (or copied)
+//!   store into the running one, in the background.
 //!
 //! Design notes:
 //! - *Accepted means durable*: intake answers only after the group's batch
@@ -44,6 +46,7 @@ mod maintain;
 pub mod message;
 pub mod metrics;
 pub mod pacing;
+pub mod salvage;
 pub mod store;
 pub mod webhook;
 
@@ -148,11 +151,8 @@ impl Outbox {
         })?;
         let (core, verdict) = opened.value;
         match (&opened.moved_aside, verdict.loss) {
-            (Some(aside), _) => core.counters.store_lost(format!(
-                "the outbox store could not be opened and was moved aside to {}; its messages \
-                 will not be delivered",
-                aside.display()
-            )),
+            // Salvage reports what the set-aside store still held.
+            (Some(_), _) => {}
             (None, Some(loss)) => {
                 error!("{loss}; tether continues with what the store still holds");
                 core.counters.store_lost(loss);

@@ -1,10 +1,11 @@
 //! Opening the store: format version, migrations, and moving an unusable
 //! store aside so the daemon starts with a fresh one (the old one is kept
-//! for inspection, never deleted).
+//! and salvaged, never deleted).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use super::open_marker::{self, guarded_open};
 use super::{durable, redb_store, Batch, RedbStorage, Reopening, SledStorage, Storage, StoreError};
 use crate::config::StoreEngine;
 
@@ -22,10 +23,12 @@ pub struct Opened<T> {
 }
 
 /// Opens the `engine` store in `<root>/outbox`, checks and migrates its format,
-/// then runs `load` on it. When the engine reports corruption, the version
-/// is unknown, or `load` finds corrupt data, the directory is renamed to
-/// `<root>/outbox.corrupt-<unix seconds>` with an error log line and a new
-/// store is started.
+/// then runs `load` on it. Only evidence against the store itself sets it
+/// aside: the engine reports corruption, the version is unknown, `load`
+/// finds corrupt data, or the engine panicked while opening it (now, or in
+/// an earlier run: see [`super::open_marker`]). The directory is then
+/// renamed to `<root>/outbox.corrupt-<unix seconds>` with an error log line
+/// and a new store is started; the old one is kept for salvage.
 ///
 /// # Errors
 /// I/O errors (permissions, full disk) are returned as they are: moving a
@@ -51,71 +54,50 @@ pub fn open<T>(
             e
             @ (StoreError::Corrupt(_) | StoreError::UnknownVersion { .. } | StoreError::Engine(_)),
         ) => {
-            let aside = root.join(format!("outbox.corrupt-{now_unix}"));
-            std::fs::rename(&dir, &aside).map_err(StoreError::from_io)?;
-            // Durable before the new store accepts anything: else a power
-            // cut brings the old directory back over the new one.
-            durable::sync_dir(root).map_err(StoreError::from_io)?;
-            tracing::error!(
-                error = %e,
-                moved_to = %aside.display(),
-                "the outbox store cannot be opened; it was moved aside for inspection and a new, \
-                 empty store was started (messages in the old store will not be delivered)"
-            );
+            let aside = set_aside(root, &dir, now_unix)?;
+            // After the rename: a kill in between finds the record again
+            // and sets aside what is then in `dir` (nothing, or this store).
+            open_marker::clear(root);
+            if let Some(aside) = &aside {
+                tracing::error!(
+                    error = %e,
+                    moved_to = %aside.display(),
+                    "the outbox store cannot be opened; it was moved aside and a new store was \
+                     started (its readable messages are salvaged into the new store)"
+                );
+            }
             let value = load(open_versioned(&dir, engine, cache_bytes)?)?;
             Ok(Opened {
                 value,
-                moved_aside: Some(aside),
+                moved_aside: aside,
             })
         }
         Err(e) => Err(e),
     }
 }
 
-/// Marks an open in progress; left behind only when opening killed the
-/// process.
-const OPENING_MARKER: &str = "outbox.opening";
-/// Opens in a row that never finished before the store counts as unusable.
-/// Two, so one SIGKILL or power cut during a healthy open costs nothing.
-const CRASHED_OPENS: u32 = 2;
-
-/// Runs `open`, turning a panic into [`StoreError::Corrupt`]: sled panics
-/// on some damaged files (flipped bytes) instead of returning an error.
-/// Where panics abort (the release build) the process dies instead; the
-/// marker file counts such deaths, and after [`CRASHED_OPENS`] of them the
-/// store is treated as corrupt without being opened, so a restart loop
-/// (systemd `Restart=`) ends with the store set aside.
-fn guarded_open<T>(
-    root: &Path,
-    open: impl FnOnce() -> Result<T, StoreError>,
-) -> Result<T, StoreError> {
-    let marker = root.join(OPENING_MARKER);
-    let crashed: u32 = std::fs::read_to_string(&marker)
-        .ok()
-        .and_then(|t| t.trim().parse().ok())
-        .unwrap_or(0);
-    if crashed >= CRASHED_OPENS {
-        let _ = std::fs::remove_file(&marker);
-        return Err(StoreError::Corrupt(format!(
-            "opening it ended tether {crashed} times in a row"
-        )));
+/// Renames `dir` to `<root>/outbox.corrupt-<unix>` (with a suffix when that
+/// name is taken); `None` when there is no `dir` (it was set aside by a run
+/// killed before it cleared the marker).
+fn set_aside(root: &Path, dir: &Path, now_unix: u64) -> Result<Option<PathBuf>, StoreError> {
+    if !dir.exists() {
+        return Ok(None);
     }
-    // Best effort: without the marker only the crash count is lost.
-    let _ = durable::create_dir_all(root);
-    let _ = std::fs::write(&marker, (crashed + 1).to_string());
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(open));
-    let _ = std::fs::remove_file(&marker);
-    result.unwrap_or_else(|panic| {
-        let what = panic
-            .downcast_ref::<&str>()
-            .map(|s| (*s).to_string())
-            .or_else(|| panic.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "a panic".into());
-        Err(StoreError::Corrupt(format!(
-            "the storage engine failed: {what}"
-        )))
-    })
+    let mut aside = root.join(format!("{SET_ASIDE_PREFIX}{now_unix}"));
+    let mut n = 1;
+    while aside.exists() {
+        aside = root.join(format!("{SET_ASIDE_PREFIX}{now_unix}-{n}"));
+        n += 1;
+    }
+    std::fs::rename(dir, &aside).map_err(StoreError::from_io)?;
+    // Durable before the new store accepts anything: else a power cut
+    // brings the old directory back over the new one.
+    durable::sync_dir(root).map_err(StoreError::from_io)?;
+    Ok(Some(aside))
 }
+
+/// How the names of set-aside stores begin, in `store.path`.
+pub const SET_ASIDE_PREFIX: &str = "outbox.corrupt-";
 
 /// The file that shows which engine wrote a store directory.
 fn marker_file(engine: StoreEngine) -> &'static str {
@@ -160,6 +142,50 @@ fn open_engine(
             RedbStorage::open(&dir, cache_bytes)
         })?),
     })
+}
+
+/// The engine whose files are in `dir`, if any (sled's `db`, redb's file).
+pub fn engine_in(dir: &Path) -> Option<StoreEngine> {
+    [StoreEngine::Sled, StoreEngine::Redb]
+        .into_iter()
+        .find(|e| dir.join(marker_file(*e)).is_file())
+}
+
+/// Opens an existing store in `dir` for reading it out (salvage, import),
+/// with whichever engine wrote it, without migrating it; returns it with
+/// its format version.
+///
+/// # Errors
+/// [`StoreError::Io`] (`NotFound`) when `dir` holds no store, what the
+/// engine reports otherwise, [`StoreError::UnknownVersion`] for a newer
+/// format.
+pub fn open_existing(dir: &Path, cache_bytes: u64) -> Result<(Arc<dyn Storage>, u32), StoreError> {
+    let engine = engine_in(dir).ok_or_else(|| {
+        StoreError::Io(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!(
+                "{} holds no outbox store (no sled `db` or redb `{}` file)",
+                dir.display(),
+                redb_store::FILE
+            ),
+        ))
+    })?;
+    let storage = open_engine(dir, engine, cache_bytes)?;
+    let found =
+        match storage.get(FORMAT_KEY)? {
+            Some(v) => u32::from_be_bytes(v.as_slice().try_into().map_err(|_| {
+                StoreError::Corrupt(format!("format version has {} bytes", v.len()))
+            })?),
+            // Before versioning the layout was format 1's.
+            None => FORMAT_VERSION,
+        };
+    if found > FORMAT_VERSION {
+        return Err(StoreError::UnknownVersion {
+            found,
+            supported: FORMAT_VERSION,
+        });
+    }
+    Ok((storage, found))
 }
 
 fn open_versioned(
@@ -312,26 +338,40 @@ mod tests {
     }
 
     #[test]
-    fn an_engine_panic_while_opening_counts_as_corruption() {
-        let root = tempfile::tempdir().unwrap();
-        let r: Result<(), _> = guarded_open(root.path(), || panic!("tried to serialize"));
-        assert!(matches!(&r, Err(StoreError::Corrupt(m)) if m.contains("tried to serialize")));
-        assert!(!root.path().join(OPENING_MARKER).exists());
+    fn a_panic_record_sets_the_store_aside_and_an_interrupted_open_does_not() {
+        for engine in ENGINES {
+            let root = tempfile::tempdir().unwrap();
+            write_raw(root.path(), engine, &[(b"m-old", b"x")]);
+            let marker = root.path().join(open_marker::OPENING_MARKER);
+            for _ in 0..5 {
+                std::fs::write(&marker, "opening\n").unwrap();
+                let opened = reopen(root.path(), engine, 1, |s| s.get(b"m-old")).unwrap();
+                assert!(opened.moved_aside.is_none(), "{engine:?}");
+                assert_eq!(opened.value, Some(b"x".to_vec()));
+                assert!(!marker.exists());
+            }
+            std::fs::write(&marker, "panic\nindex out of bounds\n").unwrap();
+            let opened = reopen(root.path(), engine, 9, |s| s.get(b"m-old")).unwrap();
+            assert_eq!(opened.value, None, "a new store");
+            let aside = opened.moved_aside.expect("set aside");
+            assert!(aside.ends_with("outbox.corrupt-9"));
+            assert!(aside.join(marker_file(engine)).exists());
+            assert!(
+                !marker.exists(),
+                "the record is cleared once the store is aside"
+            );
+        }
     }
 
     #[test]
-    fn opens_that_killed_the_process_twice_set_the_store_aside() {
+    fn a_panic_record_left_after_the_store_went_aside_costs_nothing() {
         let root = tempfile::tempdir().unwrap();
-        let marker = root.path().join(OPENING_MARKER);
-        // One interrupted open (a SIGKILL, a power cut) is forgiven.
-        std::fs::write(&marker, "1").unwrap();
-        assert_eq!(guarded_open(root.path(), || Ok(7)).unwrap(), 7);
-        assert!(!marker.exists());
-        // Two in a row: the store is not opened again.
-        std::fs::write(&marker, "2").unwrap();
-        let r = guarded_open(root.path(), || -> Result<(), StoreError> {
-            unreachable!("not opened")
-        });
-        assert!(matches!(r, Err(StoreError::Corrupt(_))));
+        std::fs::write(
+            root.path().join(open_marker::OPENING_MARKER),
+            "panic\nboom\n",
+        )
+        .unwrap();
+        let opened = reopen(root.path(), StoreEngine::Sled, 3, |s| s.get(b"k")).unwrap();
+        assert!(opened.moved_aside.is_none());
     }
 }

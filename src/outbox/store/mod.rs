@@ -5,6 +5,7 @@
 
 mod durable;
 mod format;
+mod open_marker;
 mod redb_store;
 mod reopen;
 mod sled_store;
@@ -12,7 +13,7 @@ mod sled_store;
 use std::io;
 use std::path::PathBuf;
 
-pub use format::{open, Opened, FORMAT_VERSION};
+pub use format::{engine_in, open, open_existing, Opened, FORMAT_VERSION, SET_ASIDE_PREFIX};
 pub use redb_store::RedbStorage;
 pub use reopen::Reopening;
 pub use sled_store::SledStorage;

@@ -1,0 +1,144 @@
+//! The import path into the store: a group carried over from another store
+//! goes through the same group commit as new messages, keeping each
+//! message's id, UTC time and age, with the progress it completes in the
+//! same batch.
+
+use super::plan::ImportBatch;
+use crate::outbox::append::{IntakeError, Put, Receipt};
+use crate::outbox::core::{Core, State};
+use crate::outbox::failures;
+use crate::outbox::message::Stored;
+use crate::outbox::store::Batch;
+
+/// What takes back a group's writes other than messages (its failures and
+/// its progress) when the group does not reach the disk.
+#[derive(Default)]
+pub(crate) struct Undo {
+    /// The writes that undo them.
+    pub batch: Batch,
+    /// Failures to uncount.
+    pub failures: u64,
+}
+
+impl Undo {
+    /// Whether there is nothing to undo.
+    pub fn is_empty(&self) -> bool {
+        self.batch.is_empty()
+    }
+}
+
+impl Core {
+    /// Adds an imported group to the writer's batch: its messages under the
+    /// capacity policy (all or none), stamped their age back on this store's
+    /// clock, then its failures under new numbers and its progress.
+    pub(crate) fn append_import(
+        &self,
+        st: &mut State,
+        put: &mut Put<'_>,
+        job: ImportBatch,
+        undo: &mut Undo,
+    ) -> Result<Vec<Receipt>, IntakeError> {
+        let previous = self.storage.get(&job.key)?;
+        let now = st.ages.now_ms();
+        let records = job
+            .messages
+            .into_iter()
+            .enumerate()
+            .map(|(i, m)| Stored {
+                seq: st.next_seq + i as u64,
+                id: m.msg.id,
+                message_type: m.msg.message_type,
+                utc_ms: m.utc_ms,
+                accepted_ms: now.saturating_sub(m.age_ms),
+                only_sink: m.msg.only_sink,
+                body: m.msg.body,
+            })
+            .collect();
+        let receipts = self.admit(st, put, records)?;
+        for f in job.failures {
+            let key = failures::import(st, put.batch, now.saturating_sub(f.age_ms), f.failure);
+            undo.batch.del(key);
+            undo.failures += 1;
+        }
+        match previous {
+            Some(v) => undo.batch.put(job.key.clone(), v),
+            None => undo.batch.del(job.key.clone()),
+        }
+        put.batch.put(job.key, job.progress.encode());
+        Ok(receipts)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::clock::SystemClock;
+    use crate::config::FullPolicy;
+    use crate::outbox::failures::PushFailure;
+    use crate::outbox::message::NewMessage;
+    use crate::outbox::salvage::{Imported, ImportedFailure, Progress};
+    use crate::outbox::store::SledStorage;
+    use crate::outbox::{Outbox, Settings};
+
+    #[tokio::test]
+    async fn an_imported_group_keeps_ids_times_and_ages_with_its_progress() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Arc::new(SledStorage::open(dir.path(), 1 << 20).unwrap());
+        let settings = Settings {
+            ttl: Duration::from_secs(3600),
+            failure_ttl: Duration::from_secs(3600),
+            max_bytes: 1 << 30,
+            full_policy: FullPolicy::RejectNew,
+        };
+        let outbox = Outbox::with_storage(storage, settings, &[], Arc::new(SystemClock)).unwrap();
+        let msg = NewMessage::json("attribute", &serde_json::json!({"n": 1}));
+        let failure = PushFailure {
+            partner_push_failure_id: "77".into(),
+            partner_id: "hub".into(),
+            created_timestamp: 1_700_000_000_000,
+            error_message: "503".into(),
+            partner_push_message: serde_json::json!({"n": 2}),
+            message_type: "attribute".into(),
+            message_id: uuid::Uuid::new_v4().to_string(),
+        };
+        let progress = Progress {
+            messages: 1,
+            failures: 1,
+            done: true,
+            ..Progress::default()
+        };
+        let key = Progress::key("source-id");
+        let receipts = outbox
+            .intake
+            .import(ImportBatch {
+                messages: vec![Imported {
+                    msg: msg.clone(),
+                    age_ms: 600_000,
+                    utc_ms: 1_600_000_000_000,
+                }],
+                failures: vec![ImportedFailure {
+                    failure: failure.clone(),
+                    age_ms: 1_000,
+                }],
+                key: key.clone(),
+                progress: progress.clone(),
+            })
+            .await
+            .unwrap();
+        assert_eq!(receipts[0].id, msg.id);
+        let core = &outbox.core;
+        let stored = core.read(0, 0, 10).unwrap().remove(0);
+        assert_eq!((stored.id, stored.utc_ms), (msg.id, 1_600_000_000_000));
+        let now = core.lock().ages.now_ms();
+        let age = now - stored.accepted_ms;
+        assert!((600_000..610_000).contains(&age), "age {age}");
+        let listed = core.failure(1).unwrap().expect("failure number 1");
+        assert_eq!(listed.message_id, failure.message_id);
+        assert_eq!(listed.partner_push_failure_id, "1", "a new number");
+        let kept = core.storage.get(&key).unwrap().unwrap();
+        assert_eq!(Progress::decode(&kept), Some(progress));
+    }
+}
