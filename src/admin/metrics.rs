@@ -4,6 +4,7 @@
 use std::fmt::Write as _;
 use std::sync::Arc;
 
+use crate::hub::refusal::Reason;
 use crate::hub::{ConnState, HubStatus};
 
 /// Something that can append Prometheus text.
@@ -68,6 +69,20 @@ impl RenderMetrics for HubMetrics {
             "Hub connections lost or refused.",
             s.disconnects as f64,
         );
+        let _ = writeln!(
+            out,
+            "# HELP tether_hub_inbound_refused_total Inbound messages refused (acknowledged, \
+             answered where possible, not handled), by reason."
+        );
+        let _ = writeln!(out, "# TYPE tether_hub_inbound_refused_total counter");
+        for reason in Reason::ALL {
+            let _ = writeln!(
+                out,
+                "tether_hub_inbound_refused_total{{reason=\"{}\"}} {}",
+                reason.as_str(),
+                s.inbound_refused.get(reason)
+            );
+        }
         if let Some(t) = s.credential_expires_at {
             family(
                 out,

@@ -63,6 +63,11 @@ pub(super) fn register_relay(router: &mut Router, relay: &Arc<Relay>) {
         let r = r.clone();
         async move { r.handle(call).await }
     });
+    // A call too large to read is answered in the relay's own shape, as the
+    // Cloud Relay contract answers oversize: 413 `payload_too_large`.
+    router.method_refusal(relay.method_name(), |why| {
+        relay::response::failure(&relay::Failure::TooLarge(why.to_string()))
+    });
 }
 
 /// Scheduled relay calls, their results accepted by the outbox (type

@@ -14,7 +14,7 @@ use tracing::{debug, info, warn};
 use crate::clock::unix_seconds;
 
 use super::backoff::Failure;
-use super::failure::classify;
+use super::failure::{classify, is_unreadable_packet};
 use super::session::{Delivery, Session, QUICK_DROP, QUICK_DROPS_TO_WARN};
 use super::status::ConnState;
 use super::topics::Scheme;
@@ -133,17 +133,19 @@ impl Session {
             silent.as_secs_f32(),
             keep_alive.as_secs()
         );
-        self.on_lost(Failure::Network, message)
+        self.on_lost(Failure::Network, message, false)
     }
 
     /// Handles a lost or refused connection; returns the delay before the
     /// next attempt.
     pub(super) fn on_error(&mut self, err: &rumqttc::ConnectionError) -> Duration {
         let (failure, message) = classify(err, &self.target.to_string());
-        self.on_lost(failure, message)
+        self.on_lost(failure, message, is_unreadable_packet(err))
     }
 
-    fn on_lost(&mut self, failure: Failure, mut message: String) -> Duration {
+    /// `unreadable`: tether dropped the connection itself over a packet it
+    /// cannot read.
+    fn on_lost(&mut self, failure: Failure, mut message: String, unreadable: bool) -> Duration {
         let was_connected = self.connected_at.take();
         self.forget_in_flight(was_connected.is_some());
         if let Some(r) = self.renewal.take() {
@@ -161,21 +163,27 @@ impl Session {
             return Duration::ZERO;
         }
         match was_connected {
-            Some(at) if at.elapsed() < QUICK_DROP => self.quick_drops += 1,
+            Some(at) if at.elapsed() < QUICK_DROP => {
+                self.quick_drops += 1;
+                self.unreadable_drops = if unreadable {
+                    self.unreadable_drops + 1
+                } else {
+                    0
+                };
+            }
             Some(_) => {
                 self.quick_drops = 0;
+                self.unreadable_drops = 0;
                 self.backoff.reset();
             }
             None => {}
         }
-        if self.quick_drops >= QUICK_DROPS_TO_WARN {
-            message = format!(
-                "{message}; the hub closed the connection {} times right after accepting it: \
-                 another client is probably connected with device id {:?} (a hub allows one \
-                 connection per device)",
-                self.quick_drops,
-                self.handle.topics().device_id()
-            );
+        if let Some(diagnosis) = quick_drop_diagnosis(
+            self.quick_drops,
+            self.unreadable_drops,
+            self.handle.topics().device_id(),
+        ) {
+            message = format!("{message}; {diagnosis}");
         }
         if self.last_logged.as_deref() != Some(message.as_str()) {
             warn!("{message}");
@@ -218,5 +226,59 @@ impl Session {
         if was_connected {
             self.notify(Delivery::InFlightLost);
         }
+    }
+}
+
+/// What repeated quick drops mean, once there are enough of them: tether
+/// refusing the same unreadable packet each time (the broker redelivers it
+/// on every reconnect), or the hub closing the connection (another client
+/// with our device id).
+fn quick_drop_diagnosis(quick: u32, unreadable: u32, device_id: &str) -> Option<String> {
+    if quick < QUICK_DROPS_TO_WARN {
+        return None;
+    }
+    Some(if unreadable >= QUICK_DROPS_TO_WARN {
+        format!(
+            "this happened {unreadable} times right after connecting: the broker most likely \
+             sends the same packet again on every reconnect (a queued QoS 1 message or a \
+             retained one); remove it at the broker (clear the retained message or the \
+             persistent session of {device_id:?})"
+        )
+    } else {
+        format!(
+            "the hub closed the connection {quick} times right after accepting it: another \
+             client is probably connected with device id {device_id:?} (a hub allows one \
+             connection per device)"
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_few_quick_drops_say_nothing_yet() {
+        assert_eq!(quick_drop_diagnosis(QUICK_DROPS_TO_WARN - 1, 0, "d"), None);
+    }
+
+    #[test]
+    fn drops_the_hub_caused_point_at_another_client() {
+        let d = quick_drop_diagnosis(3, 0, "ctrl-1").unwrap();
+        assert!(
+            d.contains("another client") && d.contains("\"ctrl-1\""),
+            "{d}"
+        );
+    }
+
+    #[test]
+    fn drops_tether_caused_over_an_unreadable_packet_say_so() {
+        let d = quick_drop_diagnosis(3, 3, "ctrl-1").unwrap();
+        assert!(
+            d.contains("same packet again") && !d.contains("another client"),
+            "{d}"
+        );
+        let mixed = quick_drop_diagnosis(4, 1, "ctrl-1").unwrap();
+        assert!(mixed.contains("another client"), "{mixed}");
     }
 }

@@ -4,7 +4,7 @@
 
 use std::io;
 
-use rumqttc::{ConnectReturnCode, ConnectionError};
+use rumqttc::{ConnectReturnCode, ConnectionError, StateError};
 
 use super::backoff::Failure;
 
@@ -25,6 +25,12 @@ pub fn classify(err: &ConnectionError, target: &str) -> (Failure, String) {
             Failure::Network,
             format!("writing to {target} timed out (link stalled)"),
         ),
+        ConnectionError::MqttState(StateError::Deserialization(e)) => (
+            Failure::Network,
+            format!(
+                "{target} sent a packet tether cannot read ({e}); tether dropped the connection"
+            ),
+        ),
         ConnectionError::MqttState(e) => (
             Failure::Network,
             format!("connection to {target} lost: {e}"),
@@ -34,6 +40,16 @@ pub fn classify(err: &ConnectionError, target: &str) -> (Failure, String) {
             format!("connection to {target} failed: {other}"),
         ),
     }
+}
+
+/// Whether tether itself dropped the connection because a packet from the
+/// broker could not be read (as opposed to the broker or the network
+/// closing it).
+pub fn is_unreadable_packet(err: &ConnectionError) -> bool {
+    matches!(
+        err,
+        ConnectionError::MqttState(StateError::Deserialization(_))
+    )
 }
 
 fn refused(code: ConnectReturnCode, target: &str) -> (Failure, String) {

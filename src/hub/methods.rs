@@ -9,6 +9,8 @@ use std::sync::Arc;
 
 use serde_json::json;
 
+use super::refusal::MethodRefusal;
+
 /// A boxed, sendable future.
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
@@ -66,6 +68,10 @@ pub struct C2dMessage {
 /// whatever it returns: MQTT has no reject, so an error is only logged.
 pub type C2dHandler = Arc<dyn Fn(C2dMessage) -> BoxFuture<Result<(), String>> + Send + Sync>;
 
+/// Shapes the answer to a call refused before its handler ran, in the
+/// method's own answer format.
+pub type RefusalHandler = Arc<dyn Fn(&MethodRefusal) -> MethodResponse + Send + Sync>;
+
 /// A desired-properties handler: receives the full desired document (after
 /// a twin GET or the retained document) or a patch.
 pub type DesiredHandler = Arc<dyn Fn(serde_json::Value, bool) + Send + Sync>;
@@ -75,6 +81,7 @@ pub type DesiredHandler = Arc<dyn Fn(serde_json::Value, bool) + Send + Sync>;
 pub struct Router {
     methods: HashMap<String, MethodHandler>,
     c2d: HashMap<String, C2dHandler>,
+    refusals: HashMap<String, RefusalHandler>,
     desired: Vec<DesiredHandler>,
 }
 
@@ -93,6 +100,31 @@ impl Router {
         self.methods
             .insert(name.to_string(), Arc::new(move |c| Box::pin(f(c))));
         self
+    }
+
+    /// Registers how `name` answers a call refused before its handler ran
+    /// (see [`Router::refusal_answer`]).
+    pub fn method_refusal(
+        &mut self,
+        name: &str,
+        f: impl Fn(&MethodRefusal) -> MethodResponse + Send + Sync + 'static,
+    ) -> &mut Self {
+        self.refusals.insert(name.to_string(), Arc::new(f));
+        self
+    }
+
+    /// The answer to a call of `name` refused for `why`: the method's own
+    /// shape when it registered one, else `413 {"error":"payload_too_large",
+    /// "detail":...}`.
+    pub fn refusal_answer(&self, name: &str, why: &MethodRefusal) -> MethodResponse {
+        match self.refusals.get(name) {
+            Some(h) => h(why),
+            None => match why {
+                MethodRefusal::TooLarge { .. } => {
+                    MethodResponse::error(413, "payload_too_large", &why.to_string())
+                }
+            },
+        }
     }
 
     /// Registers a C2D handler for messages whose `type` property is `kind`.
@@ -183,5 +215,21 @@ mod tests {
         });
         assert_eq!(r.dispatch(call("Echo")).await.body, b"{}");
         assert_eq!(r.method_names(), ["Echo"]);
+    }
+
+    #[test]
+    fn refused_calls_get_413_or_the_method_s_own_shape() {
+        let why = MethodRefusal::TooLarge { size: 9, max: 5 };
+        let mut r = Router::new();
+        let plain = r.refusal_answer("Any", &why);
+        assert_eq!(plain.status, 413);
+        let body: serde_json::Value = serde_json::from_slice(&plain.body).unwrap();
+        assert_eq!(body["error"], "payload_too_large");
+        r.method_refusal("Own", |w| {
+            MethodResponse::json(413, &json!({"own": w.to_string()}))
+        });
+        let own: serde_json::Value =
+            serde_json::from_slice(&r.refusal_answer("Own", &why).body).unwrap();
+        assert!(own["own"].as_str().unwrap().contains("9 bytes"), "{own}");
     }
 }

@@ -5,7 +5,8 @@
 //! - [`topics`] and [`properties`]: the topic scheme and property bags.
 //! - [`credentials`] and [`sas`]: what CONNECT presents, SAS tokens;
 //!   [`renewal`]: when a token is renewed, whatever the wall clock does.
-//! - [`session`]: the task owning the event loop; [`inbound`] dispatch.
+//! - [`session`]: the task owning the event loop; [`inbound`] dispatch;
+//!   [`refusal`]: oversize or malformed inbound messages, refused alone.
 //! - [`tracker`]: maps packet ids to delivery tokens (PUBACK notices).
 //! - [`backoff`], [`failure`]: reconnect policy and error classes.
 
@@ -18,6 +19,7 @@ mod inbound;
 pub mod methods;
 pub mod options;
 pub mod properties;
+pub mod refusal;
 pub mod renewal;
 pub mod sas;
 mod session;
@@ -27,5 +29,6 @@ pub mod tracker;
 
 pub use handle::{HubHandle, PublishError, ReconfigureError, Telemetry};
 pub use methods::{C2dMessage, MethodCall, MethodResponse, Router};
+pub use refusal::MethodRefusal;
 pub use session::{start, Delivery, Hub};
 pub use status::{ConnState, HubStatus};

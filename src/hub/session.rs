@@ -51,11 +51,16 @@ pub struct Hub {
 }
 
 /// A connection that dies sooner than this after CONNACK counts as a quick
-/// drop; several in a row mean another client has our device id.
+/// drop; several in a row mean another client has our device id, or, when
+/// tether itself dropped each one over a packet it cannot read, a broker
+/// redelivering that packet on every reconnect.
 pub(super) const QUICK_DROP: Duration = Duration::from_secs(10);
 pub(super) const QUICK_DROPS_TO_WARN: u32 = 3;
 /// Concurrent direct-method calls; beyond it calls are answered 503 at once.
 const METHOD_SLOTS: usize = 32;
+/// Answers the session sends itself (503, 413) waiting for room in the
+/// request channel.
+pub(super) const ANSWERS_WAITING: usize = 256;
 /// How long a clean disconnect may take at shutdown.
 const DISCONNECT_GRACE: Duration = Duration::from_secs(3);
 /// Margin added to the silence a loop announces before it counts as stuck.
@@ -133,11 +138,13 @@ pub fn start(
         connected_at: None,
         last_incoming: Instant::now(),
         quick_drops: 0,
+        unreadable_drops: 0,
         last_logged: None,
         renewal: None,
         beat,
         connect_timeout: cfg.connect_timeout,
         method_slots: Arc::new(Semaphore::new(METHOD_SLOTS)),
+        answers_waiting: Arc::new(Semaphore::new(ANSWERS_WAITING)),
         twin_get: None,
         shutdown,
     };
@@ -165,11 +172,15 @@ pub(super) struct Session {
     /// When the broker last sent anything (PINGRESP included).
     pub(super) last_incoming: Instant,
     pub(super) quick_drops: u32,
+    /// Of those quick drops, how many in a row tether caused itself by
+    /// refusing an unreadable packet.
+    pub(super) unreadable_drops: u32,
     pub(super) last_logged: Option<String>,
     pub(super) renewal: Option<JoinHandle<()>>,
     pub(super) beat: Beat,
     pub(super) connect_timeout: Duration,
     pub(super) method_slots: Arc<Semaphore>,
+    pub(super) answers_waiting: Arc<Semaphore>,
     pub(super) twin_get: Option<String>,
     pub(super) shutdown: CancellationToken,
 }
@@ -368,6 +379,7 @@ impl Session {
         match event {
             Event::Incoming(Packet::ConnAck(ack)) => self.on_connected(ack.session_present),
             Event::Incoming(Packet::Publish(p)) => self.on_publish(p),
+            Event::Incoming(Packet::PublishTooLarge(p)) => self.on_publish_too_large(p),
             Event::Incoming(Packet::PubAck(ack)) => {
                 if let Some(token) = self.tracker.on_puback(ack.pkid) {
                     self.notify(Delivery::Acked(token));

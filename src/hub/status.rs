@@ -3,6 +3,7 @@
 use std::time::SystemTime;
 
 use super::backoff::Failure;
+use super::refusal::Refused;
 
 /// Connection state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,6 +52,8 @@ pub struct HubStatus {
     pub connects: u64,
     /// Connections lost or refused since start.
     pub disconnects: u64,
+    /// Inbound messages refused since start, per reason.
+    pub inbound_refused: Refused,
 }
 
 impl HubStatus {
@@ -65,6 +68,7 @@ impl HubStatus {
             credential_expired: false,
             connects: 0,
             disconnects: 0,
+            inbound_refused: Refused::default(),
         }
     }
 
