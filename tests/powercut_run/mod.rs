@@ -179,6 +179,12 @@ impl PowerRun {
         tail.join("\n")
     }
 
+    /// Adds ids that [`PowerRun::finish`] expects (messages of a store the
+    /// test prepared).
+    pub fn expect(&mut self, ids: &[String]) {
+        self.acked.extend(ids.iter().cloned());
+    }
+
     /// Starts posting one batch every `every` (one client) until
     /// [`PowerRun::stop_load`] or [`PowerRun::finish`].
     pub fn start_paced_load(&mut self, every: Duration) {
