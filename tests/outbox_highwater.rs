@@ -180,6 +180,32 @@ async fn an_emptied_store_directory_is_reported_and_numbers_continue() {
     eprintln!("STORE| emptied directory | accepted 50 | kept 0 | reported: {loss}");
 }
 
+/// The record still names a store that an earlier run set aside (a power
+/// cut came before the new store's record was written): its messages are
+/// not gone, salvage imports them, so this is no loss. Once that store is
+/// marked salvaged, a record naming another store is a loss again.
+#[tokio::test]
+async fn a_record_naming_a_store_set_aside_and_not_yet_salvaged_is_no_loss() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = store_config(dir.path());
+    run(&cfg, 50).await;
+    let aside = cfg.path.join("outbox.corrupt-1");
+    std::fs::rename(store_dir(&cfg), &aside).unwrap();
+    let outbox = open(&cfg).await;
+    assert_eq!(outbox.core.store_loss(), None);
+    drop(outbox);
+
+    run(&cfg, 20).await;
+    std::fs::remove_dir_all(store_dir(&cfg)).unwrap();
+    std::fs::write(aside.join("tether-salvaged.json"), "{}").unwrap();
+    let outbox = open(&cfg).await;
+    let loss = outbox
+        .core
+        .store_loss()
+        .expect("a replaced store is a loss");
+    assert!(loss.contains("not the one"), "{loss}");
+}
+
 #[tokio::test]
 async fn a_missing_record_is_a_first_run() {
     let dir = tempfile::tempdir().unwrap();

@@ -11,212 +11,23 @@
 //! more cycles.
 //!
 //! Scenarios that need a prepared store (an old format to migrate, a
-//! damaged store to salvage) write it under [`PowerRun::store_root`], call
-//! [`PowerRun::settle`], then cut with [`PowerRun::cut_while_starting`].
+//! damaged store to salvage) write it under `PowerRun::store_root`, call
+//! `PowerRun::settle`, then cut with `PowerRun::cut_while_starting`
+//! (`tests/powercut_run/`).
 
 mod outbox_rig;
 mod support;
 
 mod chaos_rig;
 mod powercut_rig;
+mod powercut_run;
 
-use std::net::SocketAddr;
-use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
 use std::time::Duration;
 
-use chaos_rig::{health, long, tally, wait_drained, Load, Tally};
-use outbox_rig::{client, free_addr, wait_healthy, Subscriber, Tether, EVENTS, TOKEN};
-use powercut_rig::{after_ops, PowerCut, Rules};
+use chaos_rig::long;
+use powercut_rig::{PowerCut, Rules};
+use powercut_run::{PowerRun, START_OPS};
 use rand::Rng;
-use support::{Broker, BrokerOptions};
-
-/// Changing file operations from exec to the admin API answering: 25-27
-/// (sled), 26 (redb; 39 creating the store), counted with
-/// [`PowerCut::ops`]. Every one of these (and a few of the first intake's)
-/// gets a cut.
-const START_OPS: u64 = 40;
-
-/// One engine's power-cut run: the mount, the broker and subscriber, the
-/// load, and the config of the binary.
-struct PowerRun {
-    engine: &'static str,
-    http: reqwest::Client,
-    addr: SocketAddr,
-    cfg: PathBuf,
-    log: PathBuf,
-    broker: Broker,
-    sub: Subscriber,
-    load: Option<Load>,
-    /// A port where no broker listens (the hub is down).
-    dead_port: u16,
-    /// Config and log, off the power-cut mount; dropped after `pc`.
-    _dir: tempfile::TempDir,
-    /// Dropped after every tether started by the test has been reaped.
-    pc: PowerCut,
-}
-
-impl PowerRun {
-    async fn new(engine: &'static str, pc: PowerCut) -> PowerRun {
-        let broker = Broker::start(BrokerOptions::new().extra_config("max_queued_messages 0"));
-        let sub = Subscriber::connect(broker.plain_port(), &format!("{EVENTS}#")).await;
-        let dir = tempfile::tempdir().unwrap();
-        PowerRun {
-            engine,
-            http: client(),
-            addr: free_addr(),
-            cfg: dir.path().join("tether.toml"),
-            log: dir.path().join("tether.log"),
-            dead_port: free_addr().port(),
-            broker,
-            sub,
-            load: None,
-            _dir: dir,
-            pc,
-        }
-    }
-
-    /// `store.path`: created by tether itself on the first start.
-    fn store_root(&self) -> PathBuf {
-        self.pc.path().join("store")
-    }
-
-    /// Makes what the test wrote under the mount durable.
-    fn settle(&self) {
-        self.pc.settle();
-    }
-
-    /// Starts the binary with the hub up or down.
-    fn start(&self, hub_up: bool) -> Tether {
-        let port = if hub_up {
-            self.broker.plain_port()
-        } else {
-            self.dead_port
-        };
-        let text = format!(
-            "[hub]\nurl = \"mqtt://127.0.0.1:{port}\"\ndevice_id = \"dev1\"\nallow_insecure = true\n\
-             keep_alive = \"5s\"\nconnect_timeout = \"2s\"\n[store]\npath = \"{}\"\nengine = \"{}\"\n\
-             [admin]\nlisten = \"{}\"\ntoken = \"{TOKEN}\"\n",
-            self.store_root().display(),
-            self.engine,
-            self.addr
-        );
-        std::fs::write(&self.cfg, text).unwrap();
-        // It holds the admin token: tether warns about a readable file.
-        std::fs::set_permissions(&self.cfg, std::fs::Permissions::from_mode(0o600)).unwrap();
-        Tether::start(&self.cfg, &self.log)
-    }
-
-    /// Starts posting (3 clients) until [`PowerRun::finish`].
-    fn start_load(&mut self) {
-        self.load = Some(Load::start(&self.http, self.addr, 3));
-    }
-
-    fn accepted(&self) -> usize {
-        self.load.as_ref().map_or(0, Load::count)
-    }
-
-    /// Starts tether and cuts the power at its `op`-th changing file
-    /// operation (opening the store, migrating, salvaging, or later when
-    /// opening takes fewer). Returns whether the cut came at that operation.
-    async fn cut_while_starting(&self, op: u64, hub_up: bool) -> bool {
-        let mut tether = self.start(hub_up);
-        self.pc.arm(&tether.child, after_ops(op));
-        self.pc
-            .finish_armed(&mut tether.child, Duration::from_secs(20))
-            .await
-    }
-
-    /// [`PowerRun::cut_while_starting`] at each of the first `ops` file
-    /// operations in turn; returns how many cuts came at their operation.
-    async fn sweep_start(&self, ops: u64, hub_up: bool) -> u32 {
-        let mut at = 0;
-        for op in 1..=ops {
-            at += u32::from(self.cut_while_starting(op, hub_up).await);
-        }
-        at
-    }
-
-    /// Starts tether, waits until it accepts messages (and, with the hub
-    /// up, is connected), then lets it run and cuts the power: after
-    /// `run`, or at the `op`-th changing file operation after that.
-    async fn cut_while_running(&self, hub_up: bool, run: Duration, op: Option<u64>) {
-        let mut tether = self.start(hub_up);
-        self.wait_accepting(hub_up).await;
-        tokio::time::sleep(run).await;
-        match op {
-            Some(op) => {
-                self.pc.arm(&tether.child, after_ops(op));
-                self.pc
-                    .finish_armed(&mut tether.child, Duration::from_secs(20))
-                    .await;
-            }
-            None => self.pc.cut(&mut tether.child),
-        }
-    }
-
-    /// Waits until the running tether answered 202 at least once more.
-    async fn wait_accepting(&self, hub_up: bool) {
-        if hub_up {
-            wait_healthy(&self.http, self.addr).await;
-        }
-        let before = self.accepted();
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        while self.accepted() == before {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "{}: tether accepts nothing after a power cut; health {}; log tail:\n{}",
-                self.engine,
-                health(&self.http, self.addr).await,
-                self.log_tail()
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
-
-    fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let mut tail: Vec<&str> = text.lines().rev().take(40).collect();
-        tail.reverse();
-        tail.join("\n")
-    }
-
-    /// Stops the load, starts tether with the hub up, waits until the
-    /// outbox drained and tallies what the subscriber got. Fails when the
-    /// log says a store was lost, or was moved aside unless `aside`.
-    async fn finish(&mut self, aside: bool) -> Tally {
-        let accepted = match self.load.take() {
-            Some(load) => load.stop().await,
-            None => Vec::new(),
-        };
-        let _tether = self.start(true);
-        wait_healthy(&self.http, self.addr).await;
-        assert!(
-            wait_drained(&self.http, self.addr, Duration::from_secs(90)).await,
-            "{}: the outbox never drained after the power cuts; log tail:\n{}",
-            self.engine,
-            self.log_tail()
-        );
-        let t = tally(&mut self.sub, &accepted, Duration::from_secs(30)).await;
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let bad = [
-            "moved aside",
-            "lost writes",
-            "not the one tether last ran with",
-        ];
-        for bad in bad.into_iter().skip(usize::from(aside)) {
-            if let Some(at) = text.lines().position(|l| l.contains(bad)) {
-                let lines: Vec<&str> = text.lines().collect();
-                panic!(
-                    "{}: a power cut made tether report `{bad}`:\n{}",
-                    self.engine,
-                    lines[at.saturating_sub(12)..(at + 4).min(lines.len())].join("\n")
-                );
-            }
-        }
-        t
-    }
-}
 
 /// Cuts on `engine`: first at every file operation of a start in turn
 /// (opening, creating or recovering the store), then cycles at random,

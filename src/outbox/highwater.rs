@@ -124,6 +124,8 @@ pub struct Verdict {
     pub store_id: String,
     /// Set when messages were lost, saying what happened.
     pub loss: Option<String>,
+    /// The record named another store (this one replaced it).
+    pub replaced: bool,
 }
 
 /// Checks the store against `record` before the core loads it: gives a
@@ -153,7 +155,11 @@ pub fn reconcile(storage: &dyn Storage, record: Option<&Record>) -> Result<Verdi
         storage.apply(batch)?;
         storage.sync()?;
     }
-    Ok(Verdict { store_id, loss })
+    Ok(Verdict {
+        replaced: record.is_some_and(|r| r.store_id != store_id),
+        store_id,
+        loss,
+    })
 }
 
 /// The next sequence number the store itself implies.

@@ -73,7 +73,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, warn};
+use tracing::{error, info, warn};
 
 use crate::clock::{unix_seconds, SharedClock};
 use crate::config::StoreConfig;
@@ -166,9 +166,17 @@ impl Outbox {
             source,
         })?;
         let (core, verdict) = opened.value;
+        // A power cut after an earlier run set the store aside, before the
+        // record named the new store, leaves the record naming the set-aside
+        // one: its messages are not gone, salvage imports them.
+        let aside_earlier = verdict.replaced && !salvage::run::pending(&cfg.path).is_empty();
         match (&opened.moved_aside, verdict.loss) {
             // Salvage reports what the set-aside store still held.
             (Some(_), _) => {}
+            (None, Some(_)) if aside_earlier => info!(
+                "the outbox high-water record names the store an earlier run set aside; its \
+                 messages are salvaged into this one, and salvage reports what it held"
+            ),
             (None, Some(loss)) => {
                 error!("{loss}; tether continues with what the store still holds");
                 core.counters.store_lost(loss);

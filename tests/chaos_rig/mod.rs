@@ -147,6 +147,15 @@ impl Tally {
 /// passed. Every copy of an id counts; a duplicate carries the same id by
 /// construction (ids are what is counted).
 pub async fn tally(sub: &mut Subscriber, accepted: &[String], timeout: Duration) -> Tally {
+    tally_counts(sub, accepted, timeout).await.0
+}
+
+/// [`tally`], with the copies received of every id (accepted or not).
+pub async fn tally_counts(
+    sub: &mut Subscriber,
+    accepted: &[String],
+    timeout: Duration,
+) -> (Tally, HashMap<String, usize>) {
     let want: HashSet<&String> = accepted.iter().collect();
     let mut counts: HashMap<String, usize> = HashMap::new();
     let deadline = tokio::time::Instant::now() + timeout;
@@ -167,12 +176,13 @@ pub async fn tally(sub: &mut Subscriber, accepted: &[String], timeout: Duration)
         }
     }
     let delivered = want.iter().filter(|id| counts.contains_key(**id)).count();
-    Tally {
+    let t = Tally {
         accepted: want.len(),
         delivered,
         lost: want.len() - delivered,
         duplicates: counts.values().map(|c| c - 1).sum(),
-    }
+    };
+    (t, counts)
 }
 
 /// Waits until the subscriber receives a probe published on the broker at

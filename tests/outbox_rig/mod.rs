@@ -352,12 +352,28 @@ pub struct Tether {
 
 impl Tether {
     pub fn start(cfg: &Path, log: &Path) -> Tether {
+        Tether::spawn(cfg, log, false)
+    }
+
+    /// [`Tether::start`] in a process group of its own, so that killing
+    /// the group takes its children (the salvage's reading process) with
+    /// it, as a power cut does.
+    pub fn start_group(cfg: &Path, log: &Path) -> Tether {
+        Tether::spawn(cfg, log, true)
+    }
+
+    fn spawn(cfg: &Path, log: &Path, group: bool) -> Tether {
+        use std::os::unix::process::CommandExt;
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(log)
             .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_tether"))
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tether"));
+        if group {
+            cmd.process_group(0);
+        }
+        let child = cmd
             .args(["run", "-c"])
             .arg(cfg)
             .env(
@@ -371,8 +387,16 @@ impl Tether {
         Tether { child }
     }
 
-    /// SIGKILL: no goodbye, no final sync.
+    /// SIGKILL: no goodbye, no final sync (for its whole group, when it
+    /// leads one).
     pub fn kill(&mut self) {
+        if let Ok(pid) = i32::try_from(self.child.id()) {
+            // ESRCH when it leads no group.
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

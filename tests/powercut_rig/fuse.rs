@@ -17,7 +17,7 @@ use fuser::{
     OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty,
     ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request, TimeOrNow, WriteFlags,
 };
-use nix::sys::signal::{kill, Signal};
+use nix::sys::signal::{kill, killpg, Signal};
 use nix::unistd::Pid;
 
 use super::model::{Attr, Error, Kind, Model};
@@ -75,6 +75,9 @@ impl PowerCutFs {
                 .unwrap_or_else(PoisonError::into_inner)
                 .take();
             if let Some(pid) = victim {
+                // Its group too (ESRCH when it leads none): the power is
+                // off for the processes it started as well.
+                let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
                 let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
             }
         }

@@ -28,6 +28,8 @@ use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
 use fuser::{BackgroundSession, Config, MountOption};
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
 
 use self::fuse::{PowerCutFs, Shared};
 pub use self::model::{Op, Rules, Trigger};
@@ -103,12 +105,17 @@ impl PowerCut {
         self.shared.lock().settle();
     }
 
-    /// Cuts the power now: freezes the file system, SIGKILLs `child` and
-    /// reaps it, reverts every file to its durable state, thaws.
+    /// Cuts the power now: freezes the file system, SIGKILLs `child` (and
+    /// its process group, when it leads one) and reaps it, waits until the
+    /// rest of its group is gone, reverts every file to its durable state,
+    /// thaws.
     pub fn cut(&self, child: &mut Child) {
         self.shared.lock().freeze();
+        let pid = i32::try_from(child.id()).unwrap_or(i32::MAX);
+        let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
         let _ = child.kill();
         let _ = child.wait();
+        wait_group_gone(pid);
         self.revert();
     }
 
@@ -178,6 +185,38 @@ impl Drop for PowerCut {
                 .status();
         }
     }
+}
+
+/// Waits until no live process is left in the process group `pgid` (a
+/// killed member's file operations are answered before it exits, so none
+/// reaches the file system after the revert). Members that init has not
+/// reaped yet are dead (`Z`) and count as gone.
+fn wait_group_gone(pgid: i32) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while group_alive(pgid) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "process group {pgid} still alive 10 s after SIGKILL"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+fn group_alive(pgid: i32) -> bool {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    entries.flatten().any(|e| {
+        let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+        // `pid (comm) state ppid pgrp ...`; comm may hold spaces and parens.
+        let mut fields = stat
+            .rsplit_once(')')
+            .map_or("", |(_, rest)| rest)
+            .split_whitespace();
+        let state = fields.next().unwrap_or("Z");
+        let group = fields.nth(1).and_then(|g| g.parse::<i32>().ok());
+        group == Some(pgid) && state != "Z" && state != "X"
+    })
 }
 
 /// Power fails just before the `n`-th changing operation from now (1 is

@@ -1,0 +1,169 @@
+//! Power cuts while a format-1 store (one key per message) is migrated to
+//! format 2 (segments), under the real binary on the power-cut file system
+//! (`powercut_rig`). [`MESSAGES`] messages are written in the old layout
+//! onto the mount; tether is then cut at each file operation of the first
+//! start in turn, at the n-th fsync of a start (each migration step is one
+//! synced batch with its progress key), and at random operations, while a
+//! client posts whenever tether answers. Finally every old message and
+//! every acknowledged new one reaches the broker, the store is in format
+//! 2 and nothing was set aside. Both engines; `TETHER_CHAOS_LONG=1` runs
+//! many more cycles.
+
+mod outbox_rig;
+mod support;
+
+mod chaos_rig;
+mod powercut_rig;
+mod powercut_run;
+
+use std::path::Path;
+use std::time::Duration;
+
+use chaos_rig::long;
+use powercut_rig::{after_ops, at, Op, PowerCut, Rules};
+use powercut_run::{PowerRun, START_OPS};
+use rand::Rng;
+use tether::outbox::ages::Checkpoint;
+use tether::outbox::keys;
+use tether::outbox::message::Stored;
+use tether::outbox::store::{Batch, RedbStorage, SledStorage, Storage, FORMAT_VERSION};
+
+/// Messages in the format-1 store (five migration steps).
+const MESSAGES: u64 = 20_000;
+/// What a start that migrates (or resumes the migration) logs.
+const MIGRATING: &str = "migrating the outbox store to format 2";
+/// What the start that finished it logs.
+const MIGRATED: &str = "the outbox store is migrated to format 2";
+
+fn raw(engine: &str, dir: &Path) -> Box<dyn Storage> {
+    if engine == "redb" {
+        Box::new(RedbStorage::open(dir, 4 << 20).expect("a redb store"))
+    } else {
+        Box::new(SledStorage::open(dir, 4 << 20).expect("a sled store"))
+    }
+}
+
+/// Writes `MESSAGES` messages in the format-1 layout (`m` + seq keys, the
+/// counters, a hub cursor, format 1) under the mount and makes them
+/// durable; returns their ids.
+fn write_format_1(run: &PowerRun) -> Vec<String> {
+    let storage = raw(run.engine, &run.store_root().join("outbox"));
+    let mut ids = Vec::new();
+    let mut live_b = 0;
+    for chunk in (1..=MESSAGES).collect::<Vec<_>>().chunks(5000) {
+        let mut batch = Batch::default();
+        for &seq in chunk {
+            let id = uuid::Uuid::new_v4();
+            let m = Stored {
+                seq,
+                id,
+                message_type: "attribute".into(),
+                utc_ms: 1_700_000_000_000,
+                accepted_ms: 0,
+                only_sink: None,
+                body: serde_json::json!({"id": id.to_string(), "n": seq, "pad": "x".repeat(100)})
+                    .to_string()
+                    .into_bytes(),
+            };
+            let v = m.encode();
+            live_b += v.len() as u64;
+            batch.put(keys::numbered(keys::MSG_V1, seq).to_vec(), v);
+            ids.push(id.to_string());
+        }
+        storage.apply(batch).unwrap();
+    }
+    let mut batch = Batch::default();
+    batch.put(keys::NEXT.to_vec(), (MESSAGES + 1).to_be_bytes().to_vec());
+    batch.put(keys::LIVE.to_vec(), keys::pair(MESSAGES, live_b));
+    let mut cursor = keys::pair(1, MESSAGES);
+    cursor.extend_from_slice(&live_b.to_be_bytes());
+    batch.put(keys::cursor("hub"), cursor);
+    batch.put(b"k:format".to_vec(), 1u32.to_be_bytes().to_vec());
+    // Every format-1 commit wrote the age-clock checkpoint: without it the
+    // messages (accepted at store time 0) would count as one TTL old.
+    batch.put(keys::CLOCK.to_vec(), Checkpoint::default().encode());
+    storage.apply(batch).unwrap();
+    storage.sync().unwrap();
+    drop(storage);
+    run.settle();
+    ids
+}
+
+/// The store's format version, read raw after tether stopped.
+fn format_of(run: &PowerRun) -> Option<u32> {
+    let storage = raw(run.engine, &run.store_root().join("outbox"));
+    let v = storage.get(b"k:format").ok().flatten()?;
+    Some(u32::from_be_bytes(v.as_slice().try_into().ok()?))
+}
+
+async fn power_cuts_during_migration(engine: &'static str) {
+    let name = format!("outbox_powercut_migration ({engine})");
+    let Some(pc) = PowerCut::mount_or_skip(&name, Rules::Posix) else {
+        return;
+    };
+    let mut run = PowerRun::new(engine, pc).await;
+    let old = write_format_1(&run);
+    run.expect(&old);
+    run.start_paced_load(Duration::from_millis(20));
+    let at_start = run.sweep_start(START_OPS, false).await;
+    // The fsync of each migration step in turn (and of the last batch,
+    // which sets format 2): a cut before it loses that step only.
+    let mut at_fsync = 0;
+    for n in 1..=8 {
+        at_fsync += u32::from(
+            run.cut_at(at(Op::Fsync, "", n), false, Duration::from_secs(20))
+                .await,
+        );
+    }
+    let cycles: u32 = if long() { 150 } else { 16 };
+    let mut rng = rand::thread_rng();
+    for cycle in 0..cycles {
+        let trigger = if cycle % 2 == 0 {
+            after_ops(rng.gen_range(1..400))
+        } else {
+            at(Op::Fsync, "", rng.gen_range(1..8))
+        };
+        run.cut_at(trigger, cycle >= cycles / 2, Duration::from_secs(20))
+            .await;
+    }
+    let cuts = run.pc.cuts();
+    let t = run.finish(false).await;
+    t.report(
+        &format!(
+            "power cut during migration ({engine}; {MESSAGES} in format 1; {at_start} at a \
+             chosen start operation, {at_fsync} at a chosen fsync)"
+        ),
+        usize::try_from(cuts).unwrap_or(usize::MAX),
+    );
+    let text = std::fs::read_to_string(run.log_path()).unwrap_or_default();
+    let (migrating, migrated) = (
+        text.matches(MIGRATING).count(),
+        text.matches(MIGRATED).count(),
+    );
+    eprintln!("{engine}: {migrating} starts migrated, {migrated} finished the migration");
+    assert_eq!(t.lost, 0, "{engine}: messages lost: {t:?}");
+    assert!(migrating > 1, "{engine}: the migration was never cut");
+    assert!(migrated <= 1, "{engine}: the migration finished twice");
+    assert!(!text.contains("moved aside"), "{engine}: nothing set aside");
+    let aside = std::fs::read_dir(run.store_root())
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("outbox.corrupt-")
+        })
+        .count();
+    assert_eq!(aside, 0, "{engine}: nothing set aside");
+    assert_eq!(format_of(&run), Some(FORMAT_VERSION), "{engine}: format 2");
+}
+
+#[tokio::test]
+async fn power_cuts_during_the_format_migration_lose_nothing_on_sled() {
+    power_cuts_during_migration("sled").await;
+}
+
+#[tokio::test]
+async fn power_cuts_during_the_format_migration_lose_nothing_on_redb() {
+    power_cuts_during_migration("redb").await;
+}
