@@ -104,6 +104,18 @@ installed=yes
 dpkg -i "$deb1"
 check_installed "$version"
 tether check-config -c /etc/tether/tether.toml
+wants=/etc/systemd/system/multi-user.target.wants/tether.service
+[ ! -e "$wants" ] || fail "a fresh install enabled the service (with the example config)"
+# What the device owner does once the config is edited; without systemd as PID 1 this
+# only makes the symlink, which is what the upgrade must keep.
+enabled=no
+if command -v systemctl >/dev/null; then
+  systemctl enable tether.service
+  [ -L "$wants" ] || fail "systemctl enable tether.service made no $wants"
+  enabled=yes
+else
+  step "no systemctl here: not checking that an upgrade keeps the service enabled"
+fi
 
 step "editing /etc/tether/tether.toml and queuing state, then upgrading to ${version}+ci1"
 sed -i 's/^device_id = .*/device_id = "edited-by-package-test"/' /etc/tether/tether.toml
@@ -117,6 +129,7 @@ grep -q '^device_id = "edited-by-package-test"$' /etc/tether/tether.toml ||
 cmp -s /etc/tether/tether.toml.dpkg-dist "$work/tether.toml" ||
   fail "the upgrade did not leave the new shipped config as /etc/tether/tether.toml.dpkg-dist"
 [ -f /var/lib/tether/outbox-marker ] || fail "the upgrade lost /var/lib/tether/outbox-marker"
+[ "$enabled" = no ] || [ -L "$wants" ] || fail "the upgrade disabled the service the owner had enabled"
 
 step "dpkg -r tether: the binary goes, config and state stay"
 dpkg -r tether
@@ -132,8 +145,8 @@ dpkg -P tether
 installed=no
 got=$(dpkg-query -W -f='${db:Status-Abbrev}' tether 2>/dev/null || true)
 [ -z "$got" ] || [ "$got" = "un " ] || fail "after dpkg -P, dpkg still knows tether ('$got')"
-for path in /etc/tether /var/lib/tether /usr/share/doc/tether; do
-  [ ! -e "$path" ] || fail "dpkg -P left $path"
+for path in /etc/tether /var/lib/tether /usr/share/doc/tether "$wants"; do
+  [ ! -e "$path" ] && [ ! -L "$path" ] || fail "dpkg -P left $path"
 done
 
 step "OK: install, upgrade with the edited config kept, remove (state kept), purge"
