@@ -1,14 +1,17 @@
-//! The outbox core: the in-memory view of the store (counters, per-sink
-//! cursors) behind one mutex, and the operations every task uses. Writes
-//! go through [`Storage`] batches that carry the counters they change, so
-//! a restart reads a few keys and never scans the backlog.
+//! The outbox core: a thin shell around the [`Ledger`](super::ledger). It
+//! locks the ledger, passes it the time, applies the batches it returns in
+//! order, and reads segments for the sinks (keeping each sink's last
+//! decoded segment, so a sink reading one message at a time decodes each
+//! segment once).
 //!
-//! A sink's cursor means "every message below it is done for this sink"
-//! (delivered, failed, dropped, or not addressed to it); `done` holds the
-//! out-of-order completions above the cursor (at most the in-flight
-//! window). A message leaves the store once every sink's cursor passed it.
+//! Lock order is enforced by [`Writing`]: the only way to apply a batch is
+//! through it, and it takes the write order before the state. Writers
+//! build their batch under the state lock and apply it under the write
+//! order only, so batches reach the store in the order their counters were
+//! taken while the sinks, which need only the state lock, do not wait for
+//! the store.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -19,9 +22,11 @@ use crate::clock::SharedClock;
 use crate::config::FullPolicy;
 
 use super::ages::{AgeClock, Checkpoint};
-use super::keys;
-use super::message::Stored;
-use super::metrics::{Counters, SinkCounters};
+use super::keys::{self, SegKey};
+use super::ledger::{self, Ledger, Limits, Now};
+use super::message::{unix_ms, Stored};
+use super::metrics::Counters;
+use super::segment::{self, Segment};
 use super::store::{Batch, Storage, StoreError};
 
 /// Outbox settings, from `[store]`.
@@ -40,89 +45,51 @@ pub struct Settings {
 /// Bodies returned by one [`Core::read`] at most, so a backlog of large
 /// messages never sits in memory at once.
 pub const READ_BYTES: usize = 1 << 20;
+/// Segments fetched per storage scan while reading.
+const READ_SEGMENTS: usize = 8;
 
 /// Index of a sink in the core.
 pub type SinkId = usize;
 
-pub(crate) struct SinkState {
-    pub name: String,
-    pub cursor: u64,
-    /// Completed above the cursor: seq -> bytes.
-    pub done: BTreeMap<u64, u64>,
-    pub done_bytes: u64,
-    /// Messages not yet done for this sink (depth), and their bytes.
-    pub pending_n: u64,
-    pub pending_b: u64,
-    /// Why the last attempt failed; becomes a failure's `errorMessage`.
-    pub last_error: Option<String>,
-    pub counters: SinkCounters,
-}
-
-impl SinkState {
-    pub fn is_done(&self, seq: u64) -> bool {
-        seq < self.cursor || self.done.contains_key(&seq)
-    }
-
-    /// Marks `seq` done; false when it already was.
-    pub fn mark_done(&mut self, seq: u64, bytes: u64) -> bool {
-        if self.is_done(seq) {
-            return false;
-        }
-        self.done.insert(seq, bytes);
-        self.done_bytes += bytes;
-        self.pending_n = self.pending_n.saturating_sub(1);
-        self.pending_b = self.pending_b.saturating_sub(bytes);
-        while let Some(b) = self.done.remove(&self.cursor) {
-            self.done_bytes -= b;
-            self.cursor += 1;
-        }
-        true
-    }
-
-    /// What a restart will find pending: done-above-cursor is forgotten.
-    fn restart_depth(&self) -> (u64, u64) {
-        (
-            self.pending_n + self.done.len() as u64,
-            self.pending_b + self.done_bytes,
-        )
-    }
-
-    pub fn persist(&self, batch: &mut Batch) {
-        let (n, b) = self.restart_depth();
-        let mut v = keys::pair(self.cursor, n);
-        v.extend_from_slice(&b.to_be_bytes());
-        batch.put(keys::cursor(&self.name), v);
-    }
-}
-
+/// What the state lock guards: the ledger and the age clock.
 pub(crate) struct State {
-    pub next_seq: u64,
-    pub live_n: u64,
-    pub live_b: u64,
-    pub next_fid: u64,
-    pub fail_n: u64,
+    pub ledger: Ledger,
     pub ages: AgeClock,
-    pub sinks: Vec<SinkState>,
-    /// Set when cursors or counters changed without being written.
-    pub dirty: bool,
 }
 
 impl State {
-    /// Adds the counters and the clock checkpoint to `batch`.
-    pub fn persist_meta(&mut self, batch: &mut Batch) {
-        batch.put(keys::NEXT.to_vec(), self.next_seq.to_be_bytes().to_vec());
-        batch.put(keys::LIVE.to_vec(), keys::pair(self.live_n, self.live_b));
-        batch.put(keys::FAILS.to_vec(), keys::pair(self.next_fid, self.fail_n));
-        batch.put(keys::CLOCK.to_vec(), self.ages.checkpoint().encode());
+    /// The time for a ledger event.
+    pub fn now(&mut self) -> Now {
+        Now {
+            store_ms: self.ages.now_ms(),
+            wall_ms: unix_ms(self.ages.wall_now()),
+        }
     }
 
-    /// The lowest cursor: everything below is done for every sink.
-    pub fn min_cursor(&self) -> u64 {
-        self.sinks
-            .iter()
-            .map(|s| s.cursor)
-            .min()
-            .unwrap_or(self.next_seq)
+    /// Adds the age-clock checkpoint, which goes with every write.
+    pub fn seal(&mut self, mut batch: Batch) -> Batch {
+        batch.put(keys::CLOCK.to_vec(), self.ages.checkpoint().encode());
+        batch
+    }
+}
+
+/// The write path: holds the write order; [`Writing::state`] locks the
+/// state after it, and [`Writing::apply`] is the only way batches reach
+/// the store.
+pub(crate) struct Writing<'a> {
+    core: &'a Core,
+    _order: MutexGuard<'a, ()>,
+}
+
+impl Writing<'_> {
+    /// The state, locked after the write order.
+    pub fn state(&self) -> MutexGuard<'_, State> {
+        self.core.lock()
+    }
+
+    /// Applies a batch the ledger produced (with the clock sealed in).
+    pub fn apply(&self, batch: Batch) -> Result<(), StoreError> {
+        self.core.storage.apply(batch)
     }
 }
 
@@ -130,16 +97,22 @@ impl State {
 pub struct Core {
     pub(crate) storage: Arc<dyn Storage>,
     state: Mutex<State>,
-    /// Taken before the state lock by everything that applies a batch.
     order: Mutex<()>,
+    /// Each sink's last decoded segment.
+    cache: Mutex<Vec<Option<Arc<Segment>>>>,
     durable: watch::Sender<u64>,
     pub(crate) settings: Settings,
     pub(crate) disk_bytes: AtomicU64,
     pub(crate) counters: Counters,
 }
 
-fn corrupt(what: &str) -> StoreError {
-    StoreError::Corrupt(format!("{what} is malformed"))
+fn limits(settings: &Settings) -> Limits {
+    Limits {
+        ttl_ms: settings.ttl.as_millis() as u64,
+        ttl_text: humantime::format_duration(settings.ttl).to_string(),
+        max_bytes: settings.max_bytes,
+        full_policy: settings.full_policy,
+    }
 }
 
 impl Core {
@@ -155,27 +128,11 @@ impl Core {
         settings: Settings,
         clock: SharedClock,
     ) -> Result<Self, StoreError> {
-        let get_u64s = |key: &[u8]| -> Result<Option<[u64; 2]>, StoreError> {
-            storage
-                .get(key)?
-                .map(|v| keys::u64s::<2>(&v).ok_or_else(|| corrupt(&String::from_utf8_lossy(key))))
-                .transpose()
-        };
-        let last = storage.scan(&[keys::MSG], &[keys::MSG + 1], 1, true)?;
-        let after_last = last
-            .first()
-            .and_then(|(k, _)| keys::number(k))
-            .map_or(1, |n| n + 1);
-        let next = match storage.get(keys::NEXT)? {
-            Some(v) => keys::u64s::<1>(&v).ok_or_else(|| corrupt("k:next"))?[0],
-            None => 1,
-        };
-        let next_seq = next.max(after_last);
-        let [live_n, live_b] = get_u64s(keys::LIVE)?.unwrap_or([0, 0]);
-        let [next_fid, fail_n] = get_u64s(keys::FAILS)?.unwrap_or([1, 0]);
+        let (ledger, batch) = Ledger::load(storage.as_ref(), sinks, limits(&settings))?;
         let cap = settings.ttl.max(settings.failure_ttl);
         let checkpoint = match storage.get(keys::CLOCK)? {
-            Some(v) => Checkpoint::decode(&v).ok_or_else(|| corrupt("k:clock"))?,
+            Some(v) => Checkpoint::decode(&v)
+                .ok_or_else(|| StoreError::Corrupt("k:clock is malformed".into()))?,
             // A new store's clock starts one cap in, not at 0, so records
             // imported from another store (salvage) can be stamped up to
             // one cap back.
@@ -185,53 +142,14 @@ impl Core {
             },
         };
         let ages = AgeClock::resume(clock, Some(checkpoint), cap);
-        let mut batch = Batch::default();
-        for (k, _) in storage.scan(b"c:", b"c;", usize::MAX, false)? {
-            let name = String::from_utf8_lossy(&k[2..]).to_string();
-            if !sinks.contains(&name) {
-                tracing::info!(sink = %name, "forgetting the cursor of a sink no longer configured");
-                batch.del(k);
-            }
-        }
-        let mut states = Vec::with_capacity(sinks.len());
-        for name in sinks {
-            let (cursor, pending_n, pending_b) = match storage.get(&keys::cursor(name))? {
-                Some(v) => {
-                    let [c, n, b] = keys::u64s::<3>(&v).ok_or_else(|| corrupt("a sink cursor"))?;
-                    (c, n, b)
-                }
-                None => (next_seq, 0, 0),
-            };
-            states.push(SinkState {
-                name: name.clone(),
-                cursor,
-                done: BTreeMap::new(),
-                done_bytes: 0,
-                pending_n,
-                pending_b,
-                last_error: None,
-                counters: SinkCounters::default(),
-            });
-        }
-        let mut state = State {
-            next_seq,
-            live_n,
-            live_b,
-            next_fid,
-            fail_n,
-            ages,
-            sinks: states,
-            dirty: false,
-        };
-        for s in &state.sinks {
-            s.persist(&mut batch);
-        }
-        state.persist_meta(&mut batch);
-        storage.apply(batch)?;
+        let next_seq = ledger.next_seq;
+        let mut state = State { ledger, ages };
+        storage.apply(state.seal(batch))?;
         storage.sync()?;
         let disk = storage.disk_bytes();
         Ok(Self {
             storage,
+            cache: Mutex::new(vec![None; sinks.len()]),
             state: Mutex::new(state),
             order: Mutex::new(()),
             durable: watch::channel(next_seq).0,
@@ -245,14 +163,12 @@ impl Core {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Serialises the writers: each builds its batch (with the counters it
-    /// persists) under the state lock and applies it under this one, so
-    /// batches reach the store in the order their counters were taken. A
-    /// writer may then apply after releasing the state lock, and the sinks,
-    /// which need only the state lock, do not wait for the store. Always
-    /// taken before the state lock.
-    pub(crate) fn write_order(&self) -> MutexGuard<'_, ()> {
-        self.order.lock().unwrap_or_else(PoisonError::into_inner)
+    /// Starts a write: takes the write order (see [`Writing`]).
+    pub(crate) fn writing(&self) -> Writing<'_> {
+        Writing {
+            core: self,
+            _order: self.order.lock().unwrap_or_else(PoisonError::into_inner),
+        }
     }
 
     /// Every message below the returned sequence number is durable.
@@ -270,17 +186,18 @@ impl Core {
 
     /// Sink names, in [`SinkId`] order.
     pub fn sink_names(&self) -> Vec<String> {
-        self.lock().sinks.iter().map(|s| s.name.clone()).collect()
+        let st = self.lock();
+        st.ledger.sinks.iter().map(|s| s.name.clone()).collect()
     }
 
     /// The id of the sink called `name`.
     pub fn sink_id(&self, name: &str) -> Option<SinkId> {
-        self.lock().sinks.iter().position(|s| s.name == name)
+        self.lock().ledger.sinks.iter().position(|s| s.name == name)
     }
 
     /// The sink's cursor (where a restarted sink resumes).
     pub fn cursor(&self, sink: SinkId) -> u64 {
-        self.lock().sinks[sink].cursor
+        self.lock().ledger.sinks[sink].cursor
     }
 
     /// Up to `limit` durable messages after `after` still to be done for
@@ -292,62 +209,90 @@ impl Core {
     pub fn read(&self, sink: SinkId, after: u64, limit: usize) -> Result<Vec<Stored>, StoreError> {
         let (from, to) = {
             let st = self.lock();
-            (st.sinks[sink].cursor.max(after + 1), *self.durable.borrow())
+            (
+                st.ledger.sinks[sink].cursor.max(after + 1),
+                *self.durable.borrow(),
+            )
         };
-        if from >= to {
-            return Ok(Vec::new());
+        let mut from = from;
+        // Segments whose messages are all done for this sink (finished out
+        // of order, or addressed to another sink) yield nothing: read on,
+        // so an empty answer means there is nothing to send.
+        while from < to {
+            let (segs, bad) = self.load_segments(sink, from, to, limit)?;
+            let end = segs
+                .iter()
+                .map(|s| s.key.last + 1)
+                .chain(bad.iter().map(|(k, _)| k.last + 1))
+                .max()
+                .unwrap_or(to);
+            let mut st = self.lock();
+            for (key, e) in bad {
+                st.ledger.skip_unreadable(key, &e);
+            }
+            let refs: Vec<&Segment> = segs.iter().map(AsRef::as_ref).collect();
+            let out = st.ledger.pick(sink, &refs, from, to, limit, READ_BYTES);
+            if !out.is_empty() || end <= from {
+                return Ok(out);
+            }
+            from = end;
         }
-        let rows = self.storage.scan(
-            &keys::numbered(keys::MSG, from),
-            &keys::numbered(keys::MSG, to),
-            limit,
-            false,
-        )?;
-        let mut st = self.lock();
-        let mut out = Vec::with_capacity(rows.len());
-        let mut bytes = 0;
-        for (k, v) in rows {
-            if bytes >= READ_BYTES {
+        Ok(Vec::new())
+    }
+
+    /// Decoded segments from the one holding `from`, enough for `limit`
+    /// messages or [`READ_BYTES`], and the keys of unreadable ones.
+    #[allow(clippy::type_complexity)]
+    fn load_segments(
+        &self,
+        sink: SinkId,
+        from: u64,
+        to: u64,
+        limit: usize,
+    ) -> Result<(Vec<Arc<Segment>>, Vec<(SegKey, String)>), StoreError> {
+        let mut out: Vec<Arc<Segment>> = Vec::new();
+        let mut bad = Vec::new();
+        let mut pos = from;
+        let (mut count, mut bytes) = (0u64, 0u64);
+        let cached = self.cache.lock().unwrap_or_else(PoisonError::into_inner)[sink].clone();
+        if let Some(c) = cached.filter(|c| c.key.first <= from && from <= c.key.last) {
+            count += c.key.last + 1 - from;
+            bytes += u64::from(c.key.bytes);
+            pos = c.key.last + 1;
+            out.push(c);
+        }
+        let enough = |count: u64, bytes: u64| count >= limit as u64 || bytes >= READ_BYTES as u64;
+        while pos < to && !enough(count, bytes) {
+            let rows = ledger::segments(self.storage.as_ref(), pos, to, READ_SEGMENTS)?;
+            if rows.is_empty() {
                 break;
             }
-            let Some(seq) = keys::number(&k) else {
-                continue;
-            };
-            let s = &mut st.sinks[sink];
-            if s.is_done(seq) {
-                continue;
-            }
-            match Stored::decode(seq, &v) {
-                Ok(m) if m.only_sink.as_ref().is_some_and(|o| *o != s.name) => {
-                    s.mark_done(seq, v.len() as u64);
-                    st.dirty = true;
+            for (k, v) in rows {
+                let Some(key) = SegKey::decode(&k) else {
+                    continue;
+                };
+                count += key.last + 1 - pos.max(key.first);
+                bytes += u64::from(key.bytes);
+                pos = key.last + 1;
+                match segment::decode(key, &v) {
+                    Ok(s) => out.push(Arc::new(s)),
+                    Err(e) => bad.push((key, e)),
                 }
-                Ok(m) => {
-                    bytes += m.body.len();
-                    out.push(m);
-                }
-                Err(e) => {
-                    tracing::error!(seq, error = %e, "skipping an unreadable outbox record");
-                    for s in &mut st.sinks {
-                        s.mark_done(seq, v.len() as u64);
-                    }
-                    st.dirty = true;
+                if enough(count, bytes) {
+                    break;
                 }
             }
         }
-        Ok(out)
+        if let Some(last) = out.last() {
+            self.cache.lock().unwrap_or_else(PoisonError::into_inner)[sink] = Some(last.clone());
+        }
+        Ok((out, bad))
     }
 
     /// Records that `sink` delivered these `(seq, bytes)`; returns how many
     /// were not already done (expired or dropped meanwhile).
     pub fn delivered(&self, sink: SinkId, msgs: &[(u64, u64)]) -> usize {
-        let mut st = self.lock();
-        let s = &mut st.sinks[sink];
-        let n = msgs.iter().filter(|(seq, b)| s.mark_done(*seq, *b)).count();
-        s.counters.delivered += n as u64;
-        s.last_error = None;
-        st.dirty |= n > 0;
-        n
+        self.lock().ledger.delivered(sink, msgs)
     }
 
     /// Removes, among the first `n` of `msgs`, those `sink` no longer has
@@ -355,7 +300,7 @@ impl Core {
     /// the lot.
     pub fn drop_done(&self, sink: SinkId, msgs: &mut VecDeque<Stored>, n: usize) {
         let st = self.lock();
-        let s = &st.sinks[sink];
+        let s = &st.ledger.sinks[sink];
         let mut i = 0;
         for _ in 0..n.min(msgs.len()) {
             if msgs.get(i).is_some_and(|m| s.is_done(m.seq)) {
@@ -368,22 +313,22 @@ impl Core {
 
     /// Whether `seq` no longer needs delivering to `sink`.
     pub fn is_done(&self, sink: SinkId, seq: u64) -> bool {
-        self.lock().sinks[sink].is_done(seq)
+        self.lock().ledger.sinks[sink].is_done(seq)
     }
 
     /// Remembers why `sink` is not delivering (for failures and stats).
     pub fn set_error(&self, sink: SinkId, error: Option<String>) {
-        self.lock().sinks[sink].last_error = error;
+        self.lock().ledger.sinks[sink].last_error = error;
     }
 
     /// Counts messages sent again after a lost connection or timeout.
     pub fn count_duplicates(&self, sink: SinkId, n: u64) {
-        self.lock().sinks[sink].counters.duplicates += n;
+        self.lock().ledger.sinks[sink].counters.duplicates += n;
     }
 
     /// Messages stored.
     pub fn live_messages(&self) -> u64 {
-        self.lock().live_n
+        self.lock().ledger.live_n
     }
 
     /// What start found lost with the store (set aside, replaced,
@@ -440,5 +385,41 @@ mod tests {
         core.drop_done(0, &mut read, 4);
         let left: Vec<u64> = read.iter().map(|m| m.seq).collect();
         assert_eq!(left, [seqs[1], seqs[3], seqs[4], seqs[5]]);
+    }
+
+    #[test]
+    fn a_sink_reading_one_message_at_a_time_walks_every_segment_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let core = core(dir.path());
+        let msgs: Vec<NewMessage> = (0..1000)
+            .map(|i| NewMessage::json("attribute", &serde_json::json!({ "i": i })))
+            .collect();
+        let appended = core.append(vec![crate::outbox::append::Request::New(msgs)]);
+        assert!(appended.segments.len() > 3, "{}", appended.segments.len());
+        core.set_durable(appended.next_seq);
+        let mut after = 0;
+        let mut seen = Vec::new();
+        while let Some(m) = core.read(0, after, 1).unwrap().pop() {
+            after = m.seq;
+            seen.push(m.seq);
+            core.delivered(0, &[(m.seq, m.encoded_len())]);
+        }
+        assert_eq!(seen, (1..=1000).collect::<Vec<u64>>());
+    }
+
+    #[test]
+    fn a_read_past_a_long_run_finished_out_of_order_finds_the_next_message() {
+        let dir = tempfile::tempdir().unwrap();
+        let core = core(dir.path());
+        let msgs: Vec<NewMessage> = (0..3000)
+            .map(|i| NewMessage::json("attribute", &serde_json::json!({ "i": i })))
+            .collect();
+        let appended = core.append(vec![crate::outbox::append::Request::New(msgs)]);
+        core.set_durable(appended.next_seq);
+        let acked: Vec<(u64, u64)> = (2..3000).map(|seq| (seq, 1)).collect();
+        core.delivered(0, &acked);
+        assert_eq!(core.cursor(0), 1, "1 is still in flight");
+        let next = core.read(0, 1, 10).unwrap();
+        assert_eq!(next.iter().map(|m| m.seq).collect::<Vec<_>>(), [3000]);
     }
 }

@@ -5,10 +5,10 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::core::{Core, SinkId, State};
+use super::core::{Core, SinkId};
 use super::keys;
-use super::message::{unix_ms, NewMessage, Stored};
-use super::store::{Batch, StoreError};
+use super::message::{NewMessage, Stored};
+use super::store::StoreError;
 
 /// One push failure as stored: Afero's fields plus what a replay needs.
 /// The admin API shows it in Afero's exact shape (`admin::failure_page`).
@@ -45,7 +45,7 @@ pub struct FailureRow {
 }
 
 /// Stored as: store-clock ms (8 bytes, for purging) + JSON.
-fn encode(store_ms: u64, f: &PushFailure) -> Vec<u8> {
+pub(crate) fn encode(store_ms: u64, f: &PushFailure) -> Vec<u8> {
     let mut v = store_ms.to_be_bytes().to_vec();
     // A struct of strings, numbers and a JSON value always serialises.
     v.extend(serde_json::to_vec(f).unwrap_or_default());
@@ -58,56 +58,6 @@ pub(crate) fn decode(b: &[u8]) -> Result<(u64, PushFailure), StoreError> {
     let ms = keys::u64s::<1>(b).ok_or_else(bad)?[0];
     let f = serde_json::from_slice(&b[8..]).map_err(|_| bad())?;
     Ok((ms, f))
-}
-
-/// Records a failure of `msg` for `sink` into `batch` and marks it done.
-pub(crate) fn record(
-    st: &mut State,
-    batch: &mut Batch,
-    sink: SinkId,
-    msg: &Stored,
-    bytes: u64,
-    error: &str,
-) {
-    let id = st.next_fid;
-    st.next_fid += 1;
-    st.fail_n += 1;
-    let store_ms = st.ages.now_ms();
-    let f = PushFailure {
-        partner_push_failure_id: id.to_string(),
-        partner_id: st.sinks[sink].name.clone(),
-        created_timestamp: unix_ms(st.ages.wall_now()),
-        error_message: error.to_string(),
-        partner_push_message: serde_json::from_slice(&msg.body)
-            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&msg.body).into_owned())),
-        message_type: msg.message_type.clone(),
-        message_id: msg.id.to_string(),
-    };
-    batch.put(
-        keys::numbered(keys::FAIL, id).to_vec(),
-        encode(store_ms, &f),
-    );
-    st.sinks[sink].mark_done(msg.seq, bytes);
-    st.sinks[sink].counters.failures += 1;
-    st.dirty = true;
-}
-
-/// Stores a failure carried over from another store under a new number,
-/// stamped `store_ms` on this store's clock; returns its key.
-pub(crate) fn import(
-    st: &mut State,
-    batch: &mut Batch,
-    store_ms: u64,
-    mut f: PushFailure,
-) -> Vec<u8> {
-    let id = st.next_fid;
-    st.next_fid += 1;
-    st.fail_n += 1;
-    f.partner_push_failure_id = id.to_string();
-    let key = keys::numbered(keys::FAIL, id).to_vec();
-    batch.put(key.clone(), encode(store_ms, &f));
-    st.dirty = true;
-    key
 }
 
 impl Core {
@@ -167,17 +117,16 @@ impl Core {
     /// # Errors
     /// On storage errors.
     pub fn delete_failure(&self, n: u64) -> Result<bool, StoreError> {
-        let key = keys::numbered(keys::FAIL, n);
-        let _order = self.write_order();
-        let mut st = self.lock();
+        let key = keys::numbered(keys::FAIL, n).to_vec();
+        let w = self.writing();
+        let mut st = w.state();
         if self.storage.get(&key)?.is_none() {
             return Ok(false);
         }
-        let mut batch = Batch::default();
-        batch.del(key.to_vec());
-        st.fail_n = st.fail_n.saturating_sub(1);
-        st.persist_meta(&mut batch);
-        self.storage.apply(batch)?;
+        let batch = st.ledger.forget_failures(&[key]);
+        let batch = st.seal(batch);
+        drop(st);
+        w.apply(batch)?;
         Ok(true)
     }
 
@@ -205,25 +154,22 @@ impl Core {
             .storage
             .scan(&[keys::FAIL], &[keys::FAIL + 1], limit, false)?;
         let ttl = self.settings.failure_ttl.as_millis() as u64;
-        let _order = self.write_order();
-        let mut st = self.lock();
+        let w = self.writing();
+        let mut st = w.state();
         let now = st.ages.now_ms();
-        let mut batch = Batch::default();
-        let mut n = 0;
-        for (k, v) in rows {
-            let created = keys::u64s::<1>(&v).map_or(0, |[ms]| ms);
-            if created.saturating_add(ttl) > now {
-                break;
-            }
-            batch.del(k);
-            n += 1;
+        let old: Vec<Vec<u8>> = rows
+            .into_iter()
+            .take_while(|(_, v)| keys::u64s::<1>(v).map_or(0, |[ms]| ms).saturating_add(ttl) <= now)
+            .map(|(k, _)| k)
+            .collect();
+        if old.is_empty() {
+            return Ok(0);
         }
-        if n > 0 {
-            st.fail_n = st.fail_n.saturating_sub(n as u64);
-            st.persist_meta(&mut batch);
-            self.storage.apply(batch)?;
-        }
-        Ok(n)
+        let batch = st.ledger.forget_failures(&old);
+        let batch = st.seal(batch);
+        drop(st);
+        w.apply(batch)?;
+        Ok(old.len())
     }
 }
 
@@ -234,14 +180,14 @@ impl Core {
     /// # Errors
     /// On storage errors.
     pub fn give_up(&self, sink: SinkId, msg: &Stored, error: &str) -> Result<(), StoreError> {
-        let _order = self.write_order();
-        let mut st = self.lock();
-        if st.sinks[sink].is_done(msg.seq) {
+        let w = self.writing();
+        let mut st = w.state();
+        let now = st.now();
+        let Some(batch) = st.ledger.give_up(sink, msg, error, now) else {
             return Ok(());
-        }
-        let mut batch = Batch::default();
-        record(&mut st, &mut batch, sink, msg, msg.encoded_len(), error);
-        st.persist_meta(&mut batch);
-        self.storage.apply(batch)
+        };
+        let batch = st.seal(batch);
+        drop(st);
+        w.apply(batch)
     }
 }

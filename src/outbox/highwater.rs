@@ -158,16 +158,7 @@ pub fn reconcile(storage: &dyn Storage, record: Option<&Record>) -> Result<Verdi
 
 /// The next sequence number the store itself implies.
 fn store_next(storage: &dyn Storage) -> Result<u64, StoreError> {
-    let last = storage.scan(&[keys::MSG], &[keys::MSG + 1], 1, true)?;
-    let after_last = last
-        .first()
-        .and_then(|(k, _)| keys::number(k))
-        .map_or(1, |n| n + 1);
-    let next = storage
-        .get(keys::NEXT)?
-        .and_then(|v| keys::u64s::<1>(&v))
-        .map_or(1, |[n]| n);
-    Ok(next.max(after_last))
+    super::ledger::store_next(storage)
 }
 
 fn judge(r: &Record, store_id: &str, next: u64) -> Option<String> {

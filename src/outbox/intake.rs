@@ -140,7 +140,11 @@ fn writer(core: &Core, mut rx: mpsc::Receiver<Job>) {
                     false,
                     matches!(e, StoreError::DiskFull(_)),
                 );
-                core.rollback(&appended.written, std::mem::take(&mut appended.undo));
+                core.rollback(
+                    &appended.written,
+                    &appended.segments,
+                    std::mem::take(&mut appended.undo),
+                );
                 let err = IntakeError::from(e);
                 appended
                     .answers

@@ -7,18 +7,10 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::core::Core;
-use super::failures;
-use super::keys;
-use super::message::Stored;
-use super::store::{Batch, StoreError};
-
-/// Rows looked at per step, so the lock is held briefly.
-const STEP: usize = 256;
-/// Messages removed per compaction call: above the delivery rate (~25k/s)
-/// at 10 rounds a second, so freed space keeps up with a draining backlog.
-const COMPACT_STEP: usize = 8192;
-/// Failures written per call, for the same reason.
-const MAX_EXPIRED_PER_CALL: usize = 2048;
+use super::keys::SegKey;
+use super::ledger::{self, SinkState};
+use super::segment;
+use super::store::StoreError;
 
 /// A snapshot of the outbox for `tether outbox stats` and `/metrics`.
 #[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
@@ -74,126 +66,51 @@ impl Core {
     /// # Errors
     /// On storage errors.
     pub fn expire(&self, max_wait: Duration) -> Result<Duration, StoreError> {
-        let ttl = self.settings.ttl.as_millis() as u64;
         let durable = *self.durable().borrow();
-        let mut wait = max_wait;
-        let _order = self.write_order();
-        let mut st = self.lock();
-        let mut batch = Batch::default();
-        let mut budget = MAX_EXPIRED_PER_CALL;
-        for sink in 0..st.sinks.len() {
-            let mut from = st.sinks[sink].cursor;
-            'sink: loop {
-                let rows = self.storage.scan(
-                    &keys::numbered(keys::MSG, from),
-                    &keys::numbered(keys::MSG, durable),
-                    STEP,
-                    false,
-                )?;
-                let now = st.ages.now_ms();
-                for (k, v) in &rows {
-                    let Some(seq) = keys::number(k) else { continue };
-                    from = seq + 1;
-                    if st.sinks[sink].is_done(seq) {
-                        continue;
-                    }
-                    let Ok(msg) = Stored::decode(seq, v) else {
-                        continue;
-                    };
-                    let due = msg.accepted_ms.saturating_add(ttl);
-                    if due > now {
-                        wait = wait.min(Duration::from_millis(due - now));
-                        break 'sink;
-                    }
-                    let error = st.sinks[sink].last_error.clone().unwrap_or_else(|| {
-                        format!(
-                            "not delivered within store.ttl ({})",
-                            humantime::format_duration(self.settings.ttl)
-                        )
-                    });
-                    failures::record(&mut st, &mut batch, sink, &msg, v.len() as u64, &error);
-                    st.sinks[sink].counters.expired += 1;
-                    budget -= 1;
-                    if budget == 0 {
-                        // Come back at once, after letting intake in.
-                        wait = Duration::ZERO;
-                        break 'sink;
-                    }
-                }
-                if rows.len() < STEP {
-                    break;
-                }
-            }
+        let w = self.writing();
+        let mut st = w.state();
+        let now = st.now();
+        let expired = st
+            .ledger
+            .expire(self.storage.as_ref(), now, durable, max_wait)?;
+        if !expired.batch.is_empty() {
+            let batch = st.seal(expired.batch);
+            drop(st);
+            w.apply(batch)?;
         }
-        if !batch.is_empty() {
-            st.persist_meta(&mut batch);
-            for s in &st.sinks {
-                s.persist(&mut batch);
-            }
-            st.dirty = false;
-            self.storage.apply(batch)?;
-        }
-        Ok(wait)
+        Ok(expired.wait)
     }
 
-    /// Removes messages every sink is done with and writes changed cursors
+    /// Removes segments every sink is done with and writes changed cursors
     /// and counters. Returns whether anything was written (then a sync is
     /// due).
     ///
     /// # Errors
     /// On storage errors.
     pub fn compact(&self) -> Result<bool, StoreError> {
-        let _order = self.write_order();
-        let mut st = self.lock();
-        let min = st.min_cursor();
-        let rows = self.storage.scan(
-            &[keys::MSG],
-            &keys::numbered(keys::MSG, min),
-            COMPACT_STEP,
-            false,
-        )?;
-        if rows.is_empty() && !st.dirty {
+        let w = self.writing();
+        let mut st = w.state();
+        let Some(batch) = st.ledger.compact(self.storage.as_ref())? else {
             return Ok(false);
-        }
-        let mut batch = Batch::default();
-        for (k, v) in rows {
-            st.live_n = st.live_n.saturating_sub(1);
-            st.live_b = st.live_b.saturating_sub(v.len() as u64);
-            batch.del(k);
-        }
-        st.persist_meta(&mut batch);
-        for s in &st.sinks {
-            s.persist(&mut batch);
-        }
-        st.dirty = false;
-        self.storage.apply(batch)?;
+        };
+        let batch = st.seal(batch);
+        drop(st);
+        w.apply(batch)?;
         Ok(true)
     }
 
     /// A snapshot of counters and queues.
     pub fn stats(&self) -> Stats {
         let durable = *self.durable().borrow();
-        let mut st = self.lock();
-        let now = st.ages.now_ms();
-        let cursors: Vec<u64> = st.sinks.iter().map(|s| s.cursor).collect();
-        let oldest: Vec<Option<f64>> = cursors
+        let mut guard = self.lock();
+        let now = guard.ages.now_ms();
+        let st = &mut guard.ledger;
+        let oldest: Vec<Option<f64>> = st
+            .sinks
             .iter()
-            .map(|&c| {
-                if c >= durable {
-                    return None;
-                }
-                let rows = self
-                    .storage
-                    .scan(
-                        &keys::numbered(keys::MSG, c),
-                        &keys::numbered(keys::MSG, durable),
-                        1,
-                        false,
-                    )
-                    .ok()?;
-                let (k, v) = rows.first()?;
-                let m = Stored::decode(keys::number(k)?, v).ok()?;
-                Some(now.saturating_sub(m.accepted_ms) as f64 / 1000.0)
+            .map(|s| {
+                let m = self.oldest_undone(s, durable)?;
+                Some(now.saturating_sub(m) as f64 / 1000.0)
             })
             .collect();
         Stats {
@@ -221,5 +138,33 @@ impl Core {
                 })
                 .collect(),
         }
+    }
+}
+
+impl Core {
+    /// The age-clock time of the oldest durable message `sink` has not
+    /// finished: reads its first unfinished segment.
+    fn oldest_undone(&self, sink: &SinkState, durable: u64) -> Option<u64> {
+        let mut from = sink.cursor;
+        for _ in 0..4 {
+            let rows = ledger::segments(self.storage.as_ref(), from, durable, 4).ok()?;
+            if rows.is_empty() {
+                return None;
+            }
+            for (k, v) in rows {
+                let key = SegKey::decode(&k)?;
+                from = key.last + 1;
+                if sink.all_done(key.first, key.last) {
+                    continue;
+                }
+                let seg = segment::decode(key, &v).ok()?;
+                return seg
+                    .records
+                    .iter()
+                    .find(|m| !sink.is_done(m.seq))
+                    .map(|m| m.accepted_ms);
+            }
+        }
+        None
     }
 }

@@ -3,11 +3,17 @@
 //! lists, deletes and replays.
 //!
 //! - [`message`]: Afero's attribute message shape, intake checks, records.
-//! - [`store`]: the storage trait, the hardened sled engine, format versions.
-//! - [`core`](self::core): counters, per-sink cursors, reads and acks;
-//!   [`append`](self::append) the capacity policy; `maintain` expiry and
-//!   compaction; [`failures`] the failure records, [`failure_id`] their
-//!   UUIDs; [`ages`] the age clock.
+//! - [`store`]: the storage trait, the hardened sled engine, format versions;
+//!   `migrate` converts a format-1 store (one key per message).
+//! - [`keys`]: the key layout; [`segment`]: the messages of one group
+//!   commit under one key (store format 2).
+//! - `ledger`: the pure bookkeeping (counters, per-sink cursors and done
+//!   ranges, capacity policy, expiry, failure recording, compaction): events
+//!   and time in, batches and outcomes out. [`core`](self::core) is the thin
+//!   shell that locks it, applies its batches in order and reads segments;
+//!   [`append`](self::append), `maintain` and [`failures`] are its entry
+//!   points for intake, upkeep and the failure API ([`failure_id`] their
+//!   UUIDs); [`ages`] the age clock.
 //! - [`highwater`]: the record outside the store that notices messages
 //!   lost between runs in ways the engine does not report.
 //! - [`intake`]: group commit (one writer thread, one sync per group).
@@ -20,15 +26,22 @@
 //! - *Accepted means durable*: intake answers only after the group's batch
 //!   was applied, `flush()`ed and `fdatasync`ed; sinks read only below the
 //!   durable watermark, so nothing that could still be rolled back is sent.
+//! - *Segments, not one key per message* (format 2): a group commit writes
+//!   its messages as segments (up to 64 messages or 4 KiB of records
+//!   each, LZ4-compressed), so the engine's index and memory
+//!   follow the segments in flight, not the backlog. A segment is deleted
+//!   once every sink's cursor is past it.
 //! - *At least once*: a message leaves a sink's queue on its PUBACK (hub)
-//!   or 2xx (webhook). After a crash, everything above a sink's persisted
-//!   cursor is sent again with the same id (counted as duplicates).
-//! - *Capacity*: the live data may take half of `store.max_bytes` (sled's
-//!   measured space amplification is ~2.1x); in addition, when the size on
-//!   disk reaches `store.max_bytes` while the live data is above 1/8 of it,
-//!   the store counts as full. `drop-oldest` then drops at least the
-//!   incoming bytes (sled reuses the freed space, so the disk stops
-//!   growing); `reject-new` answers 503 with `Retry-After`.
+//!   or 2xx (webhook). Each sink persists its cursor and the ranges it
+//!   finished above it (up to 32), so out-of-order acknowledgements are
+//!   not sent again after a restart; everything else above the cursor is
+//!   (with the same id, counted as duplicates).
+//! - *Capacity*: the live data (records, uncompressed) may take half of
+//!   `store.max_bytes`; in addition, when the size on disk reaches
+//!   `store.max_bytes` while the live data is above 1/8 of it, the store
+//!   counts as full. `drop-oldest` then drops the oldest segments, at
+//!   least the incoming bytes (the engine reuses the freed space, so the
+//!   disk stops growing); `reject-new` answers 503 with `Retry-After`.
 //! - *Ages* follow a persisted monotonic store clock, not the wall clock:
 //!   see [`ages`].
 
@@ -42,11 +55,14 @@ pub mod highwater;
 pub mod hub_sink;
 pub mod intake;
 pub mod keys;
+pub(crate) mod ledger;
 mod maintain;
 pub mod message;
 pub mod metrics;
+mod migrate;
 pub mod pacing;
 pub mod salvage;
+pub mod segment;
 pub mod store;
 pub mod webhook;
 

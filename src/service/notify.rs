@@ -33,6 +33,14 @@ pub fn reloading(done: bool) {
     }
 }
 
+/// Asks systemd for `more` time to finish starting (or stopping), and
+/// feeds the watchdog: a long step before READY (a store migration) must
+/// not be taken for a hang.
+pub fn extend_timeout(more: Duration) {
+    let usec = u32::try_from(more.as_micros()).unwrap_or(u32::MAX);
+    send(&[NotifyState::ExtendTimeoutUsec(usec), NotifyState::Watchdog]);
+}
+
 /// Sets the one-line status `systemctl status` shows.
 pub fn status(text: &str) {
     send(&[NotifyState::Status(text)]);

@@ -2,15 +2,16 @@
 //! failure after a resume point, as [`Frame`]s, in bounded pages.
 //!
 //! This is the one place that knows the store layouts for salvage:
-//! [`export`] dispatches on the format version; a new layout (format 2,
-//! segments) adds its arm here and reuses the frames.
+//! [`export`] reads segments (format 2) and `m` keys (format 1, or one in
+//! the middle of its migration to 2) and reuses the frames.
 
 use std::io;
 
 use serde::{Deserialize, Serialize};
 
 use super::frame::{Frame, Header};
-use crate::outbox::keys;
+use crate::outbox::keys::{self, SegKey};
+use crate::outbox::segment;
 use crate::outbox::store::{Storage, StoreError};
 
 /// Rows read per scan, so memory stays bounded whatever the store holds.
@@ -85,8 +86,13 @@ pub fn export(
     out: &mut dyn FnMut(Frame) -> io::Result<()>,
 ) -> Result<(), ExportError> {
     match format {
-        0 | 1 => {
-            numbered(storage, keys::MSG, from.after_seq, &mut |seq, record| {
+        // Format 1 in the middle of its migration holds segments below the
+        // remaining `m` keys: both, in sequence order.
+        0..=2 => {
+            segmented(storage, from.after_seq, &mut |seq, record| {
+                out(Frame::Message { seq, record })
+            })?;
+            numbered(storage, keys::MSG_V1, from.after_seq, &mut |seq, record| {
                 out(Frame::Message { seq, record })
             })?;
             numbered(
@@ -97,6 +103,47 @@ pub fn export(
             )
         }
         other => Err(ExportError::Format(other)),
+    }
+}
+
+/// Every message in segments (format 2) above `after`, in order, a few
+/// segments at a time; each message of an unreadable segment comes as an
+/// empty (unreadable) record, so salvage counts what was lost.
+fn segmented(
+    storage: &dyn Storage,
+    after: u64,
+    out: &mut dyn FnMut(u64, Vec<u8>) -> io::Result<()>,
+) -> Result<(), ExportError> {
+    const SEGMENTS: usize = 16;
+    let mut from = after.saturating_add(1);
+    loop {
+        let rows = crate::outbox::ledger::segments(storage, from, u64::MAX, SEGMENTS)?;
+        if rows.is_empty() {
+            return Ok(());
+        }
+        for (k, v) in &rows {
+            let Some(key) = SegKey::decode(k) else {
+                continue;
+            };
+            from = key.last.saturating_add(1);
+            match segment::decode(key, v) {
+                Ok(seg) => {
+                    for m in seg.records.iter().filter(|m| m.seq > after) {
+                        out(m.seq, m.encode())?;
+                    }
+                }
+                Err(e) => {
+                    // Each of its messages counts as an unreadable record.
+                    tracing::error!(error = %e, "an unreadable segment while salvaging");
+                    for seq in key.first.max(after.saturating_add(1))..=key.last {
+                        out(seq, Vec::new())?;
+                    }
+                }
+            }
+        }
+        if rows.len() < SEGMENTS || from == u64::MAX {
+            return Ok(());
+        }
     }
 }
 
@@ -139,7 +186,7 @@ mod tests {
         let mut b = Batch::default();
         for n in 1..=600u64 {
             b.put(
-                keys::numbered(keys::MSG, n).to_vec(),
+                keys::numbered(keys::MSG_V1, n).to_vec(),
                 n.to_be_bytes().to_vec(),
             );
         }

@@ -9,8 +9,8 @@ use super::open_marker::{self, guarded_open};
 use super::{durable, redb_store, Batch, RedbStorage, Reopening, SledStorage, Storage, StoreError};
 use crate::config::StoreEngine;
 
-/// The layout this build writes (see `outbox::keys`).
-pub const FORMAT_VERSION: u32 = 1;
+/// The layout this build writes (see `outbox::keys`): 2 = segments.
+pub const FORMAT_VERSION: u32 = 2;
 /// Where the version lives.
 pub(crate) const FORMAT_KEY: &[u8] = b"k:format";
 
@@ -221,11 +221,18 @@ fn migrate(storage: &dyn Storage, found: u32) -> Result<(), StoreError> {
     let mut version = found;
     let mut changed = storage.get(FORMAT_KEY)?.is_none();
     while version < FORMAT_VERSION {
-        // 0 -> 1: the pre-release layout is identical; only the version key
-        // is new. Later steps rewrite keys here, in the same batch.
         version += 1;
         changed = true;
-        tracing::info!(to = version, "migrating the outbox store format");
+        if version == 2 {
+            // 1 -> 2: segments, in resumable steps; the last one sets the
+            // version.
+            let mut finish = Batch::default();
+            finish.put(FORMAT_KEY.to_vec(), version.to_be_bytes().to_vec());
+            crate::outbox::migrate::one_to_two(storage, finish)?;
+            changed = false;
+        }
+        // 0 -> 1: the pre-release layout is identical; only the version
+        // key is new.
     }
     if changed {
         let mut b = Batch::default();
@@ -293,14 +300,60 @@ mod tests {
     fn an_unversioned_store_with_data_is_migrated_in_place() {
         for engine in ENGINES {
             let root = tempfile::tempdir().unwrap();
-            write_raw(root.path(), engine, &[(b"m-old", b"x")]);
+            write_raw(root.path(), engine, &[(b"x-old", b"x")]);
             let opened = reopen(root.path(), engine, 1, |s| {
-                Ok((s.get(b"m-old")?, s.get(FORMAT_KEY)?))
+                Ok((s.get(b"x-old")?, s.get(FORMAT_KEY)?))
             })
             .unwrap();
             assert!(opened.moved_aside.is_none());
             assert_eq!(opened.value.0, Some(b"x".to_vec()));
             assert_eq!(opened.value.1, Some(FORMAT_VERSION.to_be_bytes().to_vec()));
+        }
+    }
+
+    #[test]
+    fn a_format_1_store_is_migrated_on_open_and_its_messages_delivered_in_order() {
+        use crate::clock::SystemClock;
+        use crate::outbox::{Core, Settings};
+        for engine in ENGINES {
+            let root = tempfile::tempdir().unwrap();
+            let msgs = {
+                let s = open_engine(&root.path().join("outbox"), engine, 1 << 20).unwrap();
+                crate::outbox::migrate::v1::write(s.as_ref(), 5000, &[], 1)
+            };
+            let settings = Settings {
+                ttl: std::time::Duration::from_secs(3600),
+                failure_ttl: std::time::Duration::from_secs(3600),
+                max_bytes: 1 << 30,
+                full_policy: crate::config::FullPolicy::RejectNew,
+            };
+            let opened = reopen(root.path(), engine, 1, |s| {
+                assert_eq!(
+                    s.get(FORMAT_KEY)?,
+                    Some(FORMAT_VERSION.to_be_bytes().to_vec())
+                );
+                Core::load(s, &["hub".into()], settings.clone(), Arc::new(SystemClock))
+            })
+            .unwrap();
+            assert!(opened.moved_aside.is_none());
+            let core = opened.value;
+            assert_eq!(core.live_messages(), 5000, "{engine:?}");
+            let mut got = Vec::new();
+            loop {
+                let batch = core
+                    .read(
+                        0,
+                        got.last()
+                            .map_or(0, |m: &crate::outbox::message::Stored| m.seq),
+                        700,
+                    )
+                    .unwrap();
+                if batch.is_empty() {
+                    break;
+                }
+                got.extend(batch);
+            }
+            assert_eq!(got, msgs, "{engine:?}");
         }
     }
 
@@ -324,15 +377,15 @@ mod tests {
     fn the_other_engines_store_is_refused_and_kept() {
         for (written, configured) in [(ENGINES[0], ENGINES[1]), (ENGINES[1], ENGINES[0])] {
             let root = tempfile::tempdir().unwrap();
-            write_raw(root.path(), written, &[(b"m-old", b"x")]);
-            let r = reopen(root.path(), configured, 1, |s| s.get(b"m-old"));
+            write_raw(root.path(), written, &[(b"x-old", b"x")]);
+            let r = reopen(root.path(), configured, 1, |s| s.get(b"x-old"));
             assert!(
                 matches!(r, Err(StoreError::OtherEngine { .. })),
                 "{written:?}"
             );
             let kept = root.path().join("outbox").join(marker_file(written));
             assert!(kept.exists());
-            let opened = reopen(root.path(), written, 1, |s| s.get(b"m-old")).unwrap();
+            let opened = reopen(root.path(), written, 1, |s| s.get(b"x-old")).unwrap();
             assert_eq!(opened.value, Some(b"x".to_vec()));
         }
     }
@@ -341,17 +394,17 @@ mod tests {
     fn a_panic_record_sets_the_store_aside_and_an_interrupted_open_does_not() {
         for engine in ENGINES {
             let root = tempfile::tempdir().unwrap();
-            write_raw(root.path(), engine, &[(b"m-old", b"x")]);
+            write_raw(root.path(), engine, &[(b"x-old", b"x")]);
             let marker = root.path().join(open_marker::OPENING_MARKER);
             for _ in 0..5 {
                 std::fs::write(&marker, "opening\n").unwrap();
-                let opened = reopen(root.path(), engine, 1, |s| s.get(b"m-old")).unwrap();
+                let opened = reopen(root.path(), engine, 1, |s| s.get(b"x-old")).unwrap();
                 assert!(opened.moved_aside.is_none(), "{engine:?}");
                 assert_eq!(opened.value, Some(b"x".to_vec()));
                 assert!(!marker.exists());
             }
             std::fs::write(&marker, "panic\nindex out of bounds\n").unwrap();
-            let opened = reopen(root.path(), engine, 9, |s| s.get(b"m-old")).unwrap();
+            let opened = reopen(root.path(), engine, 9, |s| s.get(b"x-old")).unwrap();
             assert_eq!(opened.value, None, "a new store");
             let aside = opened.moved_aside.expect("set aside");
             assert!(aside.ends_with("outbox.corrupt-9"));

@@ -5,6 +5,8 @@
 
 mod durable;
 mod format;
+#[cfg(test)]
+pub(crate) mod mem;
 mod open_marker;
 mod redb_store;
 mod reopen;
@@ -122,6 +124,26 @@ pub trait Storage: Send + Sync + 'static {
     /// On I/O or corruption.
     fn scan(&self, from: &[u8], to: &[u8], limit: usize, reverse: bool)
         -> Result<Rows, StoreError>;
+
+    /// The keys of [`Storage::scan`], without reading or copying values
+    /// (segment keys carry their range and size, so compaction and the
+    /// capacity policy need no values).
+    ///
+    /// # Errors
+    /// On I/O or corruption.
+    fn scan_keys(
+        &self,
+        from: &[u8],
+        to: &[u8],
+        limit: usize,
+        reverse: bool,
+    ) -> Result<Vec<Vec<u8>>, StoreError> {
+        Ok(self
+            .scan(from, to, limit, reverse)?
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect())
+    }
 
     /// Applies `batch` atomically (visible at once, not yet durable).
     ///

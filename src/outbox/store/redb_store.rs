@@ -137,6 +137,33 @@ impl Storage for RedbStorage {
             .collect()
     }
 
+    fn scan_keys(
+        &self,
+        from: &[u8],
+        to: &[u8],
+        limit: usize,
+        reverse: bool,
+    ) -> Result<Vec<Vec<u8>>, StoreError> {
+        if from >= to {
+            return Ok(Vec::new());
+        }
+        let tx = self.db.begin_read().map_err(from_redb)?;
+        let table = match tx.open_table(TABLE) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(from_redb(e)),
+        };
+        let range = redb::ReadableTable::range(&table, from..to).map_err(from_redb)?;
+        let iter: Box<dyn Iterator<Item = _>> = if reverse {
+            Box::new(range.rev())
+        } else {
+            Box::new(range)
+        };
+        iter.take(limit)
+            .map(|r| r.map(|(k, _)| k.value().to_vec()).map_err(from_redb))
+            .collect()
+    }
+
     fn apply(&self, batch: Batch) -> Result<(), StoreError> {
         let tx = self.write(Durability::None)?;
         {

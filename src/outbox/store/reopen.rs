@@ -149,6 +149,16 @@ impl<S: Storage> Storage for Reopening<S> {
         self.with(|s| s.scan(from, to, limit, reverse))
     }
 
+    fn scan_keys(
+        &self,
+        from: &[u8],
+        to: &[u8],
+        limit: usize,
+        reverse: bool,
+    ) -> Result<Vec<Vec<u8>>, StoreError> {
+        self.with(|s| s.scan_keys(from, to, limit, reverse))
+    }
+
     fn apply(&self, batch: Batch) -> Result<(), StoreError> {
         self.with(|s| s.apply(batch)).map_err(|e| self.failed(e))
     }

@@ -131,6 +131,24 @@ impl Storage for SledStorage {
             .collect()
     }
 
+    fn scan_keys(
+        &self,
+        from: &[u8],
+        to: &[u8],
+        limit: usize,
+        reverse: bool,
+    ) -> Result<Vec<Vec<u8>>, StoreError> {
+        let range = self.db.range(from..to).keys();
+        let iter: Box<dyn Iterator<Item = sled::Result<sled::IVec>>> = if reverse {
+            Box::new(range.rev())
+        } else {
+            Box::new(range)
+        };
+        iter.take(limit)
+            .map(|r| r.map(|k| k.to_vec()).map_err(from_sled))
+            .collect()
+    }
+
     fn apply(&self, batch: Batch) -> Result<(), StoreError> {
         let mut b = sled::Batch::default();
         for op in batch.ops {
