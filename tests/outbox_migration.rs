@@ -13,17 +13,13 @@ use std::time::Duration;
 use outbox_rig::{client, daemon_config, wait_healthy, Subscriber, Tether, EVENTS};
 use rand::Rng;
 use support::{Broker, BrokerOptions};
-use tether::outbox::ages::Checkpoint;
-use tether::outbox::keys;
-use tether::outbox::message::Stored;
-use tether::outbox::store::{Batch, RedbStorage, SledStorage, Storage};
+use tether::outbox::store::{RedbStorage, SledStorage, Storage};
 
 const MESSAGES: u64 = 50_000;
 const STARTED: &str = "migrating the outbox store to format 2";
 const READY: &str = "tether started";
 
-/// Writes `MESSAGES` messages in the format-1 layout (`m` + seq keys, a
-/// hub cursor, the counters, format 1) and returns their ids.
+/// Writes `MESSAGES` messages in the format-1 layout and returns their ids.
 fn write_format_1(store_dir: &Path) -> Vec<String> {
     let dir = store_dir.join("outbox");
     let storage: Box<dyn Storage> = if std::env::var("TETHER_TEST_ENGINE").as_deref() == Ok("redb")
@@ -32,43 +28,7 @@ fn write_format_1(store_dir: &Path) -> Vec<String> {
     } else {
         Box::new(SledStorage::open(&dir, 4 << 20).unwrap())
     };
-    let mut ids = Vec::new();
-    let mut live_b = 0;
-    for chunk in (1..=MESSAGES).collect::<Vec<_>>().chunks(5000) {
-        let mut batch = Batch::default();
-        for &seq in chunk {
-            let id = uuid::Uuid::new_v4();
-            let m = Stored {
-                seq,
-                id,
-                message_type: "attribute".into(),
-                utc_ms: 1_700_000_000_000,
-                accepted_ms: 0,
-                only_sink: None,
-                body: serde_json::json!({"id": id.to_string(), "n": seq, "pad": "x".repeat(100)})
-                    .to_string()
-                    .into_bytes(),
-            };
-            let v = m.encode();
-            live_b += v.len() as u64;
-            batch.put(keys::numbered(keys::MSG_V1, seq).to_vec(), v);
-            ids.push(id.to_string());
-        }
-        storage.apply(batch).unwrap();
-    }
-    let mut batch = Batch::default();
-    batch.put(keys::NEXT.to_vec(), (MESSAGES + 1).to_be_bytes().to_vec());
-    batch.put(keys::LIVE.to_vec(), keys::pair(MESSAGES, live_b));
-    let mut cursor = keys::pair(1, MESSAGES);
-    cursor.extend_from_slice(&live_b.to_be_bytes());
-    batch.put(keys::cursor("hub"), cursor);
-    // Every format-1 commit wrote the age-clock checkpoint: the messages
-    // (accepted at store time 0) are young, not one TTL old.
-    batch.put(keys::CLOCK.to_vec(), Checkpoint::default().encode());
-    batch.put(b"k:format".to_vec(), 1u32.to_be_bytes().to_vec());
-    storage.apply(batch).unwrap();
-    storage.sync().unwrap();
-    ids
+    outbox_rig::format1::write(storage.as_ref(), MESSAGES)
 }
 
 fn log_has(log: &Path, what: &str) -> usize {

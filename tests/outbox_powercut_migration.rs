@@ -23,10 +23,7 @@ use chaos_rig::long;
 use powercut_rig::{after_ops, at, Op, PowerCut, Rules};
 use powercut_run::{PowerRun, START_OPS};
 use rand::Rng;
-use tether::outbox::ages::Checkpoint;
-use tether::outbox::keys;
-use tether::outbox::message::Stored;
-use tether::outbox::store::{Batch, RedbStorage, SledStorage, Storage, FORMAT_VERSION};
+use tether::outbox::store::{RedbStorage, SledStorage, Storage, FORMAT_VERSION};
 
 /// Messages in the format-1 store (five migration steps).
 const MESSAGES: u64 = 20_000;
@@ -43,47 +40,11 @@ fn raw(engine: &str, dir: &Path) -> Box<dyn Storage> {
     }
 }
 
-/// Writes `MESSAGES` messages in the format-1 layout (`m` + seq keys, the
-/// counters, a hub cursor, format 1) under the mount and makes them
-/// durable; returns their ids.
+/// Writes `MESSAGES` messages in the format-1 layout under the mount and
+/// makes them durable; returns their ids.
 fn write_format_1(run: &PowerRun) -> Vec<String> {
     let storage = raw(run.engine, &run.store_root().join("outbox"));
-    let mut ids = Vec::new();
-    let mut live_b = 0;
-    for chunk in (1..=MESSAGES).collect::<Vec<_>>().chunks(5000) {
-        let mut batch = Batch::default();
-        for &seq in chunk {
-            let id = uuid::Uuid::new_v4();
-            let m = Stored {
-                seq,
-                id,
-                message_type: "attribute".into(),
-                utc_ms: 1_700_000_000_000,
-                accepted_ms: 0,
-                only_sink: None,
-                body: serde_json::json!({"id": id.to_string(), "n": seq, "pad": "x".repeat(100)})
-                    .to_string()
-                    .into_bytes(),
-            };
-            let v = m.encode();
-            live_b += v.len() as u64;
-            batch.put(keys::numbered(keys::MSG_V1, seq).to_vec(), v);
-            ids.push(id.to_string());
-        }
-        storage.apply(batch).unwrap();
-    }
-    let mut batch = Batch::default();
-    batch.put(keys::NEXT.to_vec(), (MESSAGES + 1).to_be_bytes().to_vec());
-    batch.put(keys::LIVE.to_vec(), keys::pair(MESSAGES, live_b));
-    let mut cursor = keys::pair(1, MESSAGES);
-    cursor.extend_from_slice(&live_b.to_be_bytes());
-    batch.put(keys::cursor("hub"), cursor);
-    batch.put(b"k:format".to_vec(), 1u32.to_be_bytes().to_vec());
-    // Every format-1 commit wrote the age-clock checkpoint: without it the
-    // messages (accepted at store time 0) would count as one TTL old.
-    batch.put(keys::CLOCK.to_vec(), Checkpoint::default().encode());
-    storage.apply(batch).unwrap();
-    storage.sync().unwrap();
+    let ids = outbox_rig::format1::write(storage.as_ref(), MESSAGES);
     drop(storage);
     run.settle();
     ids

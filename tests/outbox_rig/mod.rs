@@ -4,6 +4,8 @@
 //! `mod outbox_rig;`.
 #![allow(dead_code)]
 
+pub mod format1;
+
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
