@@ -95,6 +95,38 @@ fn from_redb(e: impl Into<redb::Error>) -> StoreError {
     }
 }
 
+impl RedbStorage {
+    /// Up to `limit` entries with `from <= key < to` (descending when
+    /// `reverse`), each mapped by `f`; a missing table is an empty store.
+    fn range<T>(
+        &self,
+        from: &[u8],
+        to: &[u8],
+        limit: usize,
+        reverse: bool,
+        f: impl Fn(&[u8], &[u8]) -> T,
+    ) -> Result<Vec<T>, StoreError> {
+        if from >= to {
+            return Ok(Vec::new());
+        }
+        let tx = self.db.begin_read().map_err(from_redb)?;
+        let table = match tx.open_table(TABLE) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(from_redb(e)),
+        };
+        let range = redb::ReadableTable::range(&table, from..to).map_err(from_redb)?;
+        let iter: Box<dyn Iterator<Item = _>> = if reverse {
+            Box::new(range.rev())
+        } else {
+            Box::new(range)
+        };
+        iter.take(limit)
+            .map(|r| r.map(|(k, v)| f(k.value(), v.value())).map_err(from_redb))
+            .collect()
+    }
+}
+
 impl Storage for RedbStorage {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         let tx = self.db.begin_read().map_err(from_redb)?;
@@ -114,27 +146,7 @@ impl Storage for RedbStorage {
         limit: usize,
         reverse: bool,
     ) -> Result<Rows, StoreError> {
-        if from >= to {
-            return Ok(Vec::new());
-        }
-        let tx = self.db.begin_read().map_err(from_redb)?;
-        let table = match tx.open_table(TABLE) {
-            Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-            Err(e) => return Err(from_redb(e)),
-        };
-        let range = redb::ReadableTable::range(&table, from..to).map_err(from_redb)?;
-        let iter: Box<dyn Iterator<Item = _>> = if reverse {
-            Box::new(range.rev())
-        } else {
-            Box::new(range)
-        };
-        iter.take(limit)
-            .map(|r| {
-                r.map(|(k, v)| (k.value().to_vec(), v.value().to_vec()))
-                    .map_err(from_redb)
-            })
-            .collect()
+        self.range(from, to, limit, reverse, |k, v| (k.to_vec(), v.to_vec()))
     }
 
     fn scan_keys(
@@ -144,24 +156,7 @@ impl Storage for RedbStorage {
         limit: usize,
         reverse: bool,
     ) -> Result<Vec<Vec<u8>>, StoreError> {
-        if from >= to {
-            return Ok(Vec::new());
-        }
-        let tx = self.db.begin_read().map_err(from_redb)?;
-        let table = match tx.open_table(TABLE) {
-            Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-            Err(e) => return Err(from_redb(e)),
-        };
-        let range = redb::ReadableTable::range(&table, from..to).map_err(from_redb)?;
-        let iter: Box<dyn Iterator<Item = _>> = if reverse {
-            Box::new(range.rev())
-        } else {
-            Box::new(range)
-        };
-        iter.take(limit)
-            .map(|r| r.map(|(k, _)| k.value().to_vec()).map_err(from_redb))
-            .collect()
+        self.range(from, to, limit, reverse, |k, _| k.to_vec())
     }
 
     fn apply(&self, batch: Batch) -> Result<(), StoreError> {
