@@ -12,7 +12,9 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use outbox_rig::{client, daemon_config, wait_healthy, Subscriber, Tether, EVENTS, TOKEN};
+use outbox_rig::{
+    client, daemon_config, post_attributes, wait_healthy, Subscriber, Tether, EVENTS,
+};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use serde_json::{json, Value};
 use support::hub::{plain_config, stop as stop_hub, wait_for, WAIT};
@@ -335,32 +337,6 @@ async fn poison_queued_for_the_device_costs_nothing_upstream() {
         peak < idle_peak + 32 * 1024,
         "peak RSS {peak} KiB (idle {idle_peak} KiB): the oversize call was buffered"
     );
-}
-
-/// Posts `n` attribute changes; returns the accepted message ids.
-async fn post_attributes(
-    http: &reqwest::Client,
-    addr: std::net::SocketAddr,
-    n: u32,
-) -> Vec<String> {
-    let batch: Vec<Value> = (0..n)
-        .map(|i| json!({"attributeId": i + 1, "value": i, "attributeDataType": "SINT32"}))
-        .collect();
-    let r = http
-        .post(format!("http://{addr}/v1/attributes"))
-        .bearer_auth(TOKEN)
-        .json(&batch)
-        .send()
-        .await
-        .expect("admin API answers");
-    assert_eq!(r.status().as_u16(), 202);
-    let body: Value = r.json().await.unwrap();
-    body["ids"]
-        .as_array()
-        .expect("ids")
-        .iter()
-        .map(|v| v.as_str().unwrap().to_string())
-        .collect()
 }
 
 /// `/metrics` once it contains `needle`.

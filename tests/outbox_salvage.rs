@@ -19,9 +19,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chaos_rig::{long, tally, wait_drained};
-use outbox_rig::{client, daemon_config, wait_healthy, Subscriber, Tether, EVENTS, TOKEN};
+use outbox_rig::{client, daemon_config, wait_healthy, Subscriber, Tether, EVENTS};
 use rand::Rng;
-use serde_json::{json, Value};
+use serde_json::Value;
 use support::{Broker, BrokerOptions};
 use tether::outbox::keys;
 use tether::outbox::store::{Batch, RedbStorage, SledStorage, Storage};
@@ -37,33 +37,6 @@ async fn wait_up(http: &reqwest::Client, addr: SocketAddr) {
     panic!("tether's admin API never answered at {addr}");
 }
 
-/// Posts `n` attribute changes, 100 per request; returns the accepted ids.
-async fn queue(http: &reqwest::Client, addr: SocketAddr, n: usize) -> Vec<String> {
-    let mut ids = Vec::with_capacity(n);
-    while ids.len() < n {
-        let batch: Vec<Value> = (0..100.min(n - ids.len()))
-            .map(|i| json!({"attributeId": i, "value": ids.len(), "attributeDataType": "SINT32"}))
-            .collect();
-        let r = http
-            .post(format!("http://{addr}/v1/attributes"))
-            .bearer_auth(TOKEN)
-            .json(&batch)
-            .send()
-            .await
-            .expect("tether answers");
-        assert_eq!(r.status().as_u16(), 202);
-        let body: Value = r.json().await.unwrap();
-        ids.extend(
-            body["ids"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|v| v.as_str().unwrap().to_string()),
-        );
-    }
-    ids
-}
-
 /// The reproduction: a backlog queued with the broker down, then
 /// tether SIGKILLed at random moments in its first 80 ms, many times: the
 /// store is never set aside and every message is delivered afterwards.
@@ -77,7 +50,7 @@ async fn killed_any_number_of_times_while_opening_the_backlog_is_delivered() {
     broker.kill();
     let mut tether = Tether::start(&cfg, &log);
     wait_up(&http, addr).await;
-    let accepted = queue(&http, addr, 5000).await;
+    let accepted = outbox_rig::post_attributes(&http, addr, 5000).await;
     tether.kill();
     let mut rng = rand::thread_rng();
     for _ in 0..kills {
@@ -243,7 +216,7 @@ async fn queued(n: usize) -> Queued {
     broker.kill();
     let mut t = Tether::start(&cfg, &log);
     wait_up(&http, addr).await;
-    let ids = queue(&http, addr, n).await;
+    let ids = outbox_rig::post_attributes(&http, addr, n).await;
     t.kill();
     Queued {
         broker,
@@ -484,7 +457,7 @@ async fn a_store_of_the_other_engine_imports() {
     broker.kill();
     let mut t = Tether::start(&cfg, &log);
     wait_up(&http, addr).await;
-    let ids = queue(&http, addr, 300).await;
+    let ids = outbox_rig::post_attributes(&http, addr, 300).await;
     t.kill();
     drop(broker);
     let mut q = queued(0).await;

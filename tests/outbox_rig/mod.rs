@@ -430,6 +430,36 @@ pub fn free_addr() -> SocketAddr {
     l.local_addr().unwrap()
 }
 
+/// Posts `n` attribute changes to the admin API at `addr`, 100 per request,
+/// asserting each request is accepted (202); returns the ids, in order.
+pub async fn post_attributes(http: &reqwest::Client, addr: SocketAddr, n: usize) -> Vec<String> {
+    let mut ids = Vec::with_capacity(n);
+    while ids.len() < n {
+        let batch: Vec<Value> = (0..100.min(n - ids.len()))
+            .map(|i| {
+                serde_json::json!({"attributeId": i + 1, "value": ids.len(), "attributeDataType": "SINT32"})
+            })
+            .collect();
+        let r = http
+            .post(format!("http://{addr}/v1/attributes"))
+            .bearer_auth(TOKEN)
+            .json(&batch)
+            .send()
+            .await
+            .expect("the admin API answers");
+        assert_eq!(r.status().as_u16(), 202, "queueing attribute changes");
+        let body: Value = r.json().await.expect("a JSON answer");
+        ids.extend(
+            body["ids"]
+                .as_array()
+                .expect("ids")
+                .iter()
+                .map(|v| v.as_str().expect("a string id").to_string()),
+        );
+    }
+    ids
+}
+
 /// Waits for `/healthz` to answer 2xx. As long as the soak's wait: a daemon
 /// restarted while the machine is loaded (CI) may take its backoff first.
 pub async fn wait_healthy(http: &reqwest::Client, addr: SocketAddr) -> Value {

@@ -12,7 +12,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use std::collections::HashMap;
 
@@ -267,29 +267,7 @@ impl PowerRun {
     /// tether; returns the ids it acknowledged (which [`PowerRun::finish`]
     /// then expects).
     pub async fn queue(&mut self, n: usize) -> Vec<String> {
-        let mut ids = Vec::with_capacity(n);
-        while ids.len() < n {
-            let batch: Vec<Value> = (0..100.min(n - ids.len()))
-                .map(|i| json!({"attributeId": i, "value": ids.len(), "attributeDataType": "SINT32"}))
-                .collect();
-            let r = self
-                .http
-                .post(format!("http://{}/v1/attributes", self.addr))
-                .bearer_auth(TOKEN)
-                .json(&batch)
-                .send()
-                .await
-                .expect("tether answers");
-            assert_eq!(r.status().as_u16(), 202, "{}: queueing", self.engine);
-            let body: Value = r.json().await.unwrap_or_default();
-            ids.extend(
-                body["ids"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|v| v.as_str().map(str::to_string)),
-            );
-        }
+        let ids = crate::outbox_rig::post_attributes(&self.http, self.addr, n).await;
         self.acked.extend(ids.iter().cloned());
         ids
     }
