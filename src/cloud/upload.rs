@@ -26,9 +26,10 @@ use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 
 use super::blobs::{safe_path, BlobError, DEVICE_CONTAINER, SERVER_CONTAINER};
-use super::broker::{options, valid_device_id};
+use super::broker::options;
 use super::config::{BrokerConfig, DeviceAuth};
 use super::serve::App;
+use crate::hub::topics::cloud::is_topic_level;
 
 /// How long device upload SAS tokens last.
 const WRITE_TTL: Duration = Duration::from_secs(3600);
@@ -214,7 +215,7 @@ impl DeviceCheck {
 
     /// Ok, or the status to answer (401, 503).
     pub(crate) async fn check(&self, device: &str, headers: &HeaderMap) -> Result<(), StatusCode> {
-        if !valid_device_id(device) || !safe_path(device) {
+        if !is_topic_level(device) || !safe_path(device) {
             return Err(StatusCode::NOT_FOUND);
         }
         if self.mode == DeviceAuth::None {
