@@ -26,31 +26,17 @@ use super::blobs::{
 };
 use super::broker::Broker;
 use super::config::ServeConfig;
+use super::devices::DeviceCheck;
 use super::error::CloudError;
 use super::problem::ApiError;
+use super::state::App;
 use super::translate::{self, BodyRef, ClientRequest, DeviceAnswer};
-use super::upload::{self, stream_file, DeviceCheck};
+use super::upload::{self, stream_file};
 use crate::hub::topics::cloud::is_topic_level;
 
 /// How long devices may download a request blob (Cloud Relay's
 /// `ReadAccessExpiryDelay`).
 const READ_TTL: Duration = Duration::from_secs(20 * 60);
-
-/// State shared by the handlers.
-pub(crate) struct App {
-    pub(crate) broker: Broker,
-    pub(crate) auth: Authenticator,
-    pub(crate) blobs: BlobStore,
-    pub(crate) devices: DeviceCheck,
-    /// `{scheme}://{host[:port]}` devices use.
-    pub(crate) public_url: String,
-    /// `host[:port]` of it: the upload slot's `hostName`.
-    pub(crate) public_host: String,
-    method_name: String,
-    response_timeout: Duration,
-    bounds: (Duration, Duration),
-    inline_limit: usize,
-}
 
 /// A running server.
 pub struct ServeHandle {
