@@ -116,7 +116,7 @@ pub async fn outage(stack: &mut Stack) -> Result<u64, DemoError> {
 
     println!("\n5. Outage: the link between tether and the broker is cut (the TCP proxy drops it)");
     let t0 = Instant::now();
-    stack.proxy.cut();
+    stack.proxy.unplug();
     let state = wait_hub(stack, |s| s != "connected", "tether to notice the outage").await?;
     println!("   tether noticed in {}: hub {state}", ms(t0.elapsed()));
     let changes = [Change::blink(true), Change::led(2), Change::blink(false)];
@@ -149,7 +149,7 @@ pub async fn outage(stack: &mut Stack) -> Result<u64, DemoError> {
     let t1 = Instant::now();
     stack
         .proxy
-        .restore()
+        .replug()
         .await
         .map_err(|e| DemoError::Unexpected(format!("cannot restore the link: {e}")))?;
     wait_hub(stack, |s| s == "connected", "tether to reconnect").await?;

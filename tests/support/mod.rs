@@ -18,4 +18,14 @@ pub mod http;
 // The simulated MCU is `tether demo`'s.
 #[cfg(feature = "demo")]
 pub mod mcu;
-pub mod proxy;
+
+/// `tether demo`'s link cutter between tether and `127.0.0.1:{upstream}`,
+/// on a free port; it stops when dropped.
+#[cfg(feature = "demo")]
+pub async fn link_cutter(upstream: u16) -> tether::demo::proxy::Proxy {
+    let loopback = |port| std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let stop = tokio_util::sync::CancellationToken::new();
+    tether::demo::proxy::Proxy::start(loopback(0), loopback(upstream), stop)
+        .await
+        .expect("start the link cutter on 127.0.0.1")
+}
