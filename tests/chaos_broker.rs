@@ -1,8 +1,6 @@
 //! The broker SIGKILLed and SIGSTOPped under load, repeatedly: tether
 //! reconnects each time and every id answered 202 reaches the subscriber.
 //! `TETHER_CHAOS_LONG=1` repeats each fault more often.
-// The link cutter is `tether demo`'s.
-#![cfg(feature = "demo")]
 
 mod outbox_rig;
 mod support;

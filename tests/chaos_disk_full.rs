@@ -7,8 +7,6 @@
 //! Mounting needs root with CAP_SYS_ADMIN; without it the test says so and
 //! returns (`outbox_capacity.rs` covers a full disk through the storage
 //! seam).
-// The link cutter is `tether demo`'s.
-#![cfg(feature = "demo")]
 
 mod outbox_rig;
 mod support;

@@ -3,8 +3,6 @@
 //! reset mid-packet. The session must notice a half-open link within 1.5
 //! keep-alive intervals and say so in its status, and under load no
 //! accepted message may be lost. `TETHER_CHAOS_LONG=1` repeats each fault.
-// The link cutter is `tether demo`'s.
-#![cfg(feature = "demo")]
 
 mod outbox_rig;
 mod support;

@@ -10,8 +10,6 @@
 //! `TETHER_CHAOS_SOAK_RATE` sets the load in messages/s (200). tether is
 //! never killed here (that resets its memory and would hide a leak; the
 //! SIGKILL loop is `chaos_tether`).
-// The link cutter is `tether demo`'s.
-#![cfg(feature = "demo")]
 
 mod outbox_rig;
 mod support;

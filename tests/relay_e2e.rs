@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use support::http::{Eclypse, ECLYPSE_PASSWORD, ECLYPSE_USER};
-use support::mqtt::Cloud;
 use support::{Broker, BrokerOptions, TestCa};
 use tether::clock::ManualClock;
 use tether::hub::credentials::azure_username;
@@ -73,7 +72,7 @@ async fn relayed_calls_round_trip_through_the_hub() {
         async move { r.handle(call).await }
     });
     let (hub, stop) = support::hub::start(&cfg, router, Arc::new(clock));
-    let mut cloud = Cloud::connect(broker.plain_port(), &["$iothub/methods/res/#"]).await;
+    let mut cloud = support::cloud(broker.plain_port(), &["$iothub/methods/res/#"]).await;
     let mut status = hub.handle.watch_status();
     tokio::time::timeout(WAIT, status.wait_for(HubStatus::is_connected))
         .await
@@ -88,8 +87,9 @@ async fn relayed_calls_round_trip_through_the_hub() {
             call.to_string(),
             false,
         )
-        .await;
-    let res = cloud.next_on("$iothub/methods/res/", WAIT).await;
+        .await
+        .expect("publish");
+    let res = cloud.next_on("$iothub/methods/res/", WAIT).await.unwrap();
     assert_eq!(res.topic, "$iothub/methods/res/200/?$rid=1");
     let answer: Value = serde_json::from_slice(&res.payload).unwrap();
     assert_eq!(answer["status"], 200);
@@ -109,8 +109,9 @@ async fn relayed_calls_round_trip_through_the_hub() {
             attack.to_string(),
             false,
         )
-        .await;
-    let res = cloud.next_on("$iothub/methods/res/", WAIT).await;
+        .await
+        .expect("publish");
+    let res = cloud.next_on("$iothub/methods/res/", WAIT).await.unwrap();
     assert_eq!(res.topic, "$iothub/methods/res/400/?$rid=2");
     assert_eq!(
         controller.server.requests().len(),

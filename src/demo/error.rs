@@ -19,7 +19,7 @@ pub enum DemoError {
     #[error("cloud side: {0}")]
     Cloud(String),
     /// The telemetry subscriber.
-    #[error("cloud subscriber: {0}")]
+    #[error("{0}")]
     Observer(String),
     /// The simulated MCU.
     #[error("simulated MCU: {0}")]

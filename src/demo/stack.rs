@@ -23,6 +23,7 @@ use super::proxy::Proxy;
 use crate::app::Daemon;
 use crate::clock::SystemClock;
 use crate::cloud::{self, BrokerConfig, DeviceAuth, ServeConfig, ServeHandle};
+use crate::hub::topics::cloud as topics;
 
 /// The device id tether uses in the demo.
 pub const DEVICE: &str = "demo-device";
@@ -124,7 +125,10 @@ impl Stack {
             .map_err(|e| DemoError::Cloud(e.to_string()))?;
         let caller = cloud::Broker::start(&mqtt, 16, stop.child_token())
             .map_err(|e| DemoError::Cloud(e.to_string()))?;
-        let observer = Observer::start(broker, DEVICE, stop.child_token()).await?;
+        let events = topics::telemetry_filter(DEVICE);
+        let observer = Observer::connect(broker, &[&events], stop.child_token())
+            .await
+            .map_err(|e| DemoError::Observer(e.to_string()))?;
 
         let proxy = Proxy::start(loopback(0), broker, stop.child_token())
             .await

@@ -189,7 +189,7 @@ async fn arrivals(stack: &mut Stack, changes: &[Change], t0: Instant) -> Result<
     let deadline = Instant::now() + WAIT;
     while !pending.is_empty() {
         let left = deadline.saturating_duration_since(Instant::now());
-        let Some(a) = stack.observer.next(left).await else {
+        let Some(a) = stack.observer.next_arrival(left).await else {
             return Err(DemoError::Unexpected(format!(
                 "no attribute message upstream within {WAIT:?}; {}",
                 diagnosis(&stack.admin, &stack.observer).await

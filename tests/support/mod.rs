@@ -10,7 +10,6 @@
 pub mod broker;
 pub mod certs;
 pub mod hub;
-pub mod mqtt;
 
 pub use broker::{Broker, BrokerOptions, LogMark};
 pub use certs::{untrusted_ca_pem, Issued, TestCa};
@@ -21,11 +20,21 @@ pub mod mcu;
 
 /// `tether demo`'s link cutter between tether and `127.0.0.1:{upstream}`,
 /// on a free port; it stops when dropped.
-#[cfg(feature = "demo")]
 pub async fn link_cutter(upstream: u16) -> tether::demo::proxy::Proxy {
     let loopback = |port| std::net::SocketAddr::from(([127, 0, 0, 1], port));
     let stop = tokio_util::sync::CancellationToken::new();
     tether::demo::proxy::Proxy::start(loopback(0), loopback(upstream), stop)
         .await
         .expect("start the link cutter on 127.0.0.1")
+}
+
+/// The cloud side (`tether demo`'s observer) on the broker's plain
+/// listener `127.0.0.1:{port}`, subscribed to `filters`; it disconnects
+/// when dropped.
+pub async fn cloud(port: u16, filters: &[&str]) -> tether::demo::observer::Observer {
+    let broker = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let stop = tokio_util::sync::CancellationToken::new();
+    tether::demo::observer::Observer::connect(broker, filters, stop)
+        .await
+        .expect("the cloud observer connected and subscribed")
 }
