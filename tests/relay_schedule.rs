@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
-use support::http::{Eclypse, ECLYPSE_PASSWORD, ECLYPSE_USER};
+use support::http::{eclypse, ECLYPSE_PASSWORD, ECLYPSE_USER};
 use support::{Broker, BrokerOptions};
 
 const BIN: &str = env!("CARGO_BIN_EXE_tether");
@@ -27,7 +27,7 @@ impl Drop for Daemon {
 #[tokio::test]
 async fn schedule_results_taken_offline_are_delivered_after_the_outage() {
     let mut broker = Broker::start(BrokerOptions::new().user("dev1", "pw"));
-    let controller = Eclypse::start().await;
+    let controller = eclypse().await;
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("tether.toml");
     std::fs::write(
@@ -58,7 +58,7 @@ path = "state"
 "#,
             port = broker.tls_port(),
             ca = broker.ca_pem_path().display(),
-            base = controller.server.base_url(),
+            base = controller.base_url(),
         ),
     )
     .unwrap();

@@ -21,6 +21,7 @@ mod args;
 pub mod broker;
 pub mod eclypse;
 mod error;
+pub mod http;
 pub mod mcu;
 pub mod observer;
 pub mod proxy;
