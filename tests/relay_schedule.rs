@@ -92,10 +92,9 @@ path = "state"
     broker.restart();
     let mut cloud = support::cloud(broker.plain_port(), &["devices/dev1/messages/events/#"]).await;
     let mut taken_offline = 0;
-    while let Some(p) = cloud
+    while let Ok(p) = cloud
         .next_on("devices/dev1/messages/events/", Duration::from_secs(15))
         .await
-        .ok()
     {
         let doc: Value = serde_json::from_slice(&p.payload).unwrap();
         let at = doc["atUnixMs"].as_u64().unwrap();

@@ -3,15 +3,25 @@
 //!
 //! | file | owns |
 //! |---|---|
-//! | `mod.rs` | [`DemoArgs`], [`run`], signals, [`DemoError`] |
+//! | `mod.rs` | [`run`], signals |
+//! | `args.rs` | [`DemoArgs`], the addresses its ports give |
+//! | `error.rs` | [`DemoError`] |
 //! | [`stack`] | starting every part, tether from a generated TOML |
 //! | [`walk`] | the steps, their output and the summary |
 //! | `walk_mcu.rs` | the MCU steps: updates, `setAttribute`, the outage |
+//! | `steps.rs` | what the steps share: waits, timings, "settled" |
+//! | [`admin`] | tether's admin API as the steps read it |
+//!
+//! The simulators, also used by the integration tests (one of each):
+//!
+//! | file | simulates |
+//! |---|---|
 //! | [`broker`] | rumqttd in-process (the plain-broker topic scheme) |
-//! | [`proxy`] | the TCP link cutter between tether and the broker |
-//! | [`eclypse`] | a simulated ECLYPSE REST API |
-//! | [`mcu`] | a simulated afLib4 MCU on a pty |
-//! | [`observer`] | the cloud's view of telemetry |
+//! | [`proxy`] | the TCP link cutter between tether and the broker: cuts, outages, half-open links, latency, resets |
+//! | [`eclypse`] | the ECLYPSE controller's REST API, plain or TLS |
+//! | [`http`] | the small recording HTTP/1.1 server under it |
+//! | [`mcu`] | an afLib4 MCU on a pty |
+//! | [`observer`] | the cloud's side of the broker: calls, answers, telemetry |
 //!
 //! Built only with the `demo` cargo feature (on by default); device
 //! builds use `--no-default-features` and carry none of it.
