@@ -119,16 +119,8 @@ async fn main() {
 }
 
 async fn relayed(cloud: &mut Observer, call: &str, rid: usize) {
-    cloud
-        .publish(
-            &format!("devices/dev1/methods/POST/RestApi/?$rid={rid}"),
-            call,
-            false,
-        )
-        .await
-        .expect("publish");
     let res = cloud
-        .next_on("devices/dev1/methods/res/", WAIT)
+        .call("dev1", "RestApi", &rid.to_string(), call, WAIT)
         .await
         .unwrap();
     assert!(

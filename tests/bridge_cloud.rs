@@ -66,16 +66,8 @@ async fn stop_all(rig: Rig, hub: Hub, stop: CancellationToken) {
 }
 
 async fn call(cloud: &mut Observer, method: &str, rid: u32, body: Value) -> (String, Value) {
-    cloud
-        .publish(
-            &format!("devices/dev1/methods/POST/{method}/?$rid={rid}"),
-            body.to_string(),
-            false,
-        )
-        .await
-        .expect("publish");
     let res = cloud
-        .next_on("devices/dev1/methods/res/", WAIT)
+        .call("dev1", method, &rid.to_string(), body.to_string(), WAIT)
         .await
         .unwrap();
     (

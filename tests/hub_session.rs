@@ -158,16 +158,8 @@ async fn reconnects_after_the_broker_is_killed_and_restarted() {
 async fn a_method_call_round_trips() {
     let (_broker, hub, stop, mut cloud) = echo_device_and_cloud().await;
 
-    cloud
-        .publish(
-            "devices/dev1/methods/POST/Echo/?$rid=42",
-            r#"{"hello":1}"#,
-            false,
-        )
-        .await
-        .expect("publish");
     let res = cloud
-        .next_on("devices/dev1/methods/res/", WAIT)
+        .call("dev1", "Echo", "42", r#"{"hello":1}"#, WAIT)
         .await
         .unwrap();
     assert_eq!(res.topic, "devices/dev1/methods/res/200/?$rid=42");
@@ -183,14 +175,7 @@ async fn a_method_call_round_trips() {
 async fn an_unknown_method_gets_404() {
     let (_broker, hub, stop, mut cloud) = echo_device_and_cloud().await;
 
-    cloud
-        .publish("devices/dev1/methods/POST/Reboot/?$rid=7", "{}", false)
-        .await
-        .expect("publish");
-    let res = cloud
-        .next_on("devices/dev1/methods/res/", WAIT)
-        .await
-        .unwrap();
+    let res = cloud.call("dev1", "Reboot", "7", "{}", WAIT).await.unwrap();
     assert_eq!(res.topic, "devices/dev1/methods/res/404/?$rid=7");
     let body: Value = serde_json::from_slice(&res.payload).unwrap();
     assert_eq!(body["error"], "unknown method");

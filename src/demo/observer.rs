@@ -17,6 +17,8 @@ use serde_json::Value;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
+use crate::hub::topics::cloud as topics;
+
 /// Publishes waiting to be read; past this the connection waits for the
 /// reader (backpressure, nothing dropped).
 const QUEUE: usize = 1024;
@@ -53,9 +55,9 @@ pub enum ObserverError {
         source: ClientError,
     },
     /// Nothing matching arrived in time.
-    #[error("cloud observer: no publish on {prefix}* within {wait:?}")]
+    #[error("cloud observer: nothing on {prefix}* within {wait:?}")]
     Nothing {
-        /// The topic prefix waited for.
+        /// What it waited for: a topic prefix, or a call's answer.
         prefix: String,
         /// How long it waited.
         wait: Duration,
@@ -182,17 +184,57 @@ impl Observer {
         prefix: &str,
         wait: Duration,
     ) -> Result<Publish, ObserverError> {
+        self.next_where(|topic| topic.starts_with(prefix), wait)
+            .await
+            .ok_or_else(|| ObserverError::Nothing {
+                prefix: prefix.to_string(),
+                wait,
+            })
+    }
+
+    /// Calls `method` on `device` (plain-broker scheme) under `rid` and
+    /// returns the device's answer, within `wait`. The observer must be
+    /// subscribed to the device's answers
+    /// ([`ANSWERS_FILTER`](topics::ANSWERS_FILTER) or narrower).
+    ///
+    /// # Errors
+    /// [`ObserverError::Publish`], or [`ObserverError::Nothing`] when no
+    /// answer to this call arrives in time.
+    pub async fn call(
+        &mut self,
+        device: &str,
+        method: &str,
+        rid: &str,
+        payload: impl Into<Vec<u8>>,
+        wait: Duration,
+    ) -> Result<Publish, ObserverError> {
+        let call = topics::method_call(device, method, rid);
+        self.publish(&call, payload, false).await?;
+        let answers_this = |topic: &str| {
+            topics::parse_method_answer(topic).is_some_and(|a| a.device == device && a.rid == rid)
+        };
+        self.next_where(answers_this, wait)
+            .await
+            .ok_or_else(|| ObserverError::Nothing {
+                prefix: format!("the answer to {call}"),
+                wait,
+            })
+    }
+
+    /// The next publish whose topic passes `wanted`, within `wait`.
+    async fn next_where(
+        &mut self,
+        wanted: impl Fn(&str) -> bool,
+        wait: Duration,
+    ) -> Option<Publish> {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
-            match tokio::time::timeout_at(deadline, self.received.recv()).await {
-                Ok(Some(r)) if r.publish.topic.starts_with(prefix) => return Ok(r.publish),
-                Ok(Some(_)) => {}
-                Ok(None) | Err(_) => {
-                    return Err(ObserverError::Nothing {
-                        prefix: prefix.to_string(),
-                        wait,
-                    })
-                }
+            let r = tokio::time::timeout_at(deadline, self.received.recv())
+                .await
+                .ok()
+                .flatten()?;
+            if wanted(&r.publish.topic) {
+                return Some(r.publish);
             }
         }
     }
