@@ -2,6 +2,11 @@
 //!
 //! - [`broker`]: a real mosquitto per test ([`Broker`], [`BrokerOptions`]).
 //! - [`certs`]: the test PKI ([`TestCa`], [`Issued`], [`untrusted_ca_pem`]).
+//! - [`hub`]: a hub session in the test process.
+//! - [`http`]: HTTP servers: the simulated controller, an upload hub, blobs.
+//! - [`cloud`], [`link_cutter`]: `tether demo`'s observer and link cutter
+//!   (the simulators live in `tether::demo`, one of each, used by the demo
+//!   and the tests alike).
 //!
 //! Not every test file uses every helper, hence `dead_code` and `unused_imports` are
 //! allowed here.
