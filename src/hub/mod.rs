@@ -5,17 +5,20 @@
 //! - [`topics`] and [`properties`]: the topic scheme and property bags.
 //! - [`credentials`] and [`sas`]: what CONNECT presents, SAS tokens;
 //!   [`renewal`]: when a token is renewed, whatever the wall clock does.
-//! - [`session`]: the task owning the event loop; [`inbound`] dispatch;
+//! - [`session`]: the task owning the event loop, driving the machine;
+//!   [`inbound`] dispatch;
 //!   [`refusal`]: oversize or malformed inbound messages, refused alone.
 //! - [`tracker`]: maps packet ids to delivery tokens (PUBACK notices).
-//! - [`backoff`], [`failure`]: reconnect policy and error classes.
+//! - [`machine`]: every decision of the session (reconnect delays, quick
+//!   drops, the silence watchdog, renewal timing, status), with no IO;
+//!   [`failure`]: rumqttc's errors as failure classes and sentences.
 
-pub mod backoff;
 mod connection;
 pub mod credentials;
 pub mod failure;
 mod handle;
 mod inbound;
+pub mod machine;
 pub mod methods;
 pub mod options;
 pub mod properties;
@@ -28,6 +31,7 @@ pub mod topics;
 pub mod tracker;
 
 pub use handle::{HubHandle, PublishError, ReconfigureError, Telemetry};
+pub use machine::Failure;
 pub use methods::{C2dMessage, MethodCall, MethodResponse, Router};
 pub use refusal::MethodRefusal;
 pub use session::{start, Delivery, Hub};

@@ -74,6 +74,17 @@ pub async fn connected(hub: &Hub) -> HubStatus {
     .await
 }
 
+/// Waits until the session is connected with every subscription in place
+/// (all SUBACKs in): methods, desired properties and C2D messages arrive.
+pub async fn subscribed(hub: &Hub) -> HubStatus {
+    wait_for(
+        &mut hub.handle.watch_status(),
+        "subscribed",
+        HubStatus::is_subscribed,
+    )
+    .await
+}
+
 /// Stops the session and waits for its task.
 pub async fn stop(hub: Hub, stop: CancellationToken) {
     stop.cancel();
