@@ -53,24 +53,11 @@ impl RenewalDue {
 mod tests {
     use super::*;
     use crate::clock::{unix_seconds, Clock, ManualClock};
-    use crate::config::{AzureAuth, AzureHub, HubEndpoint, SecretBytes};
-    use crate::hub::credentials::CredentialSource;
+    use crate::hub::credentials::{key_source, CredentialSource};
 
     const T0: u64 = 1_900_000_000;
     const DAY: Duration = Duration::from_secs(86_400);
     const TTL: Duration = Duration::from_secs(3600);
-
-    fn source() -> CredentialSource {
-        let ep = HubEndpoint::Azure(AzureHub {
-            host_name: "hub.example.net".into(),
-            gateway_host_name: None,
-            device_id: "dev1".into(),
-            module_id: None,
-            auth: AzureAuth::SharedAccessKey(SecretBytes(b"key".to_vec())),
-            port: None,
-        });
-        CredentialSource::new(&ep, TTL)
-    }
 
     /// Mints at the clock's time and schedules the renewal.
     fn mint(src: &CredentialSource, wall: &ManualClock, mono: Duration) -> (u64, RenewalDue) {
@@ -83,7 +70,7 @@ mod tests {
     fn before_renew_at_it_waits_at_most_one_check() {
         let wall = ManualClock::at_unix(T0);
         let mono = Duration::ZERO;
-        let (se, due) = mint(&source(), &wall, mono);
+        let (se, due) = mint(&key_source(TTL), &wall, mono);
         assert_eq!(se, T0 + 3600);
         assert_eq!(due.step(wall.now(), mono), Step::Wait(CHECK));
         let nearly = mono + Duration::from_millis(2_880_000 - 300);
@@ -99,7 +86,7 @@ mod tests {
 
     #[test]
     fn a_forward_jump_of_days_renews_at_once_for_the_new_time() {
-        let src = source();
+        let src = key_source(TTL);
         let wall = ManualClock::at_unix(T0);
         let mono = Duration::ZERO;
         let (_, due) = mint(&src, &wall, mono);
@@ -117,7 +104,7 @@ mod tests {
 
     #[test]
     fn a_backward_jump_of_days_neither_loops_nor_postpones_renewal() {
-        let src = source();
+        let src = key_source(TTL);
         let wall = ManualClock::at_unix(T0);
         let mono = Duration::ZERO;
         let (_, due) = mint(&src, &wall, mono);
@@ -142,7 +129,7 @@ mod tests {
     fn a_clock_jumping_to_1970_does_not_renew_early() {
         let wall = ManualClock::at_unix(T0);
         let mono = Duration::ZERO;
-        let (_, due) = mint(&source(), &wall, mono);
+        let (_, due) = mint(&key_source(TTL), &wall, mono);
         wall.set_unix(10);
         assert_eq!(due.step(wall.now(), mono + CHECK), Step::Wait(CHECK));
     }

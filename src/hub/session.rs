@@ -362,8 +362,10 @@ impl Session {
     }
 
     /// Does what the machine decided; returns the delay before the next
-    /// connection attempt, when it decided one.
+    /// connection attempt, when it decided one. The status goes out first,
+    /// so whoever hears of a new connection already sees it connected.
     pub(super) fn apply(&mut self) -> Option<Duration> {
+        self.publish_status();
         let mut retry = None;
         while let Some(action) = self.machine.poll_action() {
             match action {

@@ -6,8 +6,7 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 
 use super::*;
-use crate::config::{AzureAuth, AzureHub, HubEndpoint, SecretBytes};
-use crate::hub::credentials::CredentialSource;
+use crate::hub::credentials::{key_source, CredentialSource};
 
 const T0: u64 = 1_900_000_000;
 const KEEP_ALIVE: Duration = Duration::from_secs(30);
@@ -226,18 +225,6 @@ fn packets_keep_the_link_alive_and_a_zero_keep_alive_turns_the_watchdog_off() {
     assert_eq!(off.handle_timeout(at(1e7)), None);
 }
 
-fn azure_source(ttl: Duration) -> CredentialSource {
-    let ep = HubEndpoint::Azure(AzureHub {
-        host_name: "hub.example.net".into(),
-        gateway_host_name: None,
-        device_id: "ctrl-1".into(),
-        module_id: None,
-        auth: AzureAuth::SharedAccessKey(SecretBytes(b"key".to_vec())),
-        port: None,
-    });
-    CredentialSource::new(&ep, ttl)
-}
-
 /// Mints a token the way the driver does and hands it to the machine.
 fn issue(m: &mut Machine, src: &CredentialSource, now: Now) -> SystemTime {
     let c = src.current(now.wall).expect("a key mints tokens");
@@ -268,7 +255,7 @@ fn run_timers(m: &mut Machine, end: f64) -> Option<(f64, Timer)> {
 #[test]
 fn a_token_is_renewed_at_80_percent_of_its_life_by_reconnecting_at_once() {
     let mut m = machine(8);
-    let src = azure_source(Duration::from_secs(3600));
+    let src = key_source(Duration::from_secs(3600));
     let expires = issue(&mut m, &src, at(0.0));
     assert_eq!(m.status().credential_expires_at, Some(T0 + 3600));
     assert_eq!(expires, UNIX_EPOCH + Duration::from_secs(T0 + 3600));
@@ -314,7 +301,7 @@ fn a_requested_disconnect_reconnects_at_once_and_keeps_the_backoff() {
 #[test]
 fn a_lost_connection_cancels_the_renewal_of_its_token() {
     let mut m = machine(10);
-    issue(&mut m, &azure_source(Duration::from_secs(3600)), at(0.0));
+    issue(&mut m, &key_source(Duration::from_secs(3600)), at(0.0));
     assert!(m.poll_timeout().is_some());
     lose(&mut m, at(1.0), network("down"));
     assert_eq!(m.poll_timeout(), None);
@@ -405,7 +392,7 @@ fn an_expired_credential_is_said_once_and_shown_in_the_status() {
         m.status().last_error.as_deref(),
         Some("the SAS token expired")
     );
-    issue(&mut m, &azure_source(Duration::from_secs(60)), at(2.0));
+    issue(&mut m, &key_source(Duration::from_secs(60)), at(2.0));
     assert!(!m.status().credential_expired);
 }
 
