@@ -25,10 +25,10 @@ use crate::service::Beat;
 
 use super::credentials::{CredentialSource, Credentials};
 use super::handle::{HubHandle, Shared};
+use super::machine::HubStatus;
 use super::machine::{Action, Level, Machine, Now, Settings, Timer, TokenLife};
 use super::methods::Router;
 use super::options::{self, OptionsError, Target};
-use super::status::HubStatus;
 use super::topics::{Scheme, Topics};
 use super::tracker::{Queued, Token, Tracker};
 

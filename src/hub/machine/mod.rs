@@ -4,13 +4,15 @@
 //! silent link counts as dead (half-open), when a SAS token is renewed, and
 //! the status health and metrics see (subscriptions in place included).
 //!
-//! Like `firmware-bridge`'s `Module`: the driver ([`super::session`]) passes
+//! Like `firmware-bridge`'s `Module`: the driver (the `session` task) passes
 //! events with the time they happened ([`Now`]), and drains what to do from
 //! [`Machine::poll_action`]; it asks [`Machine::poll_timeout`] when to call
 //! [`Machine::handle_timeout`]. Nothing here reads a clock, sleeps or
 //! touches a socket, so every decision is unit-tested with made-up times.
 
 mod drops;
+pub mod renewal;
+mod status;
 #[cfg(test)]
 mod tests;
 
@@ -23,9 +25,9 @@ use crate::backoff::Backoff;
 use crate::clock::unix_seconds;
 
 use super::refusal::Reason;
-use super::renewal::{RenewalDue, Step};
-use super::status::{ConnState, HubStatus};
 use drops::QuickDrops;
+use renewal::{RenewalDue, Step};
+pub use status::{ConnState, HubStatus};
 
 /// The time of an event on both clocks: `mono` (since any fixed origin,
 /// never jumps) measures intervals, `wall` is what tokens and status show.

@@ -2,8 +2,8 @@
 
 use std::time::SystemTime;
 
-use super::machine::Failure;
-use super::refusal::Refused;
+use super::super::refusal::Refused;
+use super::Failure;
 
 /// Connection state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
