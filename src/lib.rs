@@ -5,6 +5,7 @@
 //! - [`config`]: the TOML file, validated into typed settings.
 //! - [`hub`]: the one MQTT session to the hub: auth (SAS, x509, password),
 //!   topic scheme, reconnect with backoff, method routing, telemetry.
+//! - [`backoff`]: retry delays with jitter, for every retry loop.
 //! - [`tls`]: rustls client configuration (ring provider).
 //! - [`clock`]: injected wall-clock time.
 //! - [`service`]: process life: signals, systemd notify and watchdog.
@@ -15,6 +16,7 @@
 
 pub mod admin;
 pub mod app;
+pub mod backoff;
 pub mod bridge;
 pub mod certinfo;
 pub mod clock;
