@@ -7,8 +7,10 @@
 //! - [`config`]: the TOML file, validated into typed settings before any
 //!   task starts; connection strings, secrets, the summary.
 //! - [`hub`]: the one MQTT session to the hub: auth (SAS, x509, password),
-//!   the topic scheme of both ends ([`hub::topics`]), reconnect with
-//!   backoff, method routing, telemetry, PUBACK notices.
+//!   the decisions in [`hub::machine`] (no IO), the topic scheme of both
+//!   ends ([`hub::topics`]), reconnect with backoff, method routing,
+//!   telemetry, PUBACK notices.
+//! - [`backoff`]: retry delays with jitter, for every retry loop.
 //! - [`outbox`]: the durable store of attribute messages (ledger, store
 //!   engines, intake, delivery cursors per sink, TTL, push failures,
 //!   salvage); every accepted message reaches each sink or becomes a
@@ -34,6 +36,7 @@
 
 pub mod admin;
 pub mod app;
+pub mod backoff;
 pub mod bridge;
 pub mod certinfo;
 pub mod clock;

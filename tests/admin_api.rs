@@ -71,7 +71,7 @@ async fn health_metrics_and_token_over_tcp() {
     let mut status = hub.handle.watch_status();
     tokio::time::timeout(
         Duration::from_secs(10),
-        status.wait_for(HubStatus::is_connected),
+        status.wait_for(HubStatus::is_subscribed),
     )
     .await
     .unwrap()
@@ -79,6 +79,7 @@ async fn health_metrics_and_token_over_tcp() {
     let (code, body) = http(connect().await.unwrap(), &get_req("/healthz", None)).await;
     assert_eq!(code, 200, "{body}");
     assert!(body.contains(r#""state":"connected""#), "{body}");
+    assert!(body.contains(r#""subscribed":true"#), "{body}");
 
     let (code, body) = http(connect().await.unwrap(), &get_req("/metrics", None)).await;
     assert_eq!(code, 200);

@@ -14,7 +14,7 @@ use support::mcu::{McuEvent, Rig, WAIT};
 use support::{Broker, BrokerOptions};
 use tether::clock::SystemClock;
 use tether::demo::observer::Observer;
-use tether::hub::{self, Hub, Router};
+use tether::hub::{self, Hub, HubStatus, Router};
 use tether::service::Beat;
 use tokio_util::sync::CancellationToken;
 
@@ -46,13 +46,11 @@ async fn start(broker: &Broker) -> (Rig, Hub, CancellationToken) {
     .expect("hub starts");
     rig.bridge.attach_hub(hub.handle.clone());
     let mut status = hub.handle.watch_status();
-    tokio::time::timeout(WAIT, status.wait_for(|s| s.is_connected()))
+    tokio::time::timeout(WAIT, status.wait_for(HubStatus::is_subscribed))
         .await
-        .expect("hub connects")
+        .expect("hub connects and subscribes")
         .expect("status channel open");
     rig.booted().await;
-    // The hub subscribes right after CONNACK.
-    tokio::time::sleep(Duration::from_millis(300)).await;
     (rig, hub, stop)
 }
 

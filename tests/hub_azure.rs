@@ -14,8 +14,8 @@ use serde_json::{json, Value};
 use support::hub::{stop as stop_hub, wait_for, WAIT};
 use support::{Broker, BrokerOptions};
 use tether::clock::ManualClock;
-use tether::hub::backoff::Failure;
 use tether::hub::credentials::azure_username;
+use tether::hub::Failure;
 use tether::hub::{sas, Hub, HubStatus, MethodCall, MethodResponse, Router};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -140,7 +140,7 @@ async fn wall_clock_jumps_renew_once_forward_and_never_backward() {
 
     clock.set_unix(T0 - DAYS);
     // Several renewal checks pass: nothing happens.
-    tokio::time::sleep(tether::hub::renewal::CHECK * 3).await;
+    tokio::time::sleep(tether::hub::machine::renewal::CHECK * 3).await;
     let s = hub.handle.status();
     assert!(s.is_connected());
     assert_eq!(
@@ -158,7 +158,7 @@ async fn wall_clock_jumps_renew_once_forward_and_never_backward() {
     .await;
     assert_eq!(s.credential_expires_at, Some(T0 + DAYS + 3600));
     assert_eq!(s.last_failure, None, "{:?}", s.last_error);
-    tokio::time::sleep(tether::hub::renewal::CHECK * 3).await;
+    tokio::time::sleep(tether::hub::machine::renewal::CHECK * 3).await;
     assert_eq!(
         hub.handle.status().connects,
         2,

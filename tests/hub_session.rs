@@ -12,7 +12,7 @@ use support::hub::{plain_config, stop as stop_hub, wait_for, WAIT};
 use support::{untrusted_ca_pem, Broker, BrokerOptions};
 use tether::clock::SystemClock;
 use tether::demo::observer::Observer;
-use tether::hub::backoff::Failure;
+use tether::hub::Failure;
 use tether::hub::{
     ConnState, Delivery, Hub, HubStatus, MethodCall, MethodResponse, Router, Telemetry,
 };
@@ -40,9 +40,7 @@ async fn echo_device_and_cloud() -> (Broker, Hub, CancellationToken, Observer) {
     let cfg = plain_config(&broker, "s3cret", &broker.ca_pem_path());
     let cloud = support::cloud(broker.plain_port(), &["devices/dev1/methods/res/#"]).await;
     let (hub, stop) = start(&cfg, echo_router());
-    support::hub::connected(&hub).await;
-    // The subscription is made right after CONNACK; give it a moment.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    support::hub::subscribed(&hub).await;
     (broker, hub, stop, cloud)
 }
 
@@ -309,8 +307,7 @@ async fn c2d_messages_are_routed_by_type() {
         async move { tx.send(m).await.map_err(|e| e.to_string()) }
     });
     let (hub, stop) = start(&cfg, router);
-    support::hub::connected(&hub).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    support::hub::subscribed(&hub).await;
     let cloud = support::cloud(broker.plain_port(), &[]).await;
     cloud
         .publish(

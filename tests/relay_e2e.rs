@@ -71,11 +71,10 @@ async fn relayed_calls_round_trip_through_the_hub() {
     let (hub, stop) = support::hub::start(&cfg, router, Arc::new(clock));
     let mut cloud = support::cloud(broker.plain_port(), &["$iothub/methods/res/#"]).await;
     let mut status = hub.handle.watch_status();
-    tokio::time::timeout(WAIT, status.wait_for(HubStatus::is_connected))
+    tokio::time::timeout(WAIT, status.wait_for(HubStatus::is_subscribed))
         .await
         .unwrap()
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
 
     let call = json!({"path": "/api/rest/v1/info", "method": "GET", "headers": {"Accept": "application/json", "Authorization": "Bearer cloud-token"}});
     cloud

@@ -21,8 +21,8 @@ use std::time::{Duration, Instant};
 use support::hub::{stop as stop_hub, wait_for};
 use support::{Broker, BrokerOptions};
 use tether::clock::{unix_seconds, ManualClock};
-use tether::hub::backoff::Failure;
 use tether::hub::credentials::azure_username;
+use tether::hub::Failure;
 use tether::hub::{sas, HubStatus, Router};
 
 const BIN: &str = env!("CARGO_BIN_EXE_tether");

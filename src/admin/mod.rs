@@ -150,6 +150,7 @@ async fn healthz(State(admin): State<Arc<Admin>>) -> Response {
         "status": if healthy { "ok" } else { "degraded" },
         "hub": {
             "state": hub.state.as_str(),
+            "subscribed": hub.is_subscribed(),
             "since": unix_seconds(hub.since),
             "lastError": hub.last_error,
             "tokenExpiresAt": hub.credential_expires_at,

@@ -7,7 +7,7 @@
 //! | [`api`] | `setAttribute` / `getAttribute` methods, C2D, desired properties, status mapping |
 //! | `runner.rs` | the supervisor: open the device, reopen with backoff, recover |
 //! | `session.rs` | one open device: driver events, cloud commands, answer deadlines |
-//! | [`recovery`] | link-loss kinds, reset pulse decision, reopen backoff |
+//! | [`recovery`] | link-loss kinds, reset pulse decision |
 //! | [`health`] | link state, `/healthz` check and `/metrics` counters |
 //! | [`upstream`] | [`Upstream`] (the outbox), forwarding filter, reported properties |
 //! | `port.rs` | tokio-serial, tokio's clock, gpio-cdev lines |
@@ -89,7 +89,8 @@ pub enum BridgeError {
 /// Timings that tests shorten; [`Tuning::default`] is for real devices.
 #[derive(Debug, Clone)]
 pub struct Tuning {
-    /// First delay before reopening a lost device; doubles up to `reopen_cap`.
+    /// Ceiling of the first reopen delay (jittered between half of it and
+    /// all of it); doubles up to `reopen_cap`.
     pub reopen_base: Duration,
     /// Longest delay between reopen attempts.
     pub reopen_cap: Duration,

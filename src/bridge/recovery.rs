@@ -1,6 +1,6 @@
 //! What the bridge does when the link to the MCU breaks: decide whether to
-//! pulse the MCU's reset line, and how long to wait before reopening the
-//! device. Generic over embedded-hal's `OutputPin` so the decision is
+//! pulse the MCU's reset line (the reopen delays are [`crate::backoff`]'s).
+//! Generic over embedded-hal's `OutputPin` so the decision is
 //! tested with embedded-hal-mock instead of a GPIO chip.
 
 use std::fmt;
@@ -58,38 +58,6 @@ impl fmt::Display for LinkLoss {
             LinkLoss::ChecksumStorm => f.write_str("too many corrupt sync frames"),
             LinkLoss::RebootRequested => f.write_str("MCU requested a reboot"),
         }
-    }
-}
-
-/// Exponential delays between attempts to reopen the device. No jitter:
-/// the device is local, nobody else competes for it.
-#[derive(Debug, Clone)]
-pub struct Backoff {
-    base: Duration,
-    cap: Duration,
-    next: Duration,
-}
-
-impl Backoff {
-    /// Starts at `base`, doubles up to `cap`.
-    pub fn new(base: Duration, cap: Duration) -> Self {
-        Self {
-            base,
-            cap,
-            next: base,
-        }
-    }
-
-    /// The delay before the next attempt.
-    pub fn next_delay(&mut self) -> Duration {
-        let d = self.next;
-        self.next = (self.next * 2).min(self.cap);
-        d
-    }
-
-    /// Back to `base` after a successful open.
-    pub fn reset(&mut self) {
-        self.next = self.base;
     }
 }
 
@@ -194,14 +162,5 @@ mod tests {
         assert_eq!(r.recover(&LinkLoss::McuStuck).await, Err(ErrorKind::Other));
         assert_eq!(r.pulses(), 0);
         r.mcu_reset.take().expect("pin").done();
-    }
-
-    #[test]
-    fn reopen_delays_double_up_to_the_cap_and_reset() {
-        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_millis(350));
-        let d: Vec<_> = (0..4).map(|_| b.next_delay().as_millis()).collect();
-        assert_eq!(d, [100, 200, 350, 350]);
-        b.reset();
-        assert_eq!(b.next_delay(), Duration::from_millis(100));
     }
 }

@@ -19,9 +19,10 @@ use tracing::{debug, info, warn};
 use super::api::{Command, Origin, Reply};
 use super::health::BridgeStats;
 use super::port::{self, LineSpec, Port, TokioClock};
-use super::recovery::{Backoff, LinkLoss, Recovery};
+use super::recovery::{LinkLoss, Recovery};
 use super::upstream::{Forward, Reporter, UpstreamQueue};
 use super::{BridgeConfig, Tuning};
+use crate::backoff::Backoff;
 use crate::service::Beat;
 
 /// Longest the loop stays silent towards the watchdog while idle.
@@ -154,7 +155,7 @@ impl<P: OutputPin + Send + 'static> Runner<P> {
                     self.out.stats.set_down("device-unavailable");
                 }
             }
-            let delay = backoff.next_delay();
+            let delay = backoff.next_delay(&mut rand::thread_rng());
             self.beat.beat_expecting(delay + BEAT_TICK);
             if !self.wait_offline(Instant::now() + delay).await {
                 return None;

@@ -1,38 +1,24 @@
-//! Connection life of the session task: what happens on CONNACK
-//! (subscriptions, presence, twin, delivery notice) and when a connection
-//! is lost or refused (in-flight bookkeeping, backoff, one log line per
-//! change).
+//! Connection life of the session task, as the machine decides it: what is
+//! sent after CONNACK (subscriptions, presence, twin) and the bookkeeping
+//! when a connection is lost or refused (in-flight publishes, the silent
+//! link's socket).
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use rumqttc::{Event, Outgoing, QoS, Request};
 use serde_json::Value;
-use tokio::time::Instant;
-use tracing::{debug, info, warn};
+use tracing::warn;
 
 use crate::clock::unix_seconds;
 
-use super::backoff::Failure;
 use super::failure::{classify, is_unreadable_packet};
-use super::session::{Delivery, Session, QUICK_DROP, QUICK_DROPS_TO_WARN};
-use super::status::ConnState;
+use super::machine::{Failure, Lost};
+use super::session::{Delivery, Session};
 use super::topics::Scheme;
 
 impl Session {
-    pub(super) fn on_connected(&mut self, session_present: bool) {
-        self.connection += 1;
-        self.connected_at = Some(Instant::now());
-        self.last_logged = None;
-        info!(target = %self.target, session_present, connection = self.connection, "hub connected");
-        self.status.send_modify(|s| s.connects += 1);
-        self.set_state(ConnState::Connected, None, None);
-        self.subscribe();
-        self.announce();
-        self.notify(Delivery::Connected(self.connection));
-    }
-
-    pub(super) fn subscribe(&self) {
+    pub(super) fn subscribe(&mut self) {
         let client = &self.handle.shared.client;
         let subs = self
             .handle
@@ -41,7 +27,7 @@ impl Session {
             .into_iter()
             .map(|t| rumqttc::SubscribeFilter::new(t, QoS::AtLeastOnce));
         if let Err(e) = client.try_subscribe_many(subs) {
-            warn!(error = %e, "could not queue subscriptions; they will be retried on reconnect");
+            self.machine.subscribe_failed(&e.to_string());
         }
     }
 
@@ -105,10 +91,9 @@ impl Session {
         })
     }
 
-    /// The broker sent nothing for 1.5 keep-alive intervals: the link is
-    /// half-open (a blackhole drops our packets and theirs, with no FIN or
-    /// RST). Drops the connection and returns the delay before the next
-    /// attempt.
+    /// The machine found the broker silent too long: the link is half-open
+    /// (a blackhole drops our packets and theirs, with no FIN or RST).
+    /// Drops the connection and returns the delay before the next attempt.
     ///
     /// This is the only place a poll on a connected event loop is cancelled,
     /// and it is sound because the connection is never used again: a packet
@@ -122,79 +107,38 @@ impl Session {
     /// (unacknowledged publishes and unread requests move to `pending`) and
     /// by `forget_in_flight`, which maps the publishes written but not yet
     /// surfaced as events before forgetting them.
-    pub(super) fn on_silent_link(&mut self) -> Duration {
-        let keep_alive = self.keep_alive();
-        let silent = self.last_incoming.elapsed();
+    pub(super) fn on_silent_link(&mut self, message: String) -> Option<Duration> {
         self.eventloop.clean();
-        let message = format!(
-            "no packet from {} for {:.1} s (keep-alive {} s): the link looks dead (half-open); \
-             reconnecting",
-            self.target,
-            silent.as_secs_f32(),
-            keep_alive.as_secs()
-        );
         self.on_lost(Failure::Network, message, false)
     }
 
     /// Handles a lost or refused connection; returns the delay before the
     /// next attempt.
-    pub(super) fn on_error(&mut self, err: &rumqttc::ConnectionError) -> Duration {
+    pub(super) fn on_error(&mut self, err: &rumqttc::ConnectionError) -> Option<Duration> {
         let (failure, message) = classify(err, &self.target.to_string());
         self.on_lost(failure, message, is_unreadable_packet(err))
     }
 
     /// `unreadable`: tether dropped the connection itself over a packet it
     /// cannot read.
-    fn on_lost(&mut self, failure: Failure, mut message: String, unreadable: bool) -> Duration {
-        let was_connected = self.connected_at.take();
-        self.forget_in_flight(was_connected.is_some());
+    fn on_lost(&mut self, failure: Failure, message: String, unreadable: bool) -> Option<Duration> {
+        self.forget_in_flight(self.machine.is_connected());
         if let Some(r) = self.renewal.take() {
             r.abort();
         }
-        self.status.send_modify(|s| s.disconnects += 1);
-        if self
+        let requested = self
             .handle
             .shared
             .reconnect_now
-            .swap(false, Ordering::SeqCst)
-        {
-            info!("reconnecting with fresh credentials");
-            self.set_state(ConnState::Connecting, None, None);
-            return Duration::ZERO;
-        }
-        match was_connected {
-            Some(at) if at.elapsed() < QUICK_DROP => {
-                self.quick_drops += 1;
-                self.unreadable_drops = if unreadable {
-                    self.unreadable_drops + 1
-                } else {
-                    0
-                };
-            }
-            Some(_) => {
-                self.quick_drops = 0;
-                self.unreadable_drops = 0;
-                self.backoff.reset();
-            }
-            None => {}
-        }
-        if let Some(diagnosis) = quick_drop_diagnosis(
-            self.quick_drops,
-            self.unreadable_drops,
-            self.handle.topics().device_id(),
-        ) {
-            message = format!("{message}; {diagnosis}");
-        }
-        if self.last_logged.as_deref() != Some(message.as_str()) {
-            warn!("{message}");
-            self.last_logged = Some(message.clone());
-        } else {
-            debug!("{message}");
-        }
-        let delay = self.backoff.next_delay(failure, &mut rand::thread_rng());
-        debug!(?delay, "next connection attempt");
-        self.set_state(ConnState::Disconnected, Some(message), Some(failure));
-        delay
+            .swap(false, Ordering::SeqCst);
+        let lost = Lost {
+            failure,
+            message,
+            unreadable,
+            requested,
+        };
+        self.machine.lost(self.now(), lost);
+        self.apply()
     }
 
     /// rumqttc moves unacknowledged publishes, and requests still in its
@@ -226,59 +170,5 @@ impl Session {
         if was_connected {
             self.notify(Delivery::InFlightLost);
         }
-    }
-}
-
-/// What repeated quick drops mean, once there are enough of them: tether
-/// refusing the same unreadable packet each time (the broker redelivers it
-/// on every reconnect), or the hub closing the connection (another client
-/// with our device id).
-fn quick_drop_diagnosis(quick: u32, unreadable: u32, device_id: &str) -> Option<String> {
-    if quick < QUICK_DROPS_TO_WARN {
-        return None;
-    }
-    Some(if unreadable >= QUICK_DROPS_TO_WARN {
-        format!(
-            "this happened {unreadable} times right after connecting: the broker most likely \
-             sends the same packet again on every reconnect (a queued QoS 1 message or a \
-             retained one); remove it at the broker (clear the retained message or the \
-             persistent session of {device_id:?})"
-        )
-    } else {
-        format!(
-            "the hub closed the connection {quick} times right after accepting it: another \
-             client is probably connected with device id {device_id:?} (a hub allows one \
-             connection per device)"
-        )
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_few_quick_drops_say_nothing_yet() {
-        assert_eq!(quick_drop_diagnosis(QUICK_DROPS_TO_WARN - 1, 0, "d"), None);
-    }
-
-    #[test]
-    fn drops_the_hub_caused_point_at_another_client() {
-        let d = quick_drop_diagnosis(3, 0, "ctrl-1").unwrap();
-        assert!(
-            d.contains("another client") && d.contains("\"ctrl-1\""),
-            "{d}"
-        );
-    }
-
-    #[test]
-    fn drops_tether_caused_over_an_unreadable_packet_say_so() {
-        let d = quick_drop_diagnosis(3, 3, "ctrl-1").unwrap();
-        assert!(
-            d.contains("same packet again") && !d.contains("another client"),
-            "{d}"
-        );
-        let mixed = quick_drop_diagnosis(4, 1, "ctrl-1").unwrap();
-        assert!(mixed.contains("another client"), "{mixed}");
     }
 }

@@ -195,6 +195,20 @@ pub fn azure_username(host_name: &str, client_id: &str) -> String {
     )
 }
 
+/// A source minting SAS tokens of `ttl` for device `dev1` from a fixed key.
+#[cfg(test)]
+pub(crate) fn key_source(ttl: Duration) -> CredentialSource {
+    let ep = HubEndpoint::Azure(AzureHub {
+        host_name: "hub.example.net".into(),
+        gateway_host_name: None,
+        device_id: "dev1".into(),
+        module_id: None,
+        auth: AzureAuth::SharedAccessKey(SecretBytes(b"key".to_vec())),
+        port: None,
+    });
+    CredentialSource::new(&ep, ttl)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

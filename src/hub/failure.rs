@@ -6,7 +6,7 @@ use std::io;
 
 use rumqttc::{ConnectReturnCode, ConnectionError, StateError};
 
-use super::backoff::Failure;
+use super::machine::Failure;
 
 /// Classifies `err` for a connection to `target` (`host:port`).
 pub fn classify(err: &ConnectionError, target: &str) -> (Failure, String) {

@@ -12,10 +12,10 @@ use tokio::sync::watch;
 use crate::config::{HubConfig, HubEndpoint};
 
 use super::credentials::CredentialSource;
+use super::machine::{ConnState, HubStatus};
 use super::methods::MethodResponse;
 use super::options::{self, OptionsError, Target};
 use super::properties;
-use super::status::{ConnState, HubStatus};
 use super::topics::{Scheme, Topics};
 use super::tracker::{Queued, Token};
 

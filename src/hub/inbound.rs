@@ -82,7 +82,7 @@ impl Session {
 
     /// Logs a refused message once, without its payload, then counts it
     /// (in that order, so whoever sees the count finds the line).
-    fn refuse(&self, refused: Refused<'_>, why: &str, what: &str) {
+    fn refuse(&mut self, refused: Refused<'_>, why: &str, what: &str) {
         let after = if refused.retained {
             "acknowledged; the broker keeps it retained and sends it again on the next \
              connection: replace or clear it there"
@@ -95,8 +95,8 @@ impl Session {
             reason = refused.reason.as_str(),
             "refused an inbound {what}: {why}; {after}"
         );
-        self.status
-            .send_modify(|s| s.inbound_refused.add(refused.reason));
+        self.machine.inbound_refused(refused.reason);
+        self.publish_status();
     }
 
     /// Acknowledges a QoS 1 publish. A PUBACK is never dropped: with the
@@ -114,7 +114,7 @@ impl Session {
         }
         let client = client.clone();
         let handle = self.handle.clone();
-        let connects = self.status.borrow().connects;
+        let connects = self.machine.status().connects;
         let mut ack = Publish::new(p.topic.clone(), p.qos, Vec::new());
         ack.pkid = p.pkid;
         tokio::spawn(async move {
@@ -156,7 +156,7 @@ impl Session {
         let call = MethodCall {
             name,
             rid,
-            connection: self.connection,
+            connection: self.machine.connection(),
             payload,
         };
         let router = self.router.clone();
@@ -205,7 +205,7 @@ impl Session {
         }
     }
 
-    fn deliver_desired(&self, p: &Publish, full: bool) {
+    fn deliver_desired(&mut self, p: &Publish, full: bool) {
         if p.payload.is_empty() {
             return;
         }
@@ -221,7 +221,7 @@ impl Session {
 
     /// A QoS 1 C2D message is acknowledged only after its handler took it;
     /// one that is not JSON is refused before any handler sees it.
-    fn on_c2d(&self, p: Publish, props: Vec<(String, Option<String>)>) {
+    fn on_c2d(&mut self, p: Publish, props: Vec<(String, Option<String>)>) {
         if !is_json(&p.payload) {
             self.ack(&p);
             self.refuse(

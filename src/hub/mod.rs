@@ -3,32 +3,35 @@
 //! [`HubHandle`] and registers handlers on a [`Router`] before [`start`].
 //!
 //! - [`topics`] and [`properties`]: the topic scheme and property bags.
-//! - [`credentials`] and [`sas`]: what CONNECT presents, SAS tokens;
-//!   [`renewal`]: when a token is renewed, whatever the wall clock does.
-//! - [`session`]: the task owning the event loop; [`inbound`] dispatch;
+//! - [`credentials`] and [`sas`]: what CONNECT presents, SAS tokens.
+//! - [`session`]: the task owning the event loop, driving the machine;
+//!   [`inbound`] dispatch;
 //!   [`refusal`]: oversize or malformed inbound messages, refused alone.
 //! - [`tracker`]: maps packet ids to delivery tokens (PUBACK notices).
-//! - [`backoff`], [`failure`]: reconnect policy and error classes.
+//! - [`machine`]: every decision of the session (reconnect delays, quick
+//!   drops, the silence watchdog, renewal timing, status), with no IO;
+//!   its [`machine::renewal`] says when a token is renewed, whatever the
+//!   wall clock does;
+//!   [`failure`]: rumqttc's errors as failure classes and sentences.
 
-pub mod backoff;
 mod connection;
 pub mod credentials;
 pub mod failure;
 mod handle;
 mod inbound;
+pub mod machine;
 pub mod methods;
 pub mod options;
 pub mod properties;
 pub mod refusal;
-pub mod renewal;
 pub mod sas;
 mod session;
-pub mod status;
 pub mod topics;
 pub mod tracker;
 
 pub use handle::{HubHandle, PublishError, ReconfigureError, Telemetry};
+pub use machine::Failure;
+pub use machine::{ConnState, HubStatus};
 pub use methods::{C2dMessage, MethodCall, MethodResponse, Router};
 pub use refusal::MethodRefusal;
 pub use session::{start, Delivery, Hub};
-pub use status::{ConnState, HubStatus};

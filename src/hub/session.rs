@@ -1,12 +1,17 @@
-//! The session task: owns rumqttc's event loop, connects (waiting for a
-//! plausible clock first), renews SAS tokens by reconnecting, reconnects
-//! forever with jittered backoff, and reports PUBACKs per delivery token.
+//! The session task, a thin driver of [`Machine`]: owns rumqttc's event
+//! loop, connects (waiting for a plausible clock first), renews SAS tokens
+//! by reconnecting and reconnects forever when and as the machine decides,
+//! and reports PUBACKs per delivery token.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rumqttc::{AsyncClient, Event, EventLoop, Outgoing, Packet, QoS};
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use rumqttc::{
+    AsyncClient, ConnectionError, Event, EventLoop, Outgoing, Packet, QoS, SubscribeReasonCode,
+};
 use serde_json::{Map, Value};
 use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::JoinHandle;
@@ -14,17 +19,16 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
-use crate::clock::{is_plausible, unix_seconds, SharedClock};
+use crate::clock::{is_plausible, SharedClock};
 use crate::config::HubConfig;
 use crate::service::Beat;
 
-use super::backoff::{Backoff, Failure};
-use super::credentials::CredentialSource;
+use super::credentials::{CredentialSource, Credentials};
 use super::handle::{HubHandle, Shared};
+use super::machine::HubStatus;
+use super::machine::{Action, Level, Machine, Now, Settings, Timer, TokenLife};
 use super::methods::Router;
 use super::options::{self, OptionsError, Target};
-use super::renewal::{RenewalDue, Step};
-use super::status::{ConnState, HubStatus};
 use super::topics::{Scheme, Topics};
 use super::tracker::{Queued, Token, Tracker};
 
@@ -50,12 +54,6 @@ pub struct Hub {
     pub task: JoinHandle<()>,
 }
 
-/// A connection that dies sooner than this after CONNACK counts as a quick
-/// drop; several in a row mean another client has our device id, or, when
-/// tether itself dropped each one over a packet it cannot read, a broker
-/// redelivering that packet on every reconnect.
-pub(super) const QUICK_DROP: Duration = Duration::from_secs(10);
-pub(super) const QUICK_DROPS_TO_WARN: u32 = 3;
 /// Concurrent direct-method calls; beyond it calls are answered 503 at once.
 const METHOD_SLOTS: usize = 32;
 /// Answers the session sends itself (503, 413) waiting for room in the
@@ -65,21 +63,6 @@ pub(super) const ANSWERS_WAITING: usize = 256;
 const DISCONNECT_GRACE: Duration = Duration::from_secs(3);
 /// Margin added to the silence a loop announces before it counts as stuck.
 const SLACK: Duration = Duration::from_secs(30);
-
-/// How long a live connection may stay silent before it counts as dead:
-/// 1.5 keep-alive intervals, the limit MQTT gives the broker for the client.
-/// rumqttc pings every keep-alive whatever the traffic, so a healthy broker
-/// sends something (at least a PINGRESP) about once per interval; rumqttc
-/// itself notices a missing PINGRESP only at the following ping (~2
-/// intervals). A keep-alive of zero (off) never expires.
-pub(super) fn silence_limit(keep_alive: Duration) -> Duration {
-    if keep_alive.is_zero() {
-        // Far enough to never fire, near enough not to overflow an Instant.
-        Duration::from_secs(100 * 365 * 24 * 3600)
-    } else {
-        keep_alive * 3 / 2
-    }
-}
 
 /// Starts the session task. `reported` seeds the reported properties.
 ///
@@ -109,7 +92,19 @@ pub fn start(
     eventloop.set_network_options(net);
     opts.set_credentials("", "");
 
-    let (status_tx, status_rx) = watch::channel(HubStatus::new(clock.now()));
+    let origin = Instant::now();
+    let now = Now {
+        mono: Duration::ZERO,
+        wall: clock.now(),
+    };
+    let target = options::target(cfg);
+    let settings = Settings {
+        target: target.to_string(),
+        device_id: topics.device_id().to_string(),
+        keep_alive: opts.keep_alive(),
+    };
+    let machine = Machine::new(settings, StdRng::from_entropy(), now);
+    let (status_tx, status_rx) = watch::channel(machine.status().clone());
     let (delivery_tx, deliveries) = mpsc::channel(2 * options::MAX_IN_FLIGHT as usize + 8);
     let queued = Queued::default();
     let handle = HubHandle {
@@ -125,21 +120,16 @@ pub fn start(
     };
     let session = Session {
         eventloop,
+        machine,
+        origin,
         handle: handle.clone(),
         creds,
         clock,
-        target: options::target(cfg),
+        target,
         router: Arc::new(router),
         tracker: Tracker::new(queued),
         deliveries: delivery_tx,
         status: status_tx,
-        backoff: Backoff::hub_default(),
-        connection: 0,
-        connected_at: None,
-        last_incoming: Instant::now(),
-        quick_drops: 0,
-        unreadable_drops: 0,
-        last_logged: None,
         renewal: None,
         beat,
         connect_timeout: cfg.connect_timeout,
@@ -156,8 +146,13 @@ pub fn start(
     })
 }
 
+/// The thin driver around [`Machine`]: it owns rumqttc's event loop, feeds
+/// the machine what happens and does what the machine decides.
 pub(super) struct Session {
     pub(super) eventloop: EventLoop,
+    pub(super) machine: Machine,
+    /// Where the machine's monotonic time starts.
+    pub(super) origin: Instant,
     pub(super) handle: HubHandle,
     pub(super) creds: CredentialSource,
     pub(super) clock: SharedClock,
@@ -166,16 +161,7 @@ pub(super) struct Session {
     pub(super) tracker: Tracker,
     pub(super) deliveries: mpsc::Sender<Delivery>,
     pub(super) status: watch::Sender<HubStatus>,
-    pub(super) backoff: Backoff,
-    pub(super) connection: u64,
-    pub(super) connected_at: Option<Instant>,
-    /// When the broker last sent anything (PINGRESP included).
-    pub(super) last_incoming: Instant,
-    pub(super) quick_drops: u32,
-    /// Of those quick drops, how many in a row tether caused itself by
-    /// refusing an unreadable packet.
-    pub(super) unreadable_drops: u32,
-    pub(super) last_logged: Option<String>,
+    /// The DISCONNECT asked for when the token is due for renewal.
     pub(super) renewal: Option<JoinHandle<()>>,
     pub(super) beat: Beat,
     pub(super) connect_timeout: Duration,
@@ -183,6 +169,16 @@ pub(super) struct Session {
     pub(super) answers_waiting: Arc<Semaphore>,
     pub(super) twin_get: Option<String>,
     pub(super) shutdown: CancellationToken,
+}
+
+/// What ended one wait of the session task.
+enum Next {
+    /// The event loop produced an event or failed.
+    Event(Result<Event, ConnectionError>),
+    /// The silence watchdog declared the link dead; the message says so.
+    LinkDead(String),
+    /// Shutdown while not connected.
+    Stop,
 }
 
 impl Session {
@@ -194,58 +190,41 @@ impl Session {
             {
                 break;
             }
-            let event = if self.shutdown.is_cancelled() {
+            let next = if self.shutdown.is_cancelled() {
                 // Draining after DISCONNECT was requested: bounded.
                 match tokio::time::timeout(DISCONNECT_GRACE, self.eventloop.poll()).await {
-                    Ok(ev) => ev,
+                    Ok(ev) => Next::Event(ev),
                     Err(_) => break,
                 }
-            } else if self.connected_at.is_some() {
-                // Never cancel a poll on a live connection (it may be halfway
-                // through writing a packet); shutdown arrives as a DISCONNECT
-                // request through the stopper task. The one exception is a
-                // link already declared dead by the silence watchdog: see
-                // `Session::on_silent_link` for why that cancel is sound.
-                let deadline = self.last_incoming + silence_limit(self.keep_alive());
-                tokio::select! {
-                    biased;
-                    ev = self.eventloop.poll() => ev,
-                    () = tokio::time::sleep_until(deadline) => {
-                        let delay = self.on_silent_link();
-                        self.beat
-                            .beat_expecting(delay + self.connect_timeout + SLACK);
-                        tokio::select! {
-                            () = tokio::time::sleep(delay) => {}
-                            () = self.shutdown.cancelled() => break,
-                        }
-                        continue;
-                    }
-                }
             } else {
-                tokio::select! {
-                    ev = self.eventloop.poll() => ev,
-                    () = self.shutdown.cancelled() => break,
-                }
+                self.next_event().await
             };
-            match event {
-                Ok(Event::Outgoing(Outgoing::Disconnect)) if self.shutdown.is_cancelled() => break,
-                Ok(event) => {
+            let retry = match next {
+                Next::Stop => break,
+                Next::Event(Ok(Event::Outgoing(Outgoing::Disconnect)))
+                    if self.shutdown.is_cancelled() =>
+                {
+                    break
+                }
+                Next::Event(Ok(event)) => {
                     if matches!(event, Event::Incoming(_)) {
-                        self.last_incoming = Instant::now();
+                        self.machine.packet_seen(self.now());
                     }
                     self.on_event(event);
                     let keep_alive = self.keep_alive();
                     self.beat
                         .beat_expecting(keep_alive + self.connect_timeout + SLACK);
+                    self.apply()
                 }
-                Err(err) => {
-                    let delay = self.on_error(&err);
-                    self.beat
-                        .beat_expecting(delay + self.connect_timeout + SLACK);
-                    tokio::select! {
-                        () = tokio::time::sleep(delay) => {}
-                        () = self.shutdown.cancelled() => break,
-                    }
+                Next::Event(Err(err)) => self.on_error(&err),
+                Next::LinkDead(message) => self.on_silent_link(message),
+            };
+            if let Some(delay) = retry {
+                self.beat
+                    .beat_expecting(delay + self.connect_timeout + SLACK);
+                tokio::select! {
+                    () = tokio::time::sleep(delay) => {}
+                    () = self.shutdown.cancelled() => break,
                 }
             }
         }
@@ -253,8 +232,43 @@ impl Session {
         if let Some(r) = self.renewal.take() {
             r.abort();
         }
-        self.set_state(ConnState::Stopped, None, None);
+        self.machine.stopped(self.now());
+        self.apply();
         info!("hub session stopped");
+    }
+
+    /// Polls the event loop until it yields, running the machine's timers
+    /// meanwhile. The poll future lives across timer ticks: a poll on a
+    /// live connection is never cancelled (it may be halfway through
+    /// writing a packet), with one exception, a link the silence watchdog
+    /// declared dead (see [`Session::on_silent_link`] for why that is
+    /// sound). Shutdown on a live connection arrives as a DISCONNECT request
+    /// through the stopper task.
+    async fn next_event(&mut self) -> Next {
+        let connected = self.machine.is_connected();
+        let poll = self.eventloop.poll();
+        tokio::pin!(poll);
+        loop {
+            let deadline = self.machine.poll_timeout().map(|t| self.origin + t);
+            tokio::select! {
+                biased;
+                ev = &mut poll => return Next::Event(ev),
+                () = self.shutdown.cancelled(), if !connected => return Next::Stop,
+                () = sleep_until(deadline) => {
+                    match self.machine.handle_timeout(now(self.origin, &self.clock)) {
+                        Some(Timer::LinkDead(message)) => return Next::LinkDead(message),
+                        Some(Timer::RenewToken) => {
+                            debug!("the SAS token is due for renewal");
+                            let client = self.handle.shared.client.clone();
+                            self.renewal = Some(tokio::spawn(async move {
+                                let _ = client.disconnect().await;
+                            }));
+                        }
+                        None => {}
+                    }
+                }
+            }
+        }
     }
 
     /// Sends DISCONNECT when shutdown is requested, so the broker does not
@@ -282,17 +296,9 @@ impl Session {
     /// Waits for a plausible clock and sets fresh credentials. Returns false
     /// when shutdown came first.
     async fn prepare_connect(&mut self) -> bool {
-        let mut told = false;
         while !is_plausible(self.clock.now()) {
-            if !told {
-                warn!(
-                    clock_unix = unix_seconds(self.clock.now()),
-                    "the system clock reads a time before this build; waiting for it to be set \
-                     (NTP) before connecting: TLS certificates and SAS tokens need the real time"
-                );
-                self.set_state(ConnState::WaitingForClock, None, None);
-                told = true;
-            }
+            self.machine.clock_not_set(self.now());
+            self.apply();
             self.beat.beat_expecting(SLACK);
             tokio::select! {
                 () = tokio::time::sleep(Duration::from_secs(1)) => {}
@@ -300,56 +306,28 @@ impl Session {
             }
         }
         self.apply_next_config();
-        let creds = match self.creds.current(self.clock.now()) {
+        let now = self.now();
+        let creds = match self.creds.current(now.wall) {
             Ok(c) => {
-                self.status.send_modify(|s| s.credential_expired = false);
-                c
+                self.machine.token_issued(now, token(&c));
+                Some(c)
             }
             Err(e) => {
-                if !self.status.borrow().credential_expired {
-                    error!("{e}");
-                }
-                self.status.send_modify(|s| {
-                    s.credential_expired = true;
-                    s.last_error = Some(e.to_string());
-                });
-                match self.creds.expired_fallback() {
-                    Some(c) => c,
-                    None => return true,
-                }
+                let fallback = self.creds.expired_fallback();
+                self.machine
+                    .token_refused(now, e.to_string(), fallback.as_ref().map(token));
+                fallback
             }
         };
-        let password = creds.password.as_ref().map(|p| p.expose().to_string());
-        self.eventloop
-            .mqtt_options
-            .set_credentials(creds.username.clone(), password.unwrap_or_default());
-        let expires = creds.expires_at.map(unix_seconds);
-        self.status
-            .send_modify(|s| s.credential_expires_at = expires);
-        self.schedule_renewal(creds.renew_at);
-        if self.status.borrow().state != ConnState::Disconnected {
-            self.set_state(ConnState::Connecting, None, None);
+        if let Some(creds) = creds {
+            let password = creds.password.as_ref().map(|p| p.expose().to_string());
+            self.eventloop
+                .mqtt_options
+                .set_credentials(creds.username, password.unwrap_or_default());
+            self.machine.connecting(now);
         }
-        debug!(target = %self.target, "connecting");
+        self.apply();
         true
-    }
-
-    fn schedule_renewal(&mut self, renew_at: Option<std::time::SystemTime>) {
-        if let Some(r) = self.renewal.take() {
-            r.abort();
-        }
-        let Some(at) = renew_at else { return };
-        let clock = self.clock.clone();
-        let due = RenewalDue::new(at, clock.now(), Instant::now());
-        let shared = self.handle.shared.clone();
-        self.renewal = Some(tokio::spawn(async move {
-            while let Step::Wait(d) = due.step(clock.now(), Instant::now()) {
-                tokio::time::sleep(d).await;
-            }
-            debug!("the SAS token is due for renewal");
-            shared.reconnect_now.store(true, Ordering::SeqCst);
-            let _ = shared.client.disconnect().await;
-        }));
     }
 
     /// Takes a configuration handed over by [`HubHandle::reconfigure`].
@@ -362,12 +340,16 @@ impl Session {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .take();
         if let Some(next) = next {
-            info!(target = %next.target, "applying the new hub configuration");
             self.eventloop.mqtt_options = next.options;
             self.creds = next.creds;
             self.target = next.target;
             self.connect_timeout = next.connect_timeout;
-            self.backoff.reset();
+            let settings = Settings {
+                target: self.target.to_string(),
+                device_id: self.handle.topics().device_id().to_string(),
+                keep_alive: self.keep_alive(),
+            };
+            self.machine.reconfigured(settings);
         }
     }
 
@@ -375,9 +357,66 @@ impl Session {
         self.eventloop.mqtt_options.keep_alive()
     }
 
+    pub(super) fn now(&self) -> Now {
+        now(self.origin, &self.clock)
+    }
+
+    /// Does what the machine decided; returns the delay before the next
+    /// connection attempt, when it decided one. The status goes out first,
+    /// so whoever hears of a new connection already sees it connected.
+    pub(super) fn apply(&mut self) -> Option<Duration> {
+        self.publish_status();
+        let mut retry = None;
+        while let Some(action) = self.machine.poll_action() {
+            match action {
+                Action::Subscribe => self.subscribe(),
+                Action::Announce(connection) => {
+                    self.announce();
+                    self.notify(Delivery::Connected(connection));
+                }
+                Action::Log(level, message) => log(level, &message),
+                Action::RetryAfter(delay) => {
+                    debug!(?delay, "next connection attempt");
+                    retry = Some(delay);
+                }
+            }
+        }
+        self.publish_status();
+        retry
+    }
+
+    /// Publishes the machine's status when it changed.
+    pub(super) fn publish_status(&self) {
+        let latest = self.machine.status();
+        self.status.send_if_modified(|s| {
+            let changed = s != latest;
+            if changed {
+                latest.clone_into(s);
+            }
+            changed
+        });
+    }
+
     fn on_event(&mut self, event: Event) {
         match event {
-            Event::Incoming(Packet::ConnAck(ack)) => self.on_connected(ack.session_present),
+            Event::Incoming(Packet::ConnAck(ack)) => {
+                self.machine.connack(self.now());
+                info!(
+                    target = %self.target,
+                    session_present = ack.session_present,
+                    connection = self.machine.connection(),
+                    "hub connected"
+                );
+            }
+            Event::Incoming(Packet::SubAck(ack)) => {
+                let refused = ack
+                    .return_codes
+                    .iter()
+                    .filter(|c| matches!(c, SubscribeReasonCode::Failure))
+                    .count();
+                self.machine
+                    .suback(ack.pkid, ack.return_codes.len(), refused);
+            }
             Event::Incoming(Packet::Publish(p)) => self.on_publish(p),
             Event::Incoming(Packet::PublishTooLarge(p)) => self.on_publish_too_large(p),
             Event::Incoming(Packet::PubAck(ack)) => {
@@ -385,6 +424,7 @@ impl Session {
                     self.notify(Delivery::Acked(token));
                 }
             }
+            Event::Outgoing(Outgoing::Subscribe(pkid)) => self.machine.subscribe_sent(pkid),
             Event::Outgoing(Outgoing::Publish(pkid)) => self.tracker.on_outgoing_publish(pkid),
             Event::Outgoing(Outgoing::AwaitAck(pkid)) => self.tracker.on_await_ack(pkid),
             _ => {}
@@ -398,23 +438,37 @@ impl Session {
             debug!(error = %e, "delivery notice dropped");
         }
     }
+}
 
-    pub(super) fn set_state(
-        &self,
-        state: ConnState,
-        error: Option<String>,
-        failure: Option<Failure>,
-    ) {
-        let now = self.clock.now();
-        self.status.send_modify(|s| {
-            if s.state != state {
-                s.since = now;
-            }
-            s.state = state;
-            if error.is_some() || state == ConnState::Connected {
-                s.last_error = error;
-                s.last_failure = failure;
-            }
-        });
+/// The time now on both clocks, the monotonic one counted from `origin`.
+fn now(origin: Instant, clock: &SharedClock) -> Now {
+    Now {
+        mono: origin.elapsed(),
+        wall: clock.now(),
+    }
+}
+
+/// What the machine needs to know of a credential.
+fn token(c: &Credentials) -> TokenLife {
+    TokenLife {
+        expires_at: c.expires_at,
+        renew_at: c.renew_at,
+    }
+}
+
+/// Sleeps until `deadline`, or forever without one.
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn log(level: Level, message: &str) {
+    match level {
+        Level::Debug => debug!("{message}"),
+        Level::Info => info!("{message}"),
+        Level::Warn => warn!("{message}"),
+        Level::Error => error!("{message}"),
     }
 }

@@ -12,6 +12,7 @@ use reqwest::Url;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::backoff::Backoff;
 pub use crate::config::WebhookConfig;
 use crate::service::Beat;
 
@@ -39,7 +40,7 @@ pub enum WebhookError {
     },
 }
 
-/// First and largest retry delay.
+/// First and largest retry delay (each jittered, see [`Backoff`]).
 const BACKOFF_MIN: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(60);
 
@@ -156,7 +157,7 @@ pub(crate) async fn run(
             }
             continue;
         };
-        let mut delay = BACKOFF_MIN;
+        let mut backoff = Backoff::new(BACKOFF_MIN, BACKOFF_MAX);
         let mut attempts = 0u32;
         // Retry until delivered, or until expiry made it a failure.
         while !core.is_done(sink, msg.seq) {
@@ -182,11 +183,11 @@ pub(crate) async fn run(
                         warn!(webhook = %name, error = %e, "webhook delivery failed; retrying with backoff");
                     }
                     core.set_error(sink, Some(e));
+                    let delay = backoff.next_delay(&mut rand::thread_rng());
                     tokio::select! {
                         () = tokio::time::sleep(delay) => {}
                         () = shutdown.cancelled() => return,
                     }
-                    delay = (delay * 2).min(BACKOFF_MAX);
                 }
             }
         }

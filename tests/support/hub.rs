@@ -66,12 +66,17 @@ pub async fn wait_for(
 
 /// Waits until the session is connected.
 pub async fn connected(hub: &Hub) -> HubStatus {
-    wait_for(
-        &mut hub.handle.watch_status(),
-        "connected",
-        HubStatus::is_connected,
-    )
-    .await
+    reached(hub, "connected", HubStatus::is_connected).await
+}
+
+/// Waits until the session is connected with every subscription in place
+/// (all SUBACKs in): methods, desired properties and C2D messages arrive.
+pub async fn subscribed(hub: &Hub) -> HubStatus {
+    reached(hub, "subscribed", HubStatus::is_subscribed).await
+}
+
+async fn reached(hub: &Hub, what: &str, f: impl Fn(&HubStatus) -> bool) -> HubStatus {
+    wait_for(&mut hub.handle.watch_status(), what, f).await
 }
 
 /// Stops the session and waits for its task.

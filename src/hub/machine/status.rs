@@ -2,8 +2,8 @@
 
 use std::time::SystemTime;
 
-use super::backoff::Failure;
-use super::refusal::Refused;
+use super::super::refusal::Refused;
+use super::Failure;
 
 /// Connection state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,7 +34,7 @@ impl ConnState {
 }
 
 /// A snapshot of the session.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HubStatus {
     /// Current state.
     pub state: ConnState,
@@ -48,6 +48,9 @@ pub struct HubStatus {
     pub credential_expires_at: Option<u64>,
     /// A pre-made SAS token has expired and cannot be renewed.
     pub credential_expired: bool,
+    /// Every SUBACK of the current connection is in and nothing was
+    /// refused: methods, desired properties and C2D messages can arrive.
+    pub subscribed: bool,
     /// Successful connections since start.
     pub connects: u64,
     /// Connections lost or refused since start.
@@ -66,6 +69,7 @@ impl HubStatus {
             last_failure: None,
             credential_expires_at: None,
             credential_expired: false,
+            subscribed: false,
             connects: 0,
             disconnects: 0,
             inbound_refused: Refused::default(),
@@ -75,6 +79,11 @@ impl HubStatus {
     /// Whether the hub is connected.
     pub fn is_connected(&self) -> bool {
         self.state == ConnState::Connected
+    }
+
+    /// Whether the hub is connected with every subscription in place.
+    pub fn is_subscribed(&self) -> bool {
+        self.is_connected() && self.subscribed
     }
 
     /// One line for systemd's STATUS= and logs.

@@ -9,8 +9,6 @@
 
 use std::time::{Duration, SystemTime};
 
-use tokio::time::Instant;
-
 /// How often the wall clock is compared with `renew_at`.
 pub const CHECK: Duration = Duration::from_secs(1);
 
@@ -18,7 +16,8 @@ pub const CHECK: Duration = Duration::from_secs(1);
 #[derive(Debug, Clone, Copy)]
 pub struct RenewalDue {
     wall_at: SystemTime,
-    mono_at: Instant,
+    /// On the monotonic clock the machine is given (since any origin).
+    mono_at: Duration,
 }
 
 /// What the renewal timer does next.
@@ -33,7 +32,7 @@ pub enum Step {
 impl RenewalDue {
     /// The deadline for a token to be renewed at `renew_at`, scheduled
     /// when the clocks read `wall_now` and `mono_now`.
-    pub fn new(renew_at: SystemTime, wall_now: SystemTime, mono_now: Instant) -> Self {
+    pub fn new(renew_at: SystemTime, wall_now: SystemTime, mono_now: Duration) -> Self {
         let life = renew_at.duration_since(wall_now).unwrap_or_default();
         Self {
             wall_at: renew_at,
@@ -42,11 +41,11 @@ impl RenewalDue {
     }
 
     /// Whether renewal is due when the clocks read `wall_now` and `mono_now`.
-    pub fn step(&self, wall_now: SystemTime, mono_now: Instant) -> Step {
+    pub fn step(&self, wall_now: SystemTime, mono_now: Duration) -> Step {
         if wall_now >= self.wall_at || mono_now >= self.mono_at {
             return Step::Renew;
         }
-        Step::Wait(self.mono_at.duration_since(mono_now).min(CHECK))
+        Step::Wait(self.mono_at.saturating_sub(mono_now).min(CHECK))
     }
 }
 
@@ -54,27 +53,14 @@ impl RenewalDue {
 mod tests {
     use super::*;
     use crate::clock::{unix_seconds, Clock, ManualClock};
-    use crate::config::{AzureAuth, AzureHub, HubEndpoint, SecretBytes};
-    use crate::hub::credentials::CredentialSource;
+    use crate::hub::credentials::{key_source, CredentialSource};
 
     const T0: u64 = 1_900_000_000;
     const DAY: Duration = Duration::from_secs(86_400);
     const TTL: Duration = Duration::from_secs(3600);
 
-    fn source() -> CredentialSource {
-        let ep = HubEndpoint::Azure(AzureHub {
-            host_name: "hub.example.net".into(),
-            gateway_host_name: None,
-            device_id: "dev1".into(),
-            module_id: None,
-            auth: AzureAuth::SharedAccessKey(SecretBytes(b"key".to_vec())),
-            port: None,
-        });
-        CredentialSource::new(&ep, TTL)
-    }
-
     /// Mints at the clock's time and schedules the renewal.
-    fn mint(src: &CredentialSource, wall: &ManualClock, mono: Instant) -> (u64, RenewalDue) {
+    fn mint(src: &CredentialSource, wall: &ManualClock, mono: Duration) -> (u64, RenewalDue) {
         let c = src.current(wall.now()).expect("a key mints tokens");
         let due = RenewalDue::new(c.renew_at.expect("renewable"), wall.now(), mono);
         (unix_seconds(c.expires_at.expect("expiry")), due)
@@ -83,8 +69,8 @@ mod tests {
     #[test]
     fn before_renew_at_it_waits_at_most_one_check() {
         let wall = ManualClock::at_unix(T0);
-        let mono = Instant::now();
-        let (se, due) = mint(&source(), &wall, mono);
+        let mono = Duration::ZERO;
+        let (se, due) = mint(&key_source(TTL), &wall, mono);
         assert_eq!(se, T0 + 3600);
         assert_eq!(due.step(wall.now(), mono), Step::Wait(CHECK));
         let nearly = mono + Duration::from_millis(2_880_000 - 300);
@@ -100,9 +86,9 @@ mod tests {
 
     #[test]
     fn a_forward_jump_of_days_renews_at_once_for_the_new_time() {
-        let src = source();
+        let src = key_source(TTL);
         let wall = ManualClock::at_unix(T0);
-        let mono = Instant::now();
+        let mono = Duration::ZERO;
         let (_, due) = mint(&src, &wall, mono);
         wall.advance(3 * DAY);
         let later = mono + CHECK;
@@ -118,9 +104,9 @@ mod tests {
 
     #[test]
     fn a_backward_jump_of_days_neither_loops_nor_postpones_renewal() {
-        let src = source();
+        let src = key_source(TTL);
         let wall = ManualClock::at_unix(T0);
-        let mono = Instant::now();
+        let mono = Duration::ZERO;
         let (_, due) = mint(&src, &wall, mono);
         wall.set_unix(T0 - 3 * 86_400);
         let soon = mono + Duration::from_secs(60);
@@ -142,8 +128,8 @@ mod tests {
     #[test]
     fn a_clock_jumping_to_1970_does_not_renew_early() {
         let wall = ManualClock::at_unix(T0);
-        let mono = Instant::now();
-        let (_, due) = mint(&source(), &wall, mono);
+        let mono = Duration::ZERO;
+        let (_, due) = mint(&key_source(TTL), &wall, mono);
         wall.set_unix(10);
         assert_eq!(due.step(wall.now(), mono + CHECK), Step::Wait(CHECK));
     }
