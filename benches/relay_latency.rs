@@ -12,10 +12,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use support::http::{Eclypse, ECLYPSE_PASSWORD, ECLYPSE_USER};
-use support::mqtt::Cloud;
+use support::http::{eclypse, ECLYPSE_PASSWORD, ECLYPSE_USER};
 use support::{Broker, BrokerOptions};
 use tether::clock::SystemClock;
+use tether::demo::observer::Observer;
 use tether::hub::{HubStatus, Router};
 use tether::relay::{Relay, Uploader};
 
@@ -34,7 +34,7 @@ async fn main() {
             .user("dev1", "pw")
             .extra_config("set_tcp_nodelay true"),
     );
-    let controller = Eclypse::start().await;
+    let controller = eclypse().await;
     let text = format!(
         r#"
         [hub]
@@ -50,7 +50,7 @@ async fn main() {
         "#,
         port = broker.tls_port(),
         ca = broker.ca_pem_path().display(),
-        base = controller.server.base_url(),
+        base = controller.base_url(),
     );
     let cfg = tether::config::parse(&text, broker.dir()).expect("valid config");
     let relay = Arc::new(Relay::new(&cfg.relay, &cfg.controller, Uploader::Disabled).unwrap());
@@ -66,11 +66,11 @@ async fn main() {
         .await
         .expect("hub connects")
         .unwrap();
-    let mut cloud = Cloud::connect(broker.plain_port(), &["devices/dev1/methods/res/#"]).await;
+    let mut cloud = support::cloud(broker.plain_port(), &["devices/dev1/methods/res/#"]).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     let direct_client = reqwest::Client::new();
-    let url = format!("{}/api/rest/v1/info", controller.server.base_url());
+    let url = format!("{}/api/rest/v1/info", controller.base_url());
     let call = json!({"path": "/api/rest/v1/info", "method": "GET"}).to_string();
 
     // Warm both paths (connection pools, TLS sessions).
@@ -118,15 +118,11 @@ async fn main() {
     let _ = hub.task.await;
 }
 
-async fn relayed(cloud: &mut Cloud, call: &str, rid: usize) {
-    cloud
-        .publish(
-            &format!("devices/dev1/methods/POST/RestApi/?$rid={rid}"),
-            call,
-            false,
-        )
-        .await;
-    let res = cloud.next_on("devices/dev1/methods/res/", WAIT).await;
+async fn relayed(cloud: &mut Observer, call: &str, rid: usize) {
+    let res = cloud
+        .call("dev1", "RestApi", &rid.to_string(), call, WAIT)
+        .await
+        .unwrap();
     assert!(
         res.topic.starts_with("devices/dev1/methods/res/200/"),
         "{}",

@@ -2,16 +2,36 @@
 //! cloud hub (Azure IoT Hub or any MQTT broker).
 //!
 //! Map of the crate:
-//! - [`config`]: the TOML file, validated into typed settings.
+//! - [`app`]: the composition root: starts every component with its own
+//!   settings, runs until a stop signal, shuts down within a bound.
+//! - [`config`]: the TOML file, validated into typed settings before any
+//!   task starts; connection strings, secrets, the summary.
 //! - [`hub`]: the one MQTT session to the hub: auth (SAS, x509, password),
-//!   topic scheme, reconnect with backoff, method routing, telemetry.
+//!   the decisions in [`hub::machine`] (no IO), the topic scheme of both
+//!   ends ([`hub::topics`]), reconnect with backoff, method routing,
+//!   telemetry, PUBACK notices.
 //! - [`backoff`]: retry delays with jitter, for every retry loop.
+//! - [`outbox`]: the durable store of attribute messages (ledger, store
+//!   engines, intake, delivery cursors per sink, TTL, push failures,
+//!   salvage); every accepted message reaches each sink or becomes a
+//!   failure.
+//! - [`relay`]: the `RestApi` direct method run against the controller's
+//!   local REST API (path rules, limits, blobs, schedules, audit).
+//! - [`bridge`]: the afLib4 link to the MCU on a serial port, over the
+//!   `firmware-bridge` crate's sans-IO core.
+//! - [`admin`]: the local HTTP API: `/healthz`, `/metrics`, attribute
+//!   intake and push failures behind a token.
+//! - [`service`]: process life: signals, systemd notify and watchdog,
+//!   liveness beats, exit codes.
 //! - [`tls`]: rustls client configuration (ring provider).
+//! - [`certinfo`]: a certificate's expiry, for the metrics.
 //! - [`clock`]: injected wall-clock time.
-//! - [`service`]: process life: signals, systemd notify and watchdog.
-//! - [`app`]: the composition root wiring everything together.
-//! - `demo` (feature `demo`, on by default): `tether demo`, everything
-//!   in one process with simulated controller, MCU and broker.
+//! - [`logging`]: the tracing subscriber (colour only on a terminal).
+//! - `cloud` (feature `cloud`, on by default): `tether cloud`, the cloud
+//!   side for plain brokers: the Cloud Relay HTTP API and method invoker.
+//! - `demo` (feature `demo`, on by default): `tether demo`, everything in
+//!   one process, and the simulators the integration tests use too
+//!   (ECLYPSE controller, afLib4 MCU, link cutter, cloud observer, broker).
 #![forbid(unsafe_code)]
 
 pub mod admin;

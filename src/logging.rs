@@ -1,5 +1,9 @@
 //! Logging via `tracing`: level from `RUST_LOG` or the config, plain text
-//! without timestamps or colours under systemd (the journal adds both).
+//! without timestamps or colours under systemd (the journal adds both), and
+//! colours only when stderr is a terminal, so a log redirected to a file or
+//! a pipe has no escape codes in it.
+
+use std::io::IsTerminal as _;
 
 use tracing_subscriber::EnvFilter;
 
@@ -19,7 +23,9 @@ pub fn init(level: &str, format: LogFormat) {
     let result = match (format, under_journal) {
         (LogFormat::Json, _) => builder.json().flatten_event(true).try_init(),
         (LogFormat::Text, true) => builder.without_time().with_ansi(false).try_init(),
-        (LogFormat::Text, false) => builder.try_init(),
+        (LogFormat::Text, false) => builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .try_init(),
     };
     // Err only when a subscriber is already installed.
     drop(result);

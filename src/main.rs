@@ -12,6 +12,7 @@ use tether::clock::unix_seconds;
 use tether::config::{self, connection_string::ConnectionAuth, ConnectionString};
 use tether::hub::sas;
 use tether::outbox::cli as outbox_cli;
+use tether::service::exit::EXIT_CONFIG;
 
 /// Edge gateway agent: tethers a controller to a cloud hub.
 #[derive(Parser)]
@@ -205,7 +206,7 @@ fn check_config(path: &std::path::Path) -> i32 {
                 }
                 _ => eprintln!("{}: {e}", path.display()),
             }
-            app::EXIT_CONFIG
+            EXIT_CONFIG
         }
     }
 }
@@ -215,14 +216,14 @@ fn sas_token(conn: &str, expiry: Option<u64>, ttl: Option<&str>) -> i32 {
         Ok(cs) => cs,
         Err(e) => {
             eprintln!("tether sas-token: --connection-string: {e}");
-            return app::EXIT_CONFIG;
+            return EXIT_CONFIG;
         }
     };
     let ConnectionAuth::SharedAccessKey(key) = &cs.auth else {
         eprintln!(
             "tether sas-token: the connection string has no SharedAccessKey, so there is no token to mint"
         );
-        return app::EXIT_CONFIG;
+        return EXIT_CONFIG;
     };
     let se = match (expiry, ttl) {
         (Some(se), _) => se,
@@ -230,7 +231,7 @@ fn sas_token(conn: &str, expiry: Option<u64>, ttl: Option<&str>) -> i32 {
             Ok(d) => unix_seconds(SystemTime::now() + d.max(Duration::from_secs(1))),
             Err(e) => {
                 eprintln!("tether sas-token: --ttl: {e} (use e.g. 1h, 30m)");
-                return app::EXIT_CONFIG;
+                return EXIT_CONFIG;
             }
         },
     };

@@ -174,7 +174,9 @@ async fn submit(base: &str, n: u16) -> Vec<String> {
 }
 
 async fn failing_webhook() -> Server {
-    Server::start(|_req| async { Reply::new(500, "partner endpoint down") }).await
+    Server::start(|_req| async { Reply::new(500, "partner endpoint down") })
+        .await
+        .expect("start the HTTP server on 127.0.0.1")
 }
 
 /// A partner's client, unchanged, lists its failures (oldest first, UUID

@@ -11,9 +11,9 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use support::mcu::{McuEvent, Rig, WAIT};
-use support::mqtt::Cloud;
 use support::{Broker, BrokerOptions};
 use tether::clock::SystemClock;
+use tether::demo::observer::Observer;
 use tether::hub::{self, Hub, HubStatus, Router};
 use tether::service::Beat;
 use tokio_util::sync::CancellationToken;
@@ -63,15 +63,11 @@ async fn stop_all(rig: Rig, hub: Hub, stop: CancellationToken) {
         .expect("hub task");
 }
 
-async fn call(cloud: &mut Cloud, method: &str, rid: u32, body: Value) -> (String, Value) {
-    cloud
-        .publish(
-            &format!("devices/dev1/methods/POST/{method}/?$rid={rid}"),
-            body.to_string(),
-            false,
-        )
-        .await;
-    let res = cloud.next_on("devices/dev1/methods/res/", WAIT).await;
+async fn call(cloud: &mut Observer, method: &str, rid: u32, body: Value) -> (String, Value) {
+    let res = cloud
+        .call("dev1", method, &rid.to_string(), body.to_string(), WAIT)
+        .await
+        .unwrap();
     (
         res.topic,
         serde_json::from_slice(&res.payload).expect("JSON answer"),
@@ -85,7 +81,7 @@ async fn call(cloud: &mut Cloud, method: &str, rid: u32, body: Value) -> (String
 #[tokio::test]
 async fn set_and_get_attribute_methods_round_trip_to_the_mcu() {
     let broker = Broker::start(BrokerOptions::new());
-    let mut cloud = Cloud::connect(broker.plain_port(), &["devices/dev1/methods/res/#"]).await;
+    let mut cloud = support::cloud(broker.plain_port(), &["devices/dev1/methods/res/#"]).await;
     let (rig, hub, stop) = start(&broker).await;
 
     let (topic, body) = call(
@@ -133,14 +129,15 @@ async fn set_and_get_attribute_methods_round_trip_to_the_mcu() {
 async fn a_c2d_set_attribute_message_reaches_the_mcu() {
     let broker = Broker::start(BrokerOptions::new());
     let (mut rig, hub, stop) = start(&broker).await;
-    let cloud = Cloud::connect(broker.plain_port(), &[]).await;
+    let cloud = support::cloud(broker.plain_port(), &[]).await;
     cloud
         .publish(
             "devices/dev1/messages/devicebound/%24.mid=m1&type=setAttribute",
             r#"{"attributeId":1,"value":"true"}"#,
             false,
         )
-        .await;
+        .await
+        .expect("publish");
     let seen = rig
         .mcu
         .wait("C2D SET", WAIT, |e| matches!(e, McuEvent::Set { .. }))
@@ -162,14 +159,15 @@ async fn a_c2d_set_attribute_message_reaches_the_mcu() {
 async fn desired_attributes_are_applied_and_reported_back() {
     let broker = Broker::start(BrokerOptions::new());
     let (mut rig, hub, stop) = start(&broker).await;
-    let mut cloud = Cloud::connect(broker.plain_port(), &["devices/dev1/twin/reported"]).await;
+    let mut cloud = support::cloud(broker.plain_port(), &["devices/dev1/twin/reported"]).await;
     cloud
         .publish(
             "devices/dev1/twin/desired",
             json!({"attributes": {"1": "true", "1024": "2"}}).to_string(),
             true,
         )
-        .await;
+        .await
+        .expect("publish");
     rig.mcu
         .wait("desired SET", WAIT, |e| {
             matches!(e, McuEvent::Set { attr_id: 1, .. })
@@ -183,7 +181,10 @@ async fn desired_attributes_are_applied_and_reported_back() {
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        let p = cloud.next_on("devices/dev1/twin/reported", left).await;
+        let p = cloud
+            .next_on("devices/dev1/twin/reported", left)
+            .await
+            .unwrap();
         let doc: Value = serde_json::from_slice(&p.payload).expect("JSON reported");
         if doc["attributes"]["1"] == "true" && doc["attributes"]["1024"] == "2" {
             break;

@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use chaos_rig::{long, subscriber_back, tally, wait_drained, Load};
 use outbox_rig::{client, daemon_config, wait_healthy, Subscriber, Tether, EVENTS};
-use support::proxy::{Mode, Proxy};
 use support::{Broker, BrokerOptions};
+use tether::demo::proxy::{Mode, Proxy};
 
 struct Run {
     broker: Broker,
@@ -31,7 +31,7 @@ struct Run {
 /// broker's loss, not tether's).
 async fn start() -> Run {
     let broker = Broker::start(BrokerOptions::new().extra_config("max_queued_messages 0"));
-    let proxy = Proxy::start(broker.plain_port()).await;
+    let proxy = support::link_cutter(broker.plain_port()).await;
     let sub = Subscriber::connect(broker.plain_port(), &format!("{EVENTS}#")).await;
     let dir = tempfile::tempdir().unwrap();
     let (cfg, log, addr) = daemon_config(dir.path(), proxy.port());

@@ -23,8 +23,8 @@ use std::time::Duration;
 use chaos_rig::{health, tally, wait_drained};
 use outbox_rig::{client, daemon_config, wait_healthy, Subscriber, Tether, EVENTS, TOKEN};
 use serde_json::{json, Value};
-use support::proxy::{Mode, Proxy};
 use support::{Broker, BrokerOptions};
+use tether::demo::proxy::Mode;
 
 const TMPFS_MIB: u64 = 16;
 /// Fill, refuse, free, recover: this many times in one run.
@@ -174,7 +174,7 @@ async fn a_full_disk_refuses_with_507_loses_nothing_and_recovers() {
         return;
     };
     let broker = Broker::start(BrokerOptions::new().extra_config("max_queued_messages 0"));
-    let proxy = Proxy::start(broker.plain_port()).await;
+    let proxy = support::link_cutter(broker.plain_port()).await;
     let mut sub = Subscriber::connect(broker.plain_port(), &format!("{EVENTS}#")).await;
     let (cfg, log, addr) = daemon_config(dir.path(), proxy.port());
     let http = client();

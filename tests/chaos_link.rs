@@ -1,5 +1,5 @@
 //! Network faults between tether and the broker, through the in-test proxy
-//! (`support::proxy`): clean cut, half-open link, latency, slow drip and a
+//! (`tether::demo::proxy`): clean cut, half-open link, latency, slow drip and a
 //! reset mid-packet. The session must notice a half-open link within 1.5
 //! keep-alive intervals and say so in its status, and under load no
 //! accepted message may be lost. `TETHER_CHAOS_LONG=1` repeats each fault.
@@ -15,9 +15,9 @@ use std::time::{Duration, Instant};
 use chaos_rig::{health, long, tally, wait_drained, Load};
 use outbox_rig::{client, config_text, free_addr, wait_healthy, Subscriber, Tether, EVENTS};
 use support::hub::wait_for;
-use support::proxy::{Mode, Proxy};
 use support::{Broker, BrokerOptions};
 use tether::clock::SystemClock;
+use tether::demo::proxy::{Mode, Proxy};
 use tether::hub::Router;
 
 /// The shortest keep-alive the config accepts.
@@ -37,7 +37,7 @@ fn hub_config(port: u16, dir: &std::path::Path) -> tether::config::Config {
 #[tokio::test]
 async fn a_half_open_link_is_detected_within_one_and_a_half_keep_alives() {
     let broker = Broker::start(BrokerOptions::new());
-    let proxy = Proxy::start(broker.plain_port()).await;
+    let proxy = support::link_cutter(broker.plain_port()).await;
     let cfg = hub_config(proxy.port(), broker.dir());
     let (hub, stop) = support::hub::start(&cfg, Router::new(), Arc::new(SystemClock));
     support::hub::connected(&hub).await;
@@ -76,7 +76,7 @@ enum Fault {
 /// `runs` times, and checks every accepted id arrives.
 async fn under_load(fault: Fault, runs: usize) {
     let broker = Broker::start(BrokerOptions::new().extra_config("max_queued_messages 0"));
-    let proxy = Proxy::start(broker.plain_port()).await;
+    let proxy = support::link_cutter(broker.plain_port()).await;
     let mut sub = Subscriber::connect(broker.plain_port(), &format!("{EVENTS}#")).await;
     let dir = tempfile::tempdir().unwrap();
     let addr = free_addr();

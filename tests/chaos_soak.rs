@@ -22,8 +22,8 @@ use std::time::{Duration, Instant};
 use chaos_rig::{subscriber_back, wait_drained, Load, Tally, BATCH};
 use outbox_rig::{body_ids, client, daemon_config, wait_healthy, Subscriber, Tether, EVENTS};
 use rand::Rng;
-use support::proxy::{Mode, Proxy};
 use support::{Broker, BrokerOptions};
+use tether::demo::proxy::Mode;
 
 fn env_u64(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -133,7 +133,7 @@ async fn soak_under_steady_load_with_broker_restarts() {
     let rate = env_u64("TETHER_CHAOS_SOAK_RATE", 200).max(1);
     let restart_every = Duration::from_secs(env_u64("TETHER_CHAOS_SOAK_RESTART_SECS", 300));
     let mut broker = Broker::start(BrokerOptions::new().extra_config("max_queued_messages 0"));
-    let proxy = Proxy::start(broker.plain_port()).await;
+    let proxy = support::link_cutter(broker.plain_port()).await;
     let mut sub = Subscriber::connect(broker.plain_port(), &format!("{EVENTS}#")).await;
     let dir = tempfile::tempdir().unwrap();
     let (cfg, log, addr) = daemon_config(dir.path(), proxy.port());

@@ -141,6 +141,36 @@ fn run_with_an_invalid_config_exits_64() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("hub.url"));
 }
 
+/// A log that is not a terminal gets no colour codes: tether's stderr
+/// redirected to a file (as `tether demo > out.txt 2>&1` does) holds the
+/// level and the message as plain text.
+#[test]
+fn logs_to_a_file_carry_no_colour_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    // A store path that is a file: the outbox cannot open, tether logs an
+    // error and exits.
+    write(dir.path(), "not-a-directory", "");
+    let config = write(
+        dir.path(),
+        "t.toml",
+        "[hub]\nurl = \"mqtt://127.0.0.1:1\"\nallow_insecure = true\ndevice_id = \"d\"\n\n[store]\npath = \"not-a-directory\"\n",
+    );
+    let log_path = dir.path().join("stderr.log");
+    let status = Command::new(BIN)
+        .args(["run", "-c", config.to_str().unwrap()])
+        .env_remove("JOURNAL_STREAM")
+        .env_remove("NO_COLOR")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .status()
+        .expect("run tether");
+    let log = std::fs::read(&log_path).unwrap();
+    let text = String::from_utf8_lossy(&log);
+    assert!(!status.success(), "{text}");
+    assert!(text.contains("ERROR"), "no error line logged: {text}");
+    assert!(!log.contains(&0x1b), "escape codes in the log: {text:?}");
+}
+
 struct Running {
     child: Child,
     /// stderr, read as it comes: at trace level a pipe left unread fills

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cloud_support::{problem, Serve, WAIT};
-use support::http::{Eclypse, ECLYPSE_PASSWORD, ECLYPSE_USER};
+use support::http::{eclypse, Eclypse, ECLYPSE_PASSWORD, ECLYPSE_USER};
 use support::{Broker, BrokerOptions};
 use tether::clock::SystemClock;
 use tether::cloud::{BrokerConfig, DeviceAuth};
@@ -43,7 +43,7 @@ async fn rig() -> Rig {
             .user("dev1", DEVICE_PASSWORD)
             .user("cloud", CLOUD_PASSWORD),
     );
-    let controller = Eclypse::start().await;
+    let controller = eclypse().await;
     let mut cloud_broker = BrokerConfig::new(format!("mqtts://localhost:{}", broker.tls_port()));
     cloud_broker.username = Some("cloud".into());
     cloud_broker.password = Some(Secret::new(CLOUD_PASSWORD));
@@ -76,7 +76,7 @@ async fn rig() -> Rig {
         "#,
         port = broker.tls_port(),
         ca = broker.ca_pem_path().display(),
-        base = controller.server.base_url(),
+        base = controller.base_url(),
         upload = serve.handle.public_url(),
     );
     let cfg = tether::config::parse(&text, dir.path()).expect("valid config");
@@ -138,7 +138,7 @@ async fn get_and_post_round_trip_through_a_real_tether() {
         .unwrap();
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.text().await.unwrap(), r#"{"value":21.5}"#);
-    let seen = rig.controller.server.requests();
+    let seen = rig.controller.requests();
     let post = seen
         .iter()
         .find(|r| r.method == "POST")
@@ -205,7 +205,6 @@ async fn large_and_binary_bodies_travel_through_the_blob_path() {
     assert_eq!(resp.bytes().await.unwrap().to_vec(), big);
     let put = rig
         .controller
-        .server
         .requests()
         .into_iter()
         .find(|r| r.method == "PUT")

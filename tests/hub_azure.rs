@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use support::hub::{stop as stop_hub, wait_for, WAIT};
-use support::mqtt::Cloud;
 use support::{Broker, BrokerOptions};
 use tether::clock::ManualClock;
 use tether::hub::credentials::azure_username;
@@ -174,7 +173,7 @@ async fn wall_clock_jumps_renew_once_forward_and_never_backward() {
 #[tokio::test]
 async fn methods_and_twin_use_the_iothub_topics() {
     let broker = Broker::start(BrokerOptions::new().user(&username(), &token(KEY, T0 + 3600)));
-    let mut cloud = Cloud::connect(
+    let mut cloud = support::cloud(
         broker.plain_port(),
         &[
             "$iothub/methods/res/#",
@@ -200,11 +199,12 @@ async fn methods_and_twin_use_the_iothub_topics() {
     let mut status = hub.handle.watch_status();
     wait_for(&mut status, "connected", HubStatus::is_connected).await;
 
-    let get = cloud.next_on("$iothub/twin/GET/", WAIT).await;
+    let get = cloud.next_on("$iothub/twin/GET/", WAIT).await.unwrap();
     let rid = get.topic.rsplit("$rid=").next().unwrap().to_string();
     let reported = cloud
         .next_on("$iothub/twin/PATCH/properties/reported/", WAIT)
-        .await;
+        .await
+        .unwrap();
     let reported: Value = serde_json::from_slice(&reported.payload).unwrap();
     assert!(reported.is_object());
     let twin = json!({"desired": {"attributes": {"1": "true"}, "$version": 3}, "reported": {}});
@@ -214,7 +214,8 @@ async fn methods_and_twin_use_the_iothub_topics() {
             twin.to_string(),
             false,
         )
-        .await;
+        .await
+        .expect("publish");
     let (doc, full) = tokio::time::timeout(WAIT, desired_rx.recv())
         .await
         .unwrap()
@@ -229,7 +230,8 @@ async fn methods_and_twin_use_the_iothub_topics() {
             patch.to_string(),
             false,
         )
-        .await;
+        .await
+        .expect("publish");
     let (doc, full) = tokio::time::timeout(WAIT, desired_rx.recv())
         .await
         .unwrap()
@@ -239,8 +241,9 @@ async fn methods_and_twin_use_the_iothub_topics() {
 
     cloud
         .publish("$iothub/methods/POST/Echo/?$rid=9", r#"{"x":1}"#, false)
-        .await;
-    let res = cloud.next_on("$iothub/methods/res/", WAIT).await;
+        .await
+        .expect("publish");
+    let res = cloud.next_on("$iothub/methods/res/", WAIT).await.unwrap();
     assert_eq!(res.topic, "$iothub/methods/res/201/?$rid=9");
     assert_eq!(&res.payload[..], br#"{"x":1}"#);
     stop_hub(hub, stop).await;

@@ -18,9 +18,9 @@ use outbox_rig::{
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use serde_json::{json, Value};
 use support::hub::{plain_config, stop as stop_hub, wait_for, WAIT};
-use support::mqtt::Cloud;
 use support::{Broker, BrokerOptions};
 use tether::clock::SystemClock;
+use tether::demo::observer::Observer;
 use tether::hub::{C2dMessage, Hub, HubStatus, MethodCall, MethodResponse, Router};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -57,7 +57,7 @@ async fn device(broker: &Broker, router: Router) -> (Hub, CancellationToken) {
     let cfg = plain_config(broker, "s3cret", &broker.ca_pem_path());
     let (hub, stop) = support::hub::start(&cfg, router, Arc::new(SystemClock));
     support::hub::connected(&hub).await;
-    let mut probe = Cloud::connect(broker.plain_port(), &[&format!("{ANSWERS}#")]).await;
+    let mut probe = support::cloud(broker.plain_port(), &[&format!("{ANSWERS}#")]).await;
     let deadline = tokio::time::Instant::now() + WAIT;
     for n in 0.. {
         assert!(
@@ -67,10 +67,12 @@ async fn device(broker: &Broker, router: Router) -> (Hub, CancellationToken) {
         let rid = format!("probe{n}");
         probe
             .publish(&format!("{METHODS}/Probe/?$rid={rid}"), "{}", false)
-            .await;
+            .await
+            .expect("publish");
         let answer = probe
-            .maybe_next_on(ANSWERS, Duration::from_millis(500))
-            .await;
+            .next_on(ANSWERS, Duration::from_millis(500))
+            .await
+            .ok();
         if answer.is_some_and(|a| a.topic.ends_with(&format!("?$rid={rid}"))) {
             break;
         }
@@ -109,9 +111,9 @@ async fn publish_big(port: u16, topic: &str, payload: Vec<u8>, retain: bool) {
 }
 
 /// The next method answer that is not for a probe of [`device`].
-async fn next_answer(cloud: &mut Cloud) -> rumqttc::Publish {
+async fn next_answer(cloud: &mut Observer) -> rumqttc::Publish {
     loop {
-        let a = cloud.next_on(ANSWERS, WAIT).await;
+        let a = cloud.next_on(ANSWERS, WAIT).await.unwrap();
         if !a.topic.contains("?$rid=probe") {
             return a;
         }
@@ -127,11 +129,14 @@ fn assert_one_connection(s: &HubStatus) {
 #[tokio::test]
 async fn an_oversize_method_call_is_answered_413_and_the_link_stays_up() {
     let broker = poison_broker();
-    let mut cloud = Cloud::connect(broker.plain_port(), &[&format!("{ANSWERS}#")]).await;
+    let mut cloud = support::cloud(broker.plain_port(), &[&format!("{ANSWERS}#")]).await;
     let (hub, stop) = device(&broker, echo_router()).await;
 
     let topic = format!("{METHODS}/Echo/?$rid=7");
-    cloud.publish(&topic, big_json(OVERSIZE), false).await;
+    cloud
+        .publish(&topic, big_json(OVERSIZE), false)
+        .await
+        .expect("publish");
     let answer = next_answer(&mut cloud).await;
     assert_eq!(answer.topic, format!("{ANSWERS}413/?$rid=7"));
     let body: Value = serde_json::from_slice(&answer.payload).unwrap();
@@ -140,7 +145,8 @@ async fn an_oversize_method_call_is_answered_413_and_the_link_stays_up() {
 
     cloud
         .publish(&format!("{METHODS}/Echo/?$rid=8"), r#"{"ok":1}"#, false)
-        .await;
+        .await
+        .expect("publish");
     let answer = next_answer(&mut cloud).await;
     assert_eq!(answer.topic, format!("{ANSWERS}200/?$rid=8"));
     let s = hub.handle.status();
@@ -166,12 +172,19 @@ async fn oversize_and_non_json_c2d_messages_are_refused_alone() {
     let (hub, stop) = device(&broker, router).await;
 
     let topic = "devices/dev1/messages/devicebound/type=setAttribute";
-    let cloud = Cloud::connect(broker.plain_port(), &[]).await;
-    cloud.publish(topic, big_json(OVERSIZE), false).await;
+    let cloud = support::cloud(broker.plain_port(), &[]).await;
+    cloud
+        .publish(topic, big_json(OVERSIZE), false)
+        .await
+        .expect("publish");
     cloud
         .publish(topic, b"\xff\x00 not json".to_vec(), false)
-        .await;
-    cloud.publish(topic, r#"{"value":1}"#, false).await;
+        .await
+        .expect("publish");
+    cloud
+        .publish(topic, r#"{"value":1}"#, false)
+        .await
+        .expect("publish");
     let got = tokio::time::timeout(WAIT, rx.recv())
         .await
         .expect("handled");
@@ -204,8 +217,11 @@ async fn an_oversize_retained_desired_document_is_refused_and_later_ones_apply()
     })
     .await;
 
-    let cloud = Cloud::connect(broker.plain_port(), &[]).await;
-    cloud.publish(desired, r#"{"setpoint":21}"#, true).await;
+    let cloud = support::cloud(broker.plain_port(), &[]).await;
+    cloud
+        .publish(desired, r#"{"setpoint":21}"#, true)
+        .await
+        .expect("publish");
     let (doc, full) = tokio::time::timeout(WAIT, rx.recv())
         .await
         .expect("delivered")
@@ -220,17 +236,20 @@ async fn an_oversize_retained_desired_document_is_refused_and_later_ones_apply()
 #[tokio::test]
 async fn a_burst_of_1000_method_calls_is_answered_on_one_connection() {
     let broker = poison_broker();
-    let mut cloud = Cloud::connect(broker.plain_port(), &[&format!("{ANSWERS}#")]).await;
+    let mut cloud = support::cloud(broker.plain_port(), &[&format!("{ANSWERS}#")]).await;
     let (hub, stop) = device(&broker, echo_router()).await;
 
-    let burst = Cloud::connect(broker.plain_port(), &[]).await;
+    let burst = support::cloud(broker.plain_port(), &[]).await;
     for rid in 0..1000 {
         let topic = format!("{METHODS}/Echo/?$rid={rid}");
-        burst.publish(&topic, r#"{"n":1}"#, false).await;
+        burst
+            .publish(&topic, r#"{"n":1}"#, false)
+            .await
+            .expect("publish");
     }
     let mut answered = HashSet::new();
     while (0..1000).any(|rid: u32| !answered.contains(&rid.to_string())) {
-        let Some(a) = cloud.maybe_next_on(ANSWERS, WAIT).await else {
+        let Some(a) = cloud.next_on(ANSWERS, WAIT).await.ok() else {
             let s = hub.handle.status();
             let missing: Vec<u32> = (0..1000)
                 .filter(|rid: &u32| !answered.contains(&rid.to_string()))
@@ -273,16 +292,20 @@ async fn poison_queued_for_the_device_costs_nothing_upstream() {
     let idle_peak = peak_rss_kib(first.child.id());
     first.kill();
 
-    let mut answers = Cloud::connect(port, &[&format!("{ANSWERS}#")]).await;
+    let mut answers = support::cloud(port, &[&format!("{ANSWERS}#")]).await;
     let call = format!("{METHODS}/RestApi/?$rid=1");
     publish_big(port, &call, big_json(64 << 20), false).await;
-    let cloud = Cloud::connect(port, &[]).await;
+    let cloud = support::cloud(port, &[]).await;
     let garbage = b"\x00\xffgarbage".to_vec();
     cloud
         .publish(&format!("{METHODS}/RestApi/?$rid=2"), garbage, false)
-        .await;
+        .await
+        .expect("publish");
     let c2d = "devices/dev1/messages/devicebound/type=setAttribute";
-    cloud.publish(c2d, big_json(OVERSIZE), false).await;
+    cloud
+        .publish(c2d, big_json(OVERSIZE), false)
+        .await
+        .expect("publish");
     publish_big(port, "devices/dev1/twin/desired", big_json(OVERSIZE), true).await;
 
     let mut sub = Subscriber::connect(port, &format!("{EVENTS}#")).await;
@@ -293,7 +316,7 @@ async fn poison_queued_for_the_device_costs_nothing_upstream() {
 
     let mut got = Vec::new();
     for _ in 0..2 {
-        let Some(a) = answers.maybe_next_on(ANSWERS, WAIT).await else {
+        let Some(a) = answers.next_on(ANSWERS, WAIT).await.ok() else {
             let text = std::fs::read_to_string(&log).unwrap_or_default();
             panic!("no method answer within {WAIT:?}; got {got:?}; tether log:\n{text}");
         };

@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use support::hub::{plain_config, stop as stop_hub, wait_for, WAIT};
-use support::mqtt::Cloud;
 use support::{untrusted_ca_pem, Broker, BrokerOptions};
 use tether::clock::SystemClock;
+use tether::demo::observer::Observer;
 use tether::hub::Failure;
 use tether::hub::{
     ConnState, Delivery, Hub, HubStatus, MethodCall, MethodResponse, Router, Telemetry,
@@ -35,10 +35,10 @@ fn echo_router() -> Router {
 
 /// A connected device with the Echo method, and a cloud client reading
 /// method answers.
-async fn echo_device_and_cloud() -> (Broker, Hub, CancellationToken, Cloud) {
+async fn echo_device_and_cloud() -> (Broker, Hub, CancellationToken, Observer) {
     let broker = broker_with_dev1();
     let cfg = plain_config(&broker, "s3cret", &broker.ca_pem_path());
-    let cloud = Cloud::connect(broker.plain_port(), &["devices/dev1/methods/res/#"]).await;
+    let cloud = support::cloud(broker.plain_port(), &["devices/dev1/methods/res/#"]).await;
     let (hub, stop) = start(&cfg, echo_router());
     support::hub::subscribed(&hub).await;
     (broker, hub, stop, cloud)
@@ -55,12 +55,12 @@ fn broker_with_dev1() -> Broker {
 async fn connects_over_tls_with_a_password_and_publishes_telemetry() {
     let broker = broker_with_dev1();
     let cfg = plain_config(&broker, "s3cret", &broker.ca_pem_path());
-    let mut cloud = Cloud::connect(broker.plain_port(), &["devices/dev1/#"]).await;
+    let mut cloud = support::cloud(broker.plain_port(), &["devices/dev1/#"]).await;
     let (mut hub, stop) = start(&cfg, Router::new());
     support::hub::connected(&hub).await;
     assert_eq!(hub.deliveries.recv().await, Some(Delivery::Connected(1)));
 
-    let online = cloud.next_on("devices/dev1/status", WAIT).await;
+    let online = cloud.next_on("devices/dev1/status", WAIT).await.unwrap();
 
     let online: Value = serde_json::from_slice(&online.payload).unwrap();
     assert_eq!(online["online"], true);
@@ -72,7 +72,10 @@ async fn connects_over_tls_with_a_password_and_publishes_telemetry() {
         properties: vec![],
     };
     hub.handle.publish_telemetry(&msg, Some(77)).await.unwrap();
-    let got = cloud.next_on("devices/dev1/messages/events/", WAIT).await;
+    let got = cloud
+        .next_on("devices/dev1/messages/events/", WAIT)
+        .await
+        .unwrap();
     assert_eq!(
         got.topic,
         "devices/dev1/messages/events/%24.mid=0b6e5a55-1f3c-4f55-9d3a-3d0b5f8c0001\
@@ -153,14 +156,10 @@ async fn reconnects_after_the_broker_is_killed_and_restarted() {
 async fn a_method_call_round_trips() {
     let (_broker, hub, stop, mut cloud) = echo_device_and_cloud().await;
 
-    cloud
-        .publish(
-            "devices/dev1/methods/POST/Echo/?$rid=42",
-            r#"{"hello":1}"#,
-            false,
-        )
-        .await;
-    let res = cloud.next_on("devices/dev1/methods/res/", WAIT).await;
+    let res = cloud
+        .call("dev1", "Echo", "42", r#"{"hello":1}"#, WAIT)
+        .await
+        .unwrap();
     assert_eq!(res.topic, "devices/dev1/methods/res/200/?$rid=42");
     assert_eq!(
         serde_json::from_slice::<Value>(&res.payload).unwrap(),
@@ -174,10 +173,7 @@ async fn a_method_call_round_trips() {
 async fn an_unknown_method_gets_404() {
     let (_broker, hub, stop, mut cloud) = echo_device_and_cloud().await;
 
-    cloud
-        .publish("devices/dev1/methods/POST/Reboot/?$rid=7", "{}", false)
-        .await;
-    let res = cloud.next_on("devices/dev1/methods/res/", WAIT).await;
+    let res = cloud.call("dev1", "Reboot", "7", "{}", WAIT).await.unwrap();
     assert_eq!(res.topic, "devices/dev1/methods/res/404/?$rid=7");
     let body: Value = serde_json::from_slice(&res.payload).unwrap();
     assert_eq!(body["error"], "unknown method");
@@ -195,8 +191,8 @@ async fn a_clean_stop_leaves_the_device_marked_offline() {
     stop.cancel();
     hub.task.await.unwrap();
     // A new subscriber sees the retained presence document.
-    let mut cloud = Cloud::connect(broker.plain_port(), &["devices/dev1/status"]).await;
-    let p = cloud.next_on("devices/dev1/status", WAIT).await;
+    let mut cloud = support::cloud(broker.plain_port(), &["devices/dev1/status"]).await;
+    let p = cloud.next_on("devices/dev1/status", WAIT).await.unwrap();
     let doc: Value = serde_json::from_slice(&p.payload).unwrap();
     assert_eq!(doc["online"], false);
 }
@@ -219,8 +215,11 @@ async fn reported_properties_are_retained_and_merged() {
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let mut cloud = Cloud::connect(broker.plain_port(), &["devices/dev1/twin/reported"]).await;
-    let p = cloud.next_on("devices/dev1/twin/reported", WAIT).await;
+    let mut cloud = support::cloud(broker.plain_port(), &["devices/dev1/twin/reported"]).await;
+    let p = cloud
+        .next_on("devices/dev1/twin/reported", WAIT)
+        .await
+        .unwrap();
     assert!(p.retain);
     let doc: Value = serde_json::from_slice(&p.payload).unwrap();
     assert_eq!(doc, json!({"attributes": {"1": "true"}}));
@@ -309,21 +308,23 @@ async fn c2d_messages_are_routed_by_type() {
     });
     let (hub, stop) = start(&cfg, router);
     support::hub::subscribed(&hub).await;
-    let cloud = Cloud::connect(broker.plain_port(), &[]).await;
+    let cloud = support::cloud(broker.plain_port(), &[]).await;
     cloud
         .publish(
             "devices/dev1/messages/devicebound/%24.mid=m1&type=ping",
             "ignored",
             false,
         )
-        .await;
+        .await
+        .expect("publish");
     cloud
         .publish(
             "devices/dev1/messages/devicebound/%24.mid=m2&type=setAttribute",
             r#"{"attributeId":1,"value":"true"}"#,
             false,
         )
-        .await;
+        .await
+        .expect("publish");
     let m = tokio::time::timeout(WAIT, rx.recv())
         .await
         .unwrap()

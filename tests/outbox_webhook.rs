@@ -25,7 +25,7 @@ async fn a_failing_webhook_recovers_without_delaying_the_hub() {
     let cert = ca.issue_server(&["127.0.0.1", "localhost"]);
     let calls = Arc::new(AtomicUsize::new(0));
     let c = calls.clone();
-    let server = Server::start_tls(&cert, move |_req| {
+    let server = Server::start_tls(&cert.cert_pem, &cert.key_pem, move |_req| {
         let n = c.fetch_add(1, Ordering::SeqCst);
         async move {
             if n < 2 {
@@ -35,7 +35,8 @@ async fn a_failing_webhook_recovers_without_delaying_the_hub() {
             }
         }
     })
-    .await;
+    .await
+    .expect("start the HTTP server on 127.0.0.1");
     let dir = tempfile::tempdir().unwrap();
     let ca_file = dir.path().join("ca.pem");
     std::fs::write(&ca_file, ca.cert_pem()).unwrap();

@@ -9,8 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use support::http::{Eclypse, ECLYPSE_PASSWORD, ECLYPSE_USER};
-use support::mqtt::Cloud;
+use support::http::{eclypse_tls, ECLYPSE_PASSWORD, ECLYPSE_USER};
 use support::{Broker, BrokerOptions, TestCa};
 use tether::clock::ManualClock;
 use tether::hub::credentials::azure_username;
@@ -36,7 +35,7 @@ async fn relayed_calls_round_trip_through_the_hub() {
         BrokerOptions::new().user(&azure_username("localhost", "dev1"), token.expose()),
     );
     let ca = TestCa::new("controller test CA");
-    let controller = Eclypse::start_tls(&ca.issue_server(&["localhost", "127.0.0.1"])).await;
+    let controller = eclypse_tls(&ca.issue_server(&["localhost", "127.0.0.1"])).await;
     let dir = tempfile::tempdir().unwrap();
     let controller_ca = dir.path().join("controller-ca.pem");
     std::fs::write(&controller_ca, ca.cert_pem()).unwrap();
@@ -57,10 +56,7 @@ async fn relayed_calls_round_trip_through_the_hub() {
         "#,
         port = broker.tls_port(),
         hub_ca = broker.ca_pem_path().display(),
-        base = controller
-            .server
-            .base_url()
-            .replace("127.0.0.1", "localhost"),
+        base = controller.base_url().replace("127.0.0.1", "localhost"),
         controller_ca = controller_ca.display(),
     );
     let cfg = tether::config::parse(&text, dir.path()).expect("valid config");
@@ -73,7 +69,7 @@ async fn relayed_calls_round_trip_through_the_hub() {
         async move { r.handle(call).await }
     });
     let (hub, stop) = support::hub::start(&cfg, router, Arc::new(clock));
-    let mut cloud = Cloud::connect(broker.plain_port(), &["$iothub/methods/res/#"]).await;
+    let mut cloud = support::cloud(broker.plain_port(), &["$iothub/methods/res/#"]).await;
     let mut status = hub.handle.watch_status();
     tokio::time::timeout(WAIT, status.wait_for(HubStatus::is_subscribed))
         .await
@@ -87,14 +83,15 @@ async fn relayed_calls_round_trip_through_the_hub() {
             call.to_string(),
             false,
         )
-        .await;
-    let res = cloud.next_on("$iothub/methods/res/", WAIT).await;
+        .await
+        .expect("publish");
+    let res = cloud.next_on("$iothub/methods/res/", WAIT).await.unwrap();
     assert_eq!(res.topic, "$iothub/methods/res/200/?$rid=1");
     let answer: Value = serde_json::from_slice(&res.payload).unwrap();
     assert_eq!(answer["status"], 200);
     let body: Value = serde_json::from_str(answer["body"].as_str().unwrap()).unwrap();
     assert_eq!(body["apiRevision"], "8.0");
-    let seen = controller.server.requests();
+    let seen = controller.requests();
     assert_eq!(seen.len(), 1);
     assert!(seen[0]
         .header("authorization")
@@ -108,11 +105,12 @@ async fn relayed_calls_round_trip_through_the_hub() {
             attack.to_string(),
             false,
         )
-        .await;
-    let res = cloud.next_on("$iothub/methods/res/", WAIT).await;
+        .await
+        .expect("publish");
+    let res = cloud.next_on("$iothub/methods/res/", WAIT).await.unwrap();
     assert_eq!(res.topic, "$iothub/methods/res/400/?$rid=2");
     assert_eq!(
-        controller.server.requests().len(),
+        controller.requests().len(),
         1,
         "the attack reached the controller"
     );

@@ -56,7 +56,10 @@ fn spawn_call(relay: &Arc<Relay>, call: MethodCall) -> tokio::task::JoinHandle<M
 async fn a_full_relay_answers_503_at_once() {
     let (eclypse, relay) = limited(1, 0).await;
     let first = spawn_call(&relay, get_on(1, "1", "/hold"));
-    eclypse.server.wait_for_requests(1).await;
+    assert!(
+        eclypse.wait_for_requests(1).await,
+        "the controller got no request"
+    );
 
     let started = tokio::time::Instant::now();
     let busy = handle(&relay, get_on(1, "2", "/api/rest/v1/info")).await;
@@ -65,7 +68,7 @@ async fn a_full_relay_answers_503_at_once() {
     assert!(started.elapsed() < Duration::from_millis(500));
     assert_eq!(relay.metrics().busy_total(), 1);
 
-    eclypse.release.notify_waiters();
+    eclypse.release();
     let first = first.await.unwrap();
     assert_eq!(
         (first.status, decode(&first)["body"].as_str()),
@@ -81,17 +84,20 @@ async fn a_full_relay_answers_503_at_once() {
 async fn queued_calls_wait_for_a_slot_and_the_queue_is_bounded() {
     let (eclypse, relay) = limited(1, 1).await;
     let first = spawn_call(&relay, get_on(1, "1", "/hold"));
-    eclypse.server.wait_for_requests(1).await;
+    assert!(
+        eclypse.wait_for_requests(1).await,
+        "the controller got no request"
+    );
     let queued = spawn_call(&relay, get_on(1, "2", "/api/rest/v1/info"));
     tokio::time::sleep(Duration::from_millis(100)).await;
     let refused = handle(&relay, get_on(1, "3", "/api/rest/v1/info")).await;
     assert_eq!(refused.status, 503);
-    assert_eq!(eclypse.server.requests().len(), 1, "the queued call waits");
+    assert_eq!(eclypse.requests().len(), 1, "the queued call waits");
 
-    eclypse.release.notify_waiters();
+    eclypse.release();
     assert_eq!(first.await.unwrap().status, 200);
     assert_eq!(queued.await.unwrap().status, 200);
-    assert_eq!(eclypse.server.requests().len(), 2);
+    assert_eq!(eclypse.requests().len(), 2);
 }
 
 /// A repeated `$rid` on the same connection gets the first answer again
@@ -104,15 +110,15 @@ async fn repeated_rids_are_deduplicated_per_connection() {
     let a = handle(&relay, call_on(1, "7", payload.to_string().as_bytes())).await;
     let b = handle(&relay, call_on(1, "7", payload.to_string().as_bytes())).await;
     assert_eq!(a, b);
-    assert_eq!(eclypse.server.requests().len(), 1);
+    assert_eq!(eclypse.requests().len(), 1);
     assert_eq!(relay.metrics().deduplicated_total(), 1);
 
     let c = handle(&relay, call_on(2, "7", payload.to_string().as_bytes())).await;
     assert_eq!(c.status, 200);
-    assert_eq!(eclypse.server.requests().len(), 2);
+    assert_eq!(eclypse.requests().len(), 2);
     let d = handle(&relay, call_on(1, "8", payload.to_string().as_bytes())).await;
     assert_eq!(d.status, 200);
-    assert_eq!(eclypse.server.requests().len(), 3);
+    assert_eq!(eclypse.requests().len(), 3);
 }
 
 /// A duplicate that arrives while the first delivery is still running
@@ -121,14 +127,17 @@ async fn repeated_rids_are_deduplicated_per_connection() {
 async fn a_duplicate_in_flight_shares_the_first_answer() {
     let (eclypse, relay) = limited(4, 4).await;
     let first = spawn_call(&relay, get_on(1, "9", "/hold"));
-    eclypse.server.wait_for_requests(1).await;
+    assert!(
+        eclypse.wait_for_requests(1).await,
+        "the controller got no request"
+    );
     let second = spawn_call(&relay, get_on(1, "9", "/hold"));
     tokio::time::sleep(Duration::from_millis(100)).await;
-    eclypse.release.notify_waiters();
+    eclypse.release();
     let (a, b) = (first.await.unwrap(), second.await.unwrap());
     assert_eq!(a.status, 200);
     assert_eq!(a, b);
-    assert_eq!(eclypse.server.requests().len(), 1);
+    assert_eq!(eclypse.requests().len(), 1);
 }
 
 fn schedule(
@@ -195,7 +204,6 @@ async fn schedules_produce_results_on_their_period() {
     assert_eq!(push.response["body"], r#"{"a":1}"#);
     assert_eq!(push.to_message()["schedule"], "push");
     let posted = eclypse
-        .server
         .requests()
         .into_iter()
         .find(|r| r.method == "POST")

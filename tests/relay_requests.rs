@@ -12,7 +12,7 @@ use serde_json::json;
 use tether::relay::{Relay, RelayError, Uploader};
 
 use relay_support::*;
-use support::http::{blob_source, Eclypse};
+use support::http::{blob_source, eclypse, eclypse_tls};
 use support::TestCa;
 
 /// Every wait on a call; a hang fails fast.
@@ -36,7 +36,7 @@ async fn spec_example_get_reaches_the_controller_with_basic_auth() {
     let resp = handle(&relay, call_on(1, "1", payload)).await;
     assert_eq!(resp.status, 200);
     assert_eq!(decode(&resp)["body"], r#"{"apiRevision":"8.0"}"#);
-    let reqs = eclypse.server.requests();
+    let reqs = eclypse.requests();
     assert_eq!(reqs.len(), 1);
     assert_eq!(reqs[0].method, "GET");
     assert_eq!(reqs[0].target, "/api/rest/v1/info");
@@ -56,7 +56,7 @@ async fn spec_example_post_sends_the_inline_body_with_its_content_type() {
     let payload = br#"{"body":"{\"value\":21.5}","path":"/api/rest/v1/some/resource?x=1","method":"POST","headers":{"accept":"application/json","content-Type":"application/json; charset=utf-8","content-Length":14}}"#;
     let resp = handle(&relay, call_on(1, "1", payload)).await;
     assert_eq!(resp.status, 200, "{}", decode(&resp));
-    let r = &eclypse.server.requests()[0];
+    let r = &eclypse.requests()[0];
     assert_eq!(r.method, "POST");
     assert_eq!(r.target, "/api/rest/v1/some/resource?x=1");
     assert_eq!(r.body, br#"{"value":21.5}"#);
@@ -78,7 +78,7 @@ async fn content_length_is_recomputed_from_the_bytes_sent() {
     let payload = json!({"path": "/echo", "method": "PUT", "body": "température 21 °C",
         "headers": {"content-Type": "text/plain", "content-Length": 999}});
     assert_eq!(handle(&relay, call("1", &payload)).await.status, 200);
-    let r = &eclypse.server.requests()[0];
+    let r = &eclypse.requests()[0];
     assert_eq!(r.body, "température 21 °C".as_bytes());
     assert_eq!(r.header("content-length"), Some("19"));
 }
@@ -101,7 +101,7 @@ async fn empty_post_bodies_send_a_zero_content_length() {
         call("2", &json!({"path": "/echo", "method": "POST"})),
     )
     .await;
-    for r in eclypse.server.requests() {
+    for r in eclypse.requests() {
         assert_eq!(r.header("content-length"), Some("0"));
         assert_eq!(
             r.headers
@@ -122,7 +122,7 @@ async fn bodies_are_reencoded_in_the_named_charset() {
     let payload = json!({"path": "/status/201/0", "method": "POST", "body": "é",
         "headers": {"content-Type": "text/plain; charset=iso-8859-1"}});
     assert_eq!(handle(&relay, call("1", &payload)).await.status, 201);
-    assert_eq!(eclypse.server.requests()[0].body, [0xe9]);
+    assert_eq!(eclypse.requests()[0].body, [0xe9]);
 }
 
 /// Only Accept, Content-Type, Content-Length and Content-Disposition reach
@@ -143,7 +143,7 @@ async fn only_the_four_headers_are_forwarded_and_the_cloud_authorization_never()
         "host": "evil.example",
         "x-ms-client-request-id": "abc"}});
     assert_eq!(handle(&relay, call("1", &payload)).await.status, 200);
-    let r = &eclypse.server.requests()[0];
+    let r = &eclypse.requests()[0];
     let names: Vec<&str> = r.headers.iter().map(|(n, _)| n.as_str()).collect();
     for forbidden in ["cookie", "x-forwarded-for", "x-ms-client-request-id"] {
         assert!(
@@ -159,7 +159,7 @@ async fn only_the_four_headers_are_forwarded_and_the_cloud_authorization_never()
             .count(),
         1
     );
-    assert_eq!(r.header("host"), Some(eclypse.server.host_port().as_str()));
+    assert_eq!(r.header("host"), Some(eclypse.host_port().as_str()));
     assert_eq!(r.header("accept"), Some("text/plain, application/json"));
     assert_eq!(r.header("content-type"), Some("text/plain"));
     assert_eq!(
@@ -180,7 +180,7 @@ async fn get_and_delete_carry_no_body_or_content_headers() {
             200
         );
     }
-    let reqs = eclypse.server.requests();
+    let reqs = eclypse.requests();
     assert_eq!(reqs[0].method, "GET");
     assert_eq!(reqs[1].method, "DELETE");
     for r in reqs {
@@ -204,7 +204,7 @@ async fn other_methods_are_answered_405() {
         assert_eq!(resp.status, 405, "{m}");
         assert_eq!(error_of(&resp), "method_not_allowed");
     }
-    assert!(eclypse.server.requests().is_empty());
+    assert!(eclypse.requests().is_empty());
 }
 
 /// Payloads that are not a request object are answered 400.
@@ -227,7 +227,7 @@ async fn unreadable_payloads_are_answered_400() {
         assert_eq!(resp.status, 400, "{p}");
         assert_eq!(error_of(&resp), "invalid_request", "{p}");
     }
-    assert!(eclypse.server.requests().is_empty());
+    assert!(eclypse.requests().is_empty());
 }
 
 /// Every path attack is answered 400 and nothing reaches the controller.
@@ -275,11 +275,7 @@ async fn path_attacks_are_answered_400() {
             "{path:?}: {code}"
         );
     }
-    assert!(
-        eclypse.server.requests().is_empty(),
-        "{:?}",
-        eclypse.server.requests()
-    );
+    assert!(eclypse.requests().is_empty(), "{:?}", eclypse.requests());
 }
 
 /// A `#fragment` is dropped; the query goes as given (encoded dots and
@@ -290,7 +286,7 @@ async fn the_fragment_is_dropped_and_the_query_passed_as_given() {
     let payload = json!({"path": "/echo/x?a=1&b=%2F..%2e&c=d%20e#frag", "method": "GET"});
     assert_eq!(handle(&relay, call("1", &payload)).await.status, 200);
     assert_eq!(
-        eclypse.server.requests()[0].target,
+        eclypse.requests()[0].target,
         "/echo/x?a=1&b=%2F..%2e&c=d%20e"
     );
 }
@@ -323,7 +319,7 @@ async fn allowed_paths_deny_everything_else() {
         assert_eq!(resp.status, 403, "{path}");
         assert_eq!(error_of(&resp), "path_not_allowed");
     }
-    assert_eq!(eclypse.server.requests().len(), 1);
+    assert_eq!(eclypse.requests().len(), 1);
 }
 
 /// A controller nobody listens for is answered 502.
@@ -376,11 +372,11 @@ async fn a_slow_controller_is_answered_504_on_time() {
 #[tokio::test]
 async fn controller_tls_trust_choices() {
     let ca = TestCa::new("controller CA");
-    let eclypse = Eclypse::start_tls(&ca.issue_server(&["127.0.0.1"])).await;
+    let eclypse = eclypse_tls(&ca.issue_server(&["127.0.0.1"])).await;
     let dir = tempfile::tempdir().unwrap();
     let info = json!({"path": "/api/rest/v1/info", "method": "GET"});
 
-    let mut untrusted = controller_config(&eclypse.server.base_url());
+    let mut untrusted = controller_config(&eclypse.base_url());
     untrusted.ca_file = Some(write_pem(
         &dir,
         "other.pem",
@@ -390,18 +386,18 @@ async fn controller_tls_trust_choices() {
     let resp = handle(&relay, call("1", &info)).await;
     assert_eq!(resp.status, 502);
     assert_eq!(error_of(&resp), "tls_failure");
-    assert!(eclypse.server.requests().is_empty());
+    assert!(eclypse.requests().is_empty());
 
-    let mut trusted = controller_config(&eclypse.server.base_url());
+    let mut trusted = controller_config(&eclypse.base_url());
     trusted.ca_file = Some(write_pem(&dir, "ca.pem", &ca.cert_pem()));
     let relay = Relay::new(&relay_config(), &trusted, Uploader::Disabled).unwrap();
     assert_eq!(handle(&relay, call("1", &info)).await.status, 200);
 
-    let mut insecure = controller_config(&eclypse.server.base_url());
+    let mut insecure = controller_config(&eclypse.base_url());
     insecure.accept_invalid_certs = true;
     let relay = Relay::new(&relay_config(), &insecure, Uploader::Disabled).unwrap();
     assert_eq!(handle(&relay, call("1", &info)).await.status, 200);
-    assert_eq!(eclypse.server.requests().len(), 2);
+    assert_eq!(eclypse.requests().len(), 2);
 }
 
 /// `accept_invalid_certs` is refused for a host that is not loopback or
@@ -423,8 +419,8 @@ async fn accept_invalid_certs_is_refused_for_remote_controllers() {
 /// credentials), its status and body are passed on as they are.
 #[tokio::test]
 async fn controller_errors_are_passed_on_as_they_are() {
-    let eclypse = Eclypse::start().await;
-    let mut cfg = controller_config(&eclypse.server.base_url());
+    let eclypse = eclypse().await;
+    let mut cfg = controller_config(&eclypse.base_url());
     cfg.password = Some(tether::config::Secret::new("wrong"));
     let relay = Relay::new(&relay_config(), &cfg, Uploader::Disabled).unwrap();
     let resp = handle(
@@ -450,7 +446,7 @@ async fn redirects_are_passed_on_not_followed() {
     )
     .await;
     assert_eq!(resp.status, 302);
-    assert_eq!(eclypse.server.requests().len(), 1);
+    assert_eq!(eclypse.requests().len(), 1);
 }
 
 /// Spec §1 third example: the body is downloaded from `blobUrl` with a
@@ -468,11 +464,11 @@ async fn blob_requests_are_downloaded_and_replayed() {
         HashMap::from([(blob_path.to_string(), body.clone())]),
     )
     .await;
-    let eclypse = Eclypse::start().await;
+    let eclypse = eclypse().await;
     let hub = support::http::UploadHub::start().await;
     let relay = Relay::new(
         &relay_config(),
-        &controller_config(&eclypse.server.base_url()),
+        &controller_config(&eclypse.base_url()),
         endpoint_uploader(&hub, Some(ca_file)),
     )
     .unwrap();
@@ -487,7 +483,7 @@ async fn blob_requests_are_downloaded_and_replayed() {
     assert_eq!(got.method, "GET");
     assert_eq!(got.target, format!("{blob_path}{sas}"));
     assert_eq!(got.header("authorization"), None);
-    let r = &eclypse.server.requests()[0];
+    let r = &eclypse.requests()[0];
     assert_eq!(r.body, body);
     assert_eq!(
         r.header("content-type"),
@@ -511,12 +507,12 @@ async fn blob_download_failures_are_answered() {
         HashMap::from([("/big".to_string(), vec![7u8; 100])]),
     )
     .await;
-    let eclypse = Eclypse::start().await;
+    let eclypse = eclypse().await;
     let hub = support::http::UploadHub::start().await;
     let uploader = endpoint_uploader(&hub, Some(write_pem(&dir, "ca.pem", &ca.cert_pem())));
     let relay = Relay::new(
         &relay_config(),
-        &controller_config(&eclypse.server.base_url()),
+        &controller_config(&eclypse.base_url()),
         uploader,
     )
     .unwrap()
@@ -571,5 +567,5 @@ async fn blob_download_failures_are_answered() {
         (502, "blob_download_failed")
     );
 
-    assert!(eclypse.server.requests().is_empty());
+    assert!(eclypse.requests().is_empty());
 }

@@ -13,7 +13,7 @@ use tether::hub::methods::{MethodCall, MethodResponse};
 use tether::relay::{Relay, Uploader};
 
 use relay_support::*;
-use support::http::{Eclypse, UploadHub, UPLOAD_CONTAINER};
+use support::http::{eclypse, Eclypse, UploadHub, UPLOAD_CONTAINER};
 use support::TestCa;
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -44,10 +44,10 @@ async fn azure_setup() -> AzureSetup {
     let dir = tempfile::tempdir().unwrap();
     let ca_file = write_pem(&dir, "hub-ca.pem", &ca.cert_pem());
     let hub = UploadHub::start_tls(&ca.issue_server(&["127.0.0.1"])).await;
-    let eclypse = Eclypse::start().await;
+    let eclypse = eclypse().await;
     let relay = Relay::new(
         &relay_config(),
-        &controller_config(&eclypse.server.base_url()),
+        &controller_config(&eclypse.base_url()),
         azure_uploader(&hub, ca_file),
     )
     .unwrap();
@@ -191,7 +191,7 @@ async fn bodies_over_the_inline_limit_go_through_azure_file_upload() {
     assert_eq!(notes[0]["correlationId"], format!("corr-0-RestApi/{uuid}"));
     assert!(notes[0]["statusDescription"].is_string());
     // Nothing about the upload went to the controller.
-    assert_eq!(s.eclypse.server.requests().len(), 2);
+    assert_eq!(s.eclypse.requests().len(), 2);
 }
 
 /// Bytes that are not UTF-8 go through upload whatever their size, exact.
@@ -267,12 +267,12 @@ async fn a_failed_upload_is_answered_502_and_notified() {
 #[tokio::test]
 async fn plain_broker_uploads_use_the_endpoint_with_basic_auth() {
     let hub = UploadHub::start().await;
-    let eclypse = Eclypse::start().await;
+    let eclypse = eclypse().await;
     let mut cfg = relay_config();
     cfg.upload_url = Some(hub.server.base_url());
     let relay = Relay::new(
         &cfg,
-        &controller_config(&eclypse.server.base_url()),
+        &controller_config(&eclypse.base_url()),
         endpoint_uploader(&hub, None),
     )
     .unwrap();
@@ -294,7 +294,7 @@ async fn plain_broker_uploads_use_the_endpoint_with_basic_auth() {
 #[tokio::test]
 async fn plain_broker_uploads_can_send_the_device_sas() {
     let hub = UploadHub::start().await;
-    let eclypse = Eclypse::start().await;
+    let eclypse = eclypse().await;
     let uploader = Uploader::Endpoint {
         base_url: format!("{}/", hub.server.base_url()),
         device_id: DEVICE.into(),
@@ -306,7 +306,7 @@ async fn plain_broker_uploads_can_send_the_device_sas() {
     };
     let relay = Relay::new(
         &relay_config(),
-        &controller_config(&eclypse.server.base_url()),
+        &controller_config(&eclypse.base_url()),
         uploader,
     )
     .unwrap();
@@ -343,10 +343,10 @@ async fn without_upload_large_text_is_inline_and_binary_is_413() {
 /// buffered.
 #[tokio::test]
 async fn controller_answers_over_the_size_limit_are_413() {
-    let eclypse = Eclypse::start().await;
+    let eclypse = eclypse().await;
     let relay = Relay::new(
         &relay_config(),
-        &controller_config(&eclypse.server.base_url()),
+        &controller_config(&eclypse.base_url()),
         Uploader::Disabled,
     )
     .unwrap()

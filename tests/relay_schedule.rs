@@ -8,8 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
-use support::http::{Eclypse, ECLYPSE_PASSWORD, ECLYPSE_USER};
-use support::mqtt::Cloud;
+use support::http::{eclypse, ECLYPSE_PASSWORD, ECLYPSE_USER};
 use support::{Broker, BrokerOptions};
 
 const BIN: &str = env!("CARGO_BIN_EXE_tether");
@@ -28,7 +27,7 @@ impl Drop for Daemon {
 #[tokio::test]
 async fn schedule_results_taken_offline_are_delivered_after_the_outage() {
     let mut broker = Broker::start(BrokerOptions::new().user("dev1", "pw"));
-    let controller = Eclypse::start().await;
+    let controller = eclypse().await;
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("tether.toml");
     std::fs::write(
@@ -59,11 +58,11 @@ path = "state"
 "#,
             port = broker.tls_port(),
             ca = broker.ca_pem_path().display(),
-            base = controller.server.base_url(),
+            base = controller.base_url(),
         ),
     )
     .unwrap();
-    let mut cloud = Cloud::connect(broker.plain_port(), &["devices/dev1/messages/events/#"]).await;
+    let mut cloud = support::cloud(broker.plain_port(), &["devices/dev1/messages/events/#"]).await;
     let _daemon = Daemon(
         Command::new(BIN)
             .args(["run", "-c"])
@@ -75,7 +74,8 @@ path = "state"
     );
     let first = cloud
         .next_on("devices/dev1/messages/events/", Duration::from_secs(15))
-        .await;
+        .await
+        .unwrap();
     assert!(
         first.topic.ends_with("type=relay-schedule"),
         "{}",
@@ -90,10 +90,10 @@ path = "state"
     tokio::time::sleep(Duration::from_secs(4)).await;
     let down_to = now_ms();
     broker.restart();
-    let mut cloud = Cloud::connect(broker.plain_port(), &["devices/dev1/messages/events/#"]).await;
+    let mut cloud = support::cloud(broker.plain_port(), &["devices/dev1/messages/events/#"]).await;
     let mut taken_offline = 0;
-    while let Some(p) = cloud
-        .maybe_next_on("devices/dev1/messages/events/", Duration::from_secs(15))
+    while let Ok(p) = cloud
+        .next_on("devices/dev1/messages/events/", Duration::from_secs(15))
         .await
     {
         let doc: Value = serde_json::from_slice(&p.payload).unwrap();

@@ -23,14 +23,10 @@ use crate::config::{self, Config};
 use crate::hub::{self, HubHandle, Router};
 use crate::outbox::salvage::Salvager;
 use crate::outbox::Outbox;
+use crate::service::exit::{EXIT_CONFIG, EXIT_FAILURE};
 use crate::service::{notify, signals::Signal, signals::Signals, Liveness};
 use crate::{logging, tls};
 
-/// Exit code for an invalid configuration (EX_USAGE): the unit's
-/// `RestartPreventExitStatus=64` stops systemd from restart-looping.
-pub const EXIT_CONFIG: i32 = 64;
-/// Exit code for a runtime failure (systemd restarts the service).
-pub const EXIT_FAILURE: i32 = 1;
 /// How long shutdown may take before tasks are abandoned.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 

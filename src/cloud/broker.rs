@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::config::BrokerConfig;
 use super::error::CloudError;
+use crate::hub::topics::cloud as topics;
 
 /// Largest method payload either way (IoT Hub's 128 KiB, cloud-relay.md §7).
 pub const MAX_METHOD_PAYLOAD: usize = 128 * 1024;
@@ -37,8 +38,6 @@ const PRESENCE_SETTLE: Duration = Duration::from_millis(500);
 const MAX_PRESENCE: usize = 100_000;
 /// How long a call waits for the very first connection attempt.
 const CONNECT_GRACE: Duration = Duration::from_secs(3);
-const RES_FILTER: &str = "devices/+/methods/res/#";
-const STATUS_FILTER: &str = "devices/+/status";
 
 /// A device's answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -241,7 +240,7 @@ impl Broker {
             shared: &self.shared,
             rid: &rid,
         };
-        let topic = format!("devices/{device}/methods/POST/{method}/?$rid={rid}");
+        let topic = topics::method_call(device, method, &rid);
         self.client
             .try_publish(topic, QoS::AtLeastOnce, false, payload)
             .map_err(|e| CallError::Unavailable(format!("cannot queue the call: {e}")))?;
@@ -289,7 +288,7 @@ async fn drive(
         match event {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
                 backoff = Duration::from_millis(500);
-                let subs = [RES_FILTER, STATUS_FILTER]
+                let subs = [topics::ANSWERS_FILTER, topics::PRESENCE_FILTER]
                     .map(|f| SubscribeFilter::new(f.to_string(), QoS::AtLeastOnce));
                 if let Err(e) = client.try_subscribe_many(subs) {
                     shared
@@ -337,20 +336,20 @@ fn describe(e: &ConnectionError) -> String {
 
 impl Shared {
     fn on_publish(&self, p: &Publish) {
-        if let Some((_, rid, status)) = parse_response_topic(&p.topic) {
+        if let Some(answer) = topics::parse_method_answer(&p.topic) {
             let tx = self
                 .pending
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
-                .remove(rid);
+                .remove(&answer.rid);
             // No entry: another instance's call, or one that timed out.
             if let Some(tx) = tx {
                 let _ = tx.send(Answer {
-                    status,
+                    status: answer.status,
                     payload: p.payload.to_vec(),
                 });
             }
-        } else if let Some(device) = parse_status_topic(&p.topic) {
+        } else if let Some(device) = topics::parse_presence(&p.topic) {
             let online = serde_json::from_slice::<serde_json::Value>(&p.payload)
                 .ok()
                 .and_then(|v| v.get("online").and_then(serde_json::Value::as_bool));
@@ -369,63 +368,6 @@ impl Shared {
                     }
                 }
             }
-        }
-    }
-}
-
-/// `devices/{id}/methods/res/{status}/?$rid={rid}` → (id, rid, status).
-pub(crate) fn parse_response_topic(topic: &str) -> Option<(&str, &str, u16)> {
-    let rest = topic.strip_prefix("devices/")?;
-    let (device, rest) = rest.split_once('/')?;
-    let rest = rest.strip_prefix("methods/res/")?;
-    let (status, query) = rest.split_once('/')?;
-    let query = query.strip_prefix('?')?;
-    let rid = query.split('&').find_map(|kv| kv.strip_prefix("$rid="))?;
-    Some((device, rid, status.parse().ok()?))
-}
-
-/// `devices/{id}/status` → id.
-fn parse_status_topic(topic: &str) -> Option<&str> {
-    let device = topic.strip_prefix("devices/")?.strip_suffix("/status")?;
-    (!device.is_empty() && !device.contains('/')).then_some(device)
-}
-
-/// Whether `id` can be a topic level: not empty, no `/`, `+`, `#` or NUL.
-pub fn valid_device_id(id: &str) -> bool {
-    !id.is_empty() && id.len() <= 128 && !id.contains(['/', '+', '#', '\0'])
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn response_topics_give_device_rid_and_status() {
-        assert_eq!(
-            parse_response_topic("devices/dev1/methods/res/404/?$rid=abc"),
-            Some(("dev1", "abc", 404))
-        );
-        assert_eq!(
-            parse_response_topic("devices/dev1/methods/res/200/?x=1&$rid=r2"),
-            Some(("dev1", "r2", 200))
-        );
-        assert_eq!(
-            parse_response_topic("devices/dev1/methods/res/abc/?$rid=1"),
-            None
-        );
-        assert_eq!(
-            parse_response_topic("devices/dev1/methods/POST/x/?$rid=1"),
-            None
-        );
-        assert_eq!(parse_status_topic("devices/dev1/status"), Some("dev1"));
-        assert_eq!(parse_status_topic("devices/dev1/modules/m/status"), None);
-    }
-
-    #[test]
-    fn device_ids_that_would_change_the_topic_are_refused() {
-        assert!(valid_device_id("ECY-1.a_b:c@d"));
-        for bad in ["", "a/b", "+", "a#", "x\0"] {
-            assert!(!valid_device_id(bad), "{bad:?}");
         }
     }
 }

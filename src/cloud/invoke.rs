@@ -8,9 +8,10 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use super::broker::{valid_device_id, Broker, CallError};
+use super::broker::{Broker, CallError};
 use super::config::BrokerConfig;
 use super::translate::{self, BodyRef, ClientRequest, DeviceAnswer};
+use crate::hub::topics::cloud::is_topic_level;
 
 /// Exit codes of `invoke` and `request`.
 pub mod exit {
@@ -60,7 +61,7 @@ pub async fn invoke(
         eprintln!("tether cloud invoke: --payload must be JSON");
         return exit::USAGE;
     }
-    if !valid_device_id(method) {
+    if !is_topic_level(method) {
         eprintln!("tether cloud invoke: --method must be one topic level");
         return exit::USAGE;
     }
@@ -150,7 +151,7 @@ async fn call(
     payload: Vec<u8>,
     timeout: Duration,
 ) -> Result<super::broker::Answer, i32> {
-    if !valid_device_id(device) {
+    if !is_topic_level(device) {
         eprintln!("tether cloud: --device {device:?} cannot be a topic level");
         return Err(exit::USAGE);
     }

@@ -5,10 +5,13 @@
 //! Map:
 //! - [`broker`]: the one MQTT connection: UUID `$rid`s, answers matched
 //!   to their callers, presence from tether's retained status.
+//!   Its topics are [`crate::hub::topics::cloud`], the same grammar the
+//!   device speaks.
 //! - [`serve()`] ([`serve`](mod@serve)): the Cloud Relay HTTP API; with
 //!   [`auth`] (bearer tokens, JWTs), [`problem`] (the §4 error table),
 //!   [`translate`] (HTTP ↔ method payload), [`blobs`] (the blob store on
-//!   disk) and [`upload`] (IoT Hub's file-upload URL layout on it).
+//!   disk) and [`upload`] (IoT Hub's file-upload URL layout on it, its
+//!   device credentials in `devices.rs`); the handlers share `state.rs`.
 //! - [`invoke`]: `tether cloud invoke` / `request` from the command line.
 //! - [`cli`]: the subcommands' flags; [`config`]: their settings.
 //!
@@ -33,10 +36,12 @@ pub mod blobs;
 pub mod broker;
 pub mod cli;
 pub mod config;
+mod devices;
 mod error;
 pub mod invoke;
 pub mod problem;
 pub mod serve;
+mod state;
 pub mod translate;
 pub mod upload;
 

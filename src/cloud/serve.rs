@@ -24,32 +24,19 @@ use super::auth::Authenticator;
 use super::blobs::{
     spawn_cleanup, BlobError, BlobStore, Spooled, DEVICE_CONTAINER, SERVER_CONTAINER,
 };
-use super::broker::{valid_device_id, Broker};
+use super::broker::Broker;
 use super::config::ServeConfig;
+use super::devices::DeviceCheck;
 use super::error::CloudError;
 use super::problem::ApiError;
+use super::state::App;
 use super::translate::{self, BodyRef, ClientRequest, DeviceAnswer};
-use super::upload::{self, stream_file, DeviceCheck};
+use super::upload::{self, stream_file};
+use crate::hub::topics::cloud::is_topic_level;
 
 /// How long devices may download a request blob (Cloud Relay's
 /// `ReadAccessExpiryDelay`).
 const READ_TTL: Duration = Duration::from_secs(20 * 60);
-
-/// State shared by the handlers.
-pub(crate) struct App {
-    pub(crate) broker: Broker,
-    pub(crate) auth: Authenticator,
-    pub(crate) blobs: BlobStore,
-    pub(crate) devices: DeviceCheck,
-    /// `{scheme}://{host[:port]}` devices use.
-    pub(crate) public_url: String,
-    /// `host[:port]` of it: the upload slot's `hostName`.
-    pub(crate) public_host: String,
-    method_name: String,
-    response_timeout: Duration,
-    bounds: (Duration, Duration),
-    inline_limit: usize,
-}
 
 /// A running server.
 pub struct ServeHandle {
@@ -100,7 +87,7 @@ pub async fn serve(
     cfg: ServeConfig,
     shutdown: CancellationToken,
 ) -> Result<ServeHandle, CloudError> {
-    if !valid_device_id(&cfg.method_name) {
+    if !is_topic_level(&cfg.method_name) {
         return Err(CloudError::config("method_name", "must be one topic level"));
     }
     let auth = Authenticator::new(&cfg.auth)?;
@@ -209,7 +196,7 @@ async fn relay(
     app.auth.check(headers).map_err(ApiError::Unauthorized)?;
     let path = header_text(headers, "remote-query").ok_or(ApiError::MissingRemoteQuery)?;
     let timeout = response_timeout(uri.query(), app.response_timeout, app.bounds)?;
-    if !valid_device_id(device) {
+    if !is_topic_level(device) {
         return Err(ApiError::DeviceNotFound(device.to_string()));
     }
     // Refuse before storing a body for a device that cannot take it.

@@ -10,7 +10,8 @@ use std::time::Duration;
 use rumqttd::{Config, ConnectionSettings, RouterConfig, ServerSettings};
 use tokio::time::Instant;
 
-use super::DemoError;
+use super::args::free_addr;
+use super::error::DemoError;
 
 /// Packets up to this size: tether's outbox batches stay under 256 KiB.
 const MAX_PAYLOAD: usize = 320 * 1024;
@@ -26,7 +27,7 @@ const START_WAIT: Duration = Duration::from_secs(5);
 /// # Errors
 /// [`DemoError::Broker`] when no port is free or it does not come up.
 pub async fn start(addr: SocketAddr) -> Result<SocketAddr, DemoError> {
-    let addr = super::free_addr(addr)
+    let addr = free_addr(addr)
         .await
         .map_err(|e| DemoError::Broker(format!("no free port: {e}")))?;
     let server = ServerSettings {

@@ -3,30 +3,45 @@
 //!
 //! | file | owns |
 //! |---|---|
-//! | `mod.rs` | [`DemoArgs`], [`run`], signals, [`DemoError`] |
+//! | `mod.rs` | [`run`], signals |
+//! | `args.rs` | [`DemoArgs`], the addresses its ports give |
+//! | `error.rs` | [`DemoError`] |
 //! | [`stack`] | starting every part, tether from a generated TOML |
 //! | [`walk`] | the steps, their output and the summary |
 //! | `walk_mcu.rs` | the MCU steps: updates, `setAttribute`, the outage |
+//! | `steps.rs` | what the steps share: waits, timings, "settled" |
+//! | [`admin`] | tether's admin API as the steps read it |
+//!
+//! The simulators, also used by the integration tests (one of each):
+//!
+//! | file | simulates |
+//! |---|---|
 //! | [`broker`] | rumqttd in-process (the plain-broker topic scheme) |
-//! | [`proxy`] | the TCP link cutter between tether and the broker |
-//! | [`eclypse`] | a simulated ECLYPSE REST API |
-//! | [`mcu`] | a simulated afLib4 MCU on a pty |
-//! | [`observer`] | the cloud's view of telemetry |
+//! | [`proxy`] | the TCP link cutter between tether and the broker: cuts, outages, half-open links, latency, resets |
+//! | [`eclypse`] | the ECLYPSE controller's REST API, plain or TLS |
+//! | [`http`] | the small recording HTTP/1.1 server under it |
+//! | [`mcu`] | an afLib4 MCU on a pty |
+//! | [`observer`] | the cloud's side of the broker: calls, answers, telemetry |
 //!
 //! Built only with the `demo` cargo feature (on by default); device
 //! builds use `--no-default-features` and carry none of it.
 
+pub mod admin;
+mod args;
 pub mod broker;
 pub mod eclypse;
+mod error;
+pub mod http;
 pub mod mcu;
 pub mod observer;
 pub mod proxy;
 pub mod stack;
+mod steps;
 pub mod walk;
 mod walk_mcu;
 
-use std::net::SocketAddr;
-use std::time::Duration;
+pub use args::DemoArgs;
+pub use error::DemoError;
 
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio_util::sync::CancellationToken;
@@ -36,94 +51,6 @@ use stack::Stack;
 
 /// Exit code after Ctrl-C (128 + SIGINT), as shells report it.
 const EXIT_INTERRUPTED: i32 = 130;
-
-/// `tether demo` flags.
-#[derive(clap::Args, Debug, Clone, Default)]
-pub struct DemoArgs {
-    /// Keep everything running after the walkthrough, until Ctrl-C, and
-    /// print commands to try against it.
-    #[arg(long)]
-    pub keep: bool,
-    /// Show tether's own logs at info level, interleaved with the walkthrough.
-    #[arg(long)]
-    pub verbose: bool,
-    /// Only tether's warnings and errors (the default).
-    #[arg(long, conflicts_with = "verbose")]
-    pub quiet_logs: bool,
-    /// Port of the Cloud Relay API (`tether cloud serve`); 0 picks a free one.
-    #[arg(long, default_value_t = 0)]
-    pub api_port: u16,
-    /// Port of the MQTT broker; 0 picks a free one.
-    #[arg(long, default_value_t = 0)]
-    pub broker_port: u16,
-    /// Port of tether's admin API; 0 picks a free one.
-    #[arg(long, default_value_t = 0)]
-    pub admin_port: u16,
-    /// Port of the simulated controller; 0 picks a free one.
-    #[arg(long, default_value_t = 0)]
-    pub controller_port: u16,
-}
-
-/// Why the demo could not run or a step failed.
-#[derive(Debug, thiserror::Error)]
-pub enum DemoError {
-    /// A local resource (file, port) failed.
-    #[error("{what}: {source}")]
-    Io {
-        /// Which.
-        what: String,
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The embedded broker.
-    #[error("MQTT broker: {0}")]
-    Broker(String),
-    /// `tether cloud serve` or the method caller.
-    #[error("cloud side: {0}")]
-    Cloud(String),
-    /// The telemetry subscriber.
-    #[error("cloud subscriber: {0}")]
-    Observer(String),
-    /// The simulated MCU.
-    #[error("simulated MCU: {0}")]
-    Mcu(String),
-    /// The generated configuration was refused.
-    #[error("tether configuration: {0}")]
-    Config(String),
-    /// tether itself.
-    #[error("tether: {0}")]
-    Tether(String),
-    /// An HTTP call of the demo's own.
-    #[error("HTTP: {0}")]
-    Http(String),
-    /// Something expected did not happen in time.
-    #[error("timed out waiting for {0}")]
-    Timeout(&'static str),
-    /// A step got an answer it should not have.
-    #[error("{0}")]
-    Unexpected(String),
-}
-
-impl DemoError {
-    fn io(what: &str, source: std::io::Error) -> Self {
-        Self::Io {
-            what: what.to_string(),
-            source,
-        }
-    }
-}
-
-/// `addr` as given, or with port 0 a free loopback port, for parts that
-/// need a concrete address before they bind (the broker, tether's admin
-/// API). Another program could take it in between; on a demo machine
-/// that is unlikely and reported clearly when it happens.
-pub(crate) async fn free_addr(addr: SocketAddr) -> std::io::Result<SocketAddr> {
-    if addr.port() != 0 {
-        return Ok(addr);
-    }
-    tokio::net::TcpListener::bind(addr).await?.local_addr()
-}
 
 /// SIGINT and SIGTERM, either of which stops the demo.
 struct Interrupts(Signal, Signal);
@@ -229,14 +156,5 @@ async fn finish(stack: Stack, interrupts: &mut Interrupts, code: i32) -> i32 {
     tokio::select! {
         () = stack.shutdown() => code,
         () = interrupts.next() => EXIT_INTERRUPTED,
-    }
-}
-
-/// Milliseconds, for the walkthrough's timings.
-fn ms(d: Duration) -> String {
-    if d < Duration::from_secs(1) {
-        format!("{} ms", d.as_millis())
-    } else {
-        format!("{:.1} s", d.as_secs_f64())
     }
 }

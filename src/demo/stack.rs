@@ -13,14 +13,17 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::admin::Admin;
+use super::args::{free_addr, DemoArgs};
 use super::eclypse::{self, Eclypse};
+use super::error::DemoError;
 use super::mcu::{Mcu, McuEvent};
 use super::observer::Observer;
 use super::proxy::Proxy;
-use super::{DemoArgs, DemoError};
 use crate::app::Daemon;
 use crate::clock::SystemClock;
 use crate::cloud::{self, BrokerConfig, DeviceAuth, ServeConfig, ServeHandle};
+use crate::hub::topics::cloud as topics;
 
 /// The device id tether uses in the demo.
 pub const DEVICE: &str = "demo-device";
@@ -84,9 +87,7 @@ pub struct Stack {
     /// Telemetry as the cloud receives it.
     pub observer: Observer,
     /// tether's admin API.
-    pub admin: SocketAddr,
-    /// Its bearer token.
-    pub admin_token: String,
+    pub admin: Admin,
     /// The tether configuration file.
     pub config: PathBuf,
     /// For the demo's own HTTP calls.
@@ -124,7 +125,10 @@ impl Stack {
             .map_err(|e| DemoError::Cloud(e.to_string()))?;
         let caller = cloud::Broker::start(&mqtt, 16, stop.child_token())
             .map_err(|e| DemoError::Cloud(e.to_string()))?;
-        let observer = Observer::start(broker, DEVICE, stop.child_token()).await?;
+        let events = topics::telemetry_filter(DEVICE);
+        let observer = Observer::connect(broker, &[&events], stop.child_token())
+            .await
+            .map_err(|e| DemoError::Observer(e.to_string()))?;
 
         let proxy = Proxy::start(loopback(0), broker, stop.child_token())
             .await
@@ -139,7 +143,7 @@ impl Stack {
         .map_err(|e| DemoError::io("simulated controller", e))?;
         let mcu = Mcu::start(&[(1, vec![0])]).map_err(|e| DemoError::Mcu(e.to_string()))?;
 
-        let admin = super::free_addr(loopback(args.admin_port))
+        let admin = free_addr(loopback(args.admin_port))
             .await
             .map_err(|e| DemoError::io("admin port", e))?;
         let admin_token = uuid::Uuid::new_v4().simple().to_string();
@@ -171,8 +175,7 @@ impl Stack {
             cloud,
             caller,
             observer,
-            admin,
-            admin_token,
+            admin: Admin::new(admin, admin_token, http.clone()),
             config,
             http,
             daemon,
@@ -196,7 +199,7 @@ impl Stack {
         if booted.is_none() {
             return Err(DemoError::Timeout("the MCU to boot through the bridge"));
         }
-        while !super::walk::mcu_link_up(self).await.unwrap_or(false)
+        while !self.admin.mcu_link_up().await.unwrap_or(false)
             || self.cloud.device_online(DEVICE) != Some(true)
         {
             if self.daemon.is_finished() {

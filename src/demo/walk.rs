@@ -2,17 +2,13 @@
 //! prints what happened; [`Report`] is the summary, with one
 //! machine-checkable line for CI.
 
-use std::time::Duration;
-
-use serde_json::{json, Value};
+use serde_json::json;
 use tokio::time::Instant;
 
+use super::error::DemoError;
 use super::stack::{Stack, DEVICE};
-use super::{ms, DemoError};
-use crate::outbox::Stats;
+use super::steps::{ms, one_line, settled};
 
-/// Every wait in a step.
-const WAIT: Duration = Duration::from_secs(15);
 /// The controller point the demo writes: the zone setpoint.
 const SETPOINT: &str =
     "/api/rest/v1/protocols/bacnet/local/objects/analog-value/2/properties/present-value";
@@ -114,7 +110,7 @@ pub async fn run(stack: &mut Stack) -> Result<Report, DemoError> {
     super::walk_mcu::updates(stack).await?;
     report.set_attribute_ok = super::walk_mcu::set_attribute(stack).await?;
     report.kept = super::walk_mcu::outage(stack).await?;
-    let stats = settled(stack).await?;
+    let stats = settled(&stack.admin, &stack.observer).await?;
     report.accepted = stats.accepted;
     report.failures = stats.failures;
     report.delivered = stack.observer.delivered() as u64;
@@ -128,7 +124,7 @@ fn parts(stack: &Stack) -> String {
         proxy = stack.proxy.addr(),
         controller = stack.eclypse.base_url(),
         pty = stack.mcu.path().display(),
-        admin = stack.admin,
+        admin = stack.admin.addr(),
         api = stack.cloud.public_url(),
         dir = stack.dir().display(),
     )
@@ -191,105 +187,11 @@ async fn relay(
     Ok(())
 }
 
-/// A body on one line, cut to a readable length.
-pub(super) fn one_line(text: &str) -> String {
-    let flat: String = match serde_json::from_str::<Value>(text) {
-        Ok(v) => v.to_string(),
-        Err(_) => text.split_whitespace().collect::<Vec<_>>().join(" "),
-    };
-    if flat.chars().count() > 110 {
-        format!("{}…", flat.chars().take(110).collect::<String>())
-    } else {
-        flat
-    }
-}
-
-/// tether's outbox counters from its admin API.
-pub(super) async fn outbox_stats(stack: &Stack) -> Result<Stats, DemoError> {
-    let url = format!("http://{}/v1/outbox/stats", stack.admin);
-    let resp = stack
-        .http
-        .get(url)
-        .bearer_auth(&stack.admin_token)
-        .send()
-        .await
-        .map_err(|e| DemoError::Http(format!("admin API: {e}")))?;
-    resp.json::<Stats>()
-        .await
-        .map_err(|e| DemoError::Http(format!("admin API stats: {e}")))
-}
-
-/// tether's admin `/healthz` document (200 or 503 alike).
-pub(super) async fn health(stack: &Stack) -> Result<Value, DemoError> {
-    let url = format!("http://{}/healthz", stack.admin);
-    let resp = stack
-        .http
-        .get(url)
-        .send()
-        .await
-        .map_err(|e| DemoError::Http(format!("admin API: {e}")))?;
-    resp.json()
-        .await
-        .map_err(|e| DemoError::Http(format!("admin API healthz: {e}")))
-}
-
-/// tether's hub state from its admin `/healthz`.
-pub(super) async fn hub_state(stack: &Stack) -> Result<String, DemoError> {
-    let doc = health(stack).await?;
-    Ok(doc["hub"]["state"]
-        .as_str()
-        .unwrap_or("unknown")
-        .to_string())
-}
-
-/// Whether the bridge reports the MCU link up (afLib's boot done).
-pub(super) async fn mcu_link_up(stack: &Stack) -> Result<bool, DemoError> {
-    let doc = health(stack).await?;
-    Ok(doc["components"]["bridge"]["details"]["linkUp"] == true)
-}
-
-/// What tether's counters say, for an error message.
-pub(super) async fn diagnosis(stack: &Stack) -> String {
-    let outbox = match outbox_stats(stack).await {
-        Ok(s) => format!(
-            "outbox accepted {}, {} waiting for the hub",
-            s.accepted,
-            s.sinks.iter().map(|k| k.depth).sum::<u64>()
-        ),
-        Err(e) => e.to_string(),
-    };
-    let bridge = match health(stack).await {
-        Ok(doc) => format!("bridge {}", doc["components"]["bridge"]["details"]),
-        Err(e) => e.to_string(),
-    };
-    format!(
-        "{outbox}; {bridge}; the cloud received {}",
-        stack.observer.delivered()
-    )
-}
-
-/// Waits (at most a step's wait) until everything tether accepted has
-/// been delivered: its hub queue is empty and the cloud saw as many
-/// distinct messages. Returns the last counters either way; the summary
-/// shows any loss.
-pub(super) async fn settled(stack: &Stack) -> Result<Stats, DemoError> {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let stats = outbox_stats(stack).await?;
-        let depth: u64 = stats.sinks.iter().map(|s| s.depth).sum();
-        let delivered = stack.observer.delivered() as u64;
-        if (depth == 0 && delivered >= stats.accepted) || Instant::now() > deadline {
-            return Ok(stats);
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// With `--keep`: what to try against the running demo.
 pub fn print_hints(stack: &Stack) {
     let api = api_url(stack);
-    let admin = stack.admin;
-    let token = &stack.admin_token;
+    let admin = stack.admin.addr();
+    let token = stack.admin.token();
     let setpoint = json!({"value": 21.0});
     println!(
         "\nEverything keeps running. Try, from another terminal (Ctrl-C here stops it all):\n\

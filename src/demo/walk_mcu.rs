@@ -7,13 +7,10 @@ use std::time::Duration;
 use serde_json::json;
 use tokio::time::Instant;
 
+use super::error::DemoError;
 use super::mcu::McuEvent;
 use super::stack::{Stack, DEVICE};
-use super::walk::{hub_state, one_line, outbox_stats};
-use super::{ms, DemoError};
-
-/// Every wait in a step.
-const WAIT: Duration = Duration::from_secs(15);
+use super::steps::{diagnosis, ms, one_line, settled, WAIT};
 
 /// One MCU change and how the cloud sees it.
 struct Change {
@@ -112,14 +109,14 @@ pub async fn set_attribute(stack: &mut Stack) -> Result<bool, DemoError> {
 /// many updates tether kept through the outage.
 pub async fn outage(stack: &mut Stack) -> Result<u64, DemoError> {
     // Start from a quiet link, so what arrives later is the outage's.
-    super::walk::settled(stack).await?;
+    settled(&stack.admin, &stack.observer).await?;
     stack.observer.drain();
-    let before = outbox_stats(stack).await?.accepted;
+    let before = stack.admin.outbox_stats().await?.accepted;
     let delivered_before = stack.observer.delivered();
 
     println!("\n5. Outage: the link between tether and the broker is cut (the TCP proxy drops it)");
     let t0 = Instant::now();
-    stack.proxy.cut();
+    stack.proxy.unplug();
     let state = wait_hub(stack, |s| s != "connected", "tether to notice the outage").await?;
     println!("   tether noticed in {}: hub {state}", ms(t0.elapsed()));
     let changes = [Change::blink(true), Change::led(2), Change::blink(false)];
@@ -128,7 +125,7 @@ pub async fn outage(stack: &mut Stack) -> Result<u64, DemoError> {
     }
     let deadline = Instant::now() + WAIT;
     let stats = loop {
-        let stats = outbox_stats(stack).await?;
+        let stats = stack.admin.outbox_stats().await?;
         if stats.accepted >= before + changes.len() as u64 {
             break stats;
         }
@@ -152,7 +149,7 @@ pub async fn outage(stack: &mut Stack) -> Result<u64, DemoError> {
     let t1 = Instant::now();
     stack
         .proxy
-        .restore()
+        .replug()
         .await
         .map_err(|e| DemoError::Unexpected(format!("cannot restore the link: {e}")))?;
     wait_hub(stack, |s| s == "connected", "tether to reconnect").await?;
@@ -172,7 +169,7 @@ async fn wait_hub(
 ) -> Result<String, DemoError> {
     let deadline = Instant::now() + WAIT;
     loop {
-        let state = hub_state(stack).await?;
+        let state = stack.admin.hub_state().await?;
         if pred(&state) {
             return Ok(state);
         }
@@ -192,10 +189,10 @@ async fn arrivals(stack: &mut Stack, changes: &[Change], t0: Instant) -> Result<
     let deadline = Instant::now() + WAIT;
     while !pending.is_empty() {
         let left = deadline.saturating_duration_since(Instant::now());
-        let Some(a) = stack.observer.next(left).await else {
+        let Some(a) = stack.observer.next_arrival(left).await else {
             return Err(DemoError::Unexpected(format!(
                 "no attribute message upstream within {WAIT:?}; {}",
-                super::walk::diagnosis(stack).await
+                diagnosis(&stack.admin, &stack.observer).await
             )));
         };
         let Some(i) = pending

@@ -1,8 +1,36 @@
 //! The topic scheme: Azure IoT Hub's `$iothub/...` topics, or the same shapes
 //! scoped under `devices/{id}/...` on a plain broker so one broker serves many
 //! devices and an ACL such as `pattern readwrite devices/%c/#` isolates them.
+//!
+//! Both ends of the plain-broker scheme are written here, once: [`Topics`]
+//! is the device's side (what tether subscribes to, publishes and parses),
+//! [`cloud`] the cloud side's (`tether cloud`, the simulators' observer).
+//! Pure string work, no IO: the tests check that each side parses what the
+//! other builds.
 
 use super::properties;
+
+/// The first level of every device-scoped topic.
+const DEVICES: &str = "devices";
+/// After the control root: method calls, `.../{name}/?$rid={rid}`.
+const METHOD_CALLS: &str = "/methods/POST/";
+/// After the control root: method answers, `.../{status}/?$rid={rid}`.
+const METHOD_ANSWERS: &str = "/methods/res/";
+/// After the device root: telemetry, `.../{property bag}`.
+const EVENTS: &str = "/messages/events/";
+/// After the device root: cloud-to-device messages.
+const DEVICEBOUND: &str = "/messages/devicebound/";
+/// After the device root: the retained presence (plain broker).
+const STATUS: &str = "/status";
+/// After the plain control root: the retained desired document.
+const DESIRED: &str = "/twin/desired";
+/// After the plain control root: the retained reported document.
+const REPORTED: &str = "/twin/reported";
+
+/// `devices/{id}`: a device's root, and on a plain broker its control root.
+fn device_root(device_id: &str) -> String {
+    format!("{DEVICES}/{device_id}")
+}
 
 /// Which topic family to speak.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,8 +90,8 @@ impl Topics {
     /// Topic names for `device_id` (and `module_id`) under `scheme`.
     pub fn new(scheme: Scheme, device_id: &str, module_id: Option<&str>) -> Self {
         let device_root = match module_id {
-            Some(m) => format!("devices/{device_id}/modules/{m}"),
-            None => format!("devices/{device_id}"),
+            Some(m) => format!("{}/modules/{m}", self::device_root(device_id)),
+            None => self::device_root(device_id),
         };
         let control_root = match scheme {
             Scheme::Azure => "$iothub".to_string(),
@@ -97,28 +125,28 @@ impl Topics {
     /// five per device.
     pub fn subscriptions(&self) -> Vec<String> {
         let root = &self.control_root;
-        let mut subs = vec![format!("{root}/methods/POST/#")];
+        let mut subs = vec![format!("{root}{METHOD_CALLS}#")];
         match self.scheme {
             Scheme::Azure => {
                 subs.push("$iothub/twin/res/#".to_string());
                 subs.push("$iothub/twin/PATCH/properties/desired/#".to_string());
             }
-            Scheme::Plain => subs.push(format!("{root}/twin/desired")),
+            Scheme::Plain => subs.push(format!("{root}{DESIRED}")),
         }
         if self.module_id.is_none() {
-            subs.push(format!("{}/messages/devicebound/#", self.device_root));
+            subs.push(format!("{}{DEVICEBOUND}#", self.device_root));
         }
         subs
     }
 
     /// Telemetry topic with an already-encoded property bag.
     pub fn telemetry(&self, encoded_bag: &str) -> String {
-        format!("{}/messages/events/{encoded_bag}", self.device_root)
+        format!("{}{EVENTS}{encoded_bag}", self.device_root)
     }
 
     /// Where a method answer goes.
     pub fn method_response(&self, status: u16, rid: &str) -> String {
-        format!("{}/methods/res/{status}/?$rid={rid}", self.control_root)
+        format!("{}{METHOD_ANSWERS}{status}/?$rid={rid}", self.control_root)
     }
 
     /// Azure twin GET request topic.
@@ -131,18 +159,18 @@ impl Topics {
     pub fn twin_reported(&self, rid: &str) -> String {
         match self.scheme {
             Scheme::Azure => format!("$iothub/twin/PATCH/properties/reported/?$rid={rid}"),
-            Scheme::Plain => format!("{}/twin/reported", self.control_root),
+            Scheme::Plain => format!("{}{REPORTED}", self.control_root),
         }
     }
 
     /// Presence topic (plain broker): retained `{"online":...}`.
     pub fn status(&self) -> String {
-        format!("{}/status", self.device_root)
+        format!("{}{STATUS}", self.device_root)
     }
 
     /// Classifies an incoming topic.
     pub fn classify(&self, topic: &str) -> Inbound {
-        if let Some(rest) = strip(topic, &self.control_root, "/methods/POST/") {
+        if let Some(rest) = strip(topic, &self.control_root, METHOD_CALLS) {
             let (name, query) = split_query(rest);
             let name = name.trim_end_matches('/');
             return match query_value(query, "$rid") {
@@ -153,14 +181,14 @@ impl Topics {
                 _ => Inbound::Unknown,
             };
         }
-        if let Some(rest) = strip(topic, &self.device_root, "/messages/devicebound/") {
+        if let Some(rest) = strip(topic, &self.device_root, DEVICEBOUND) {
             return Inbound::CloudToDevice {
                 properties: properties::decode(rest),
             };
         }
         match self.scheme {
             Scheme::Azure => classify_azure_twin(topic),
-            Scheme::Plain if topic == format!("{}/twin/desired", self.control_root) => {
+            Scheme::Plain if strip(topic, &self.control_root, DESIRED) == Some("") => {
                 Inbound::DesiredDocument
             }
             Scheme::Plain => Inbound::Unknown,
@@ -200,6 +228,76 @@ fn query_value(query: &str, key: &str) -> Option<String> {
         .into_iter()
         .find(|(k, _)| k == key)
         .and_then(|(_, v)| v)
+}
+
+/// The cloud side of the plain-broker scheme: calling methods on devices,
+/// reading their answers, presence and telemetry.
+pub mod cloud {
+    use super::{
+        device_root, query_value, split_query, DEVICES, EVENTS, METHOD_ANSWERS, METHOD_CALLS,
+        STATUS,
+    };
+
+    /// Every device's method answers, subscribed once by the caller.
+    pub const ANSWERS_FILTER: &str = "devices/+/methods/res/#";
+    /// Every device's retained presence.
+    pub const PRESENCE_FILTER: &str = "devices/+/status";
+
+    /// A device's answer to a method call, from its topic.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct MethodAnswer<'a> {
+        /// The device that answered.
+        pub device: &'a str,
+        /// The call's `$rid`, decoded.
+        pub rid: String,
+        /// The status the device gave.
+        pub status: u16,
+    }
+
+    /// Whether `id` can be one topic level (a device id, a method name):
+    /// not empty, at most 128 bytes, no `/`, `+`, `#` or NUL.
+    pub fn is_topic_level(id: &str) -> bool {
+        !id.is_empty() && id.len() <= 128 && !id.contains(['/', '+', '#', '\0'])
+    }
+
+    /// Where a call of `method` on `device` goes, answered under `rid`.
+    pub fn method_call(device: &str, method: &str, rid: &str) -> String {
+        format!("{}{METHOD_CALLS}{method}/?$rid={rid}", device_root(device))
+    }
+
+    /// `devices/{id}/methods/res/{status}/?$rid={rid}` → the answer;
+    /// `None` for any other topic.
+    pub fn parse_method_answer(topic: &str) -> Option<MethodAnswer<'_>> {
+        let (device, rest) = split_device(topic)?;
+        let rest = rest.strip_prefix(METHOD_ANSWERS)?;
+        let (status, query) = split_query(rest);
+        let status = status.strip_suffix('/')?.parse().ok()?;
+        let rid = query_value(query, "$rid")?;
+        Some(MethodAnswer {
+            device,
+            rid,
+            status,
+        })
+    }
+
+    /// `devices/{id}/status` → the device id (modules have no presence).
+    pub fn parse_presence(topic: &str) -> Option<&str> {
+        let (device, rest) = split_device(topic)?;
+        (rest == STATUS).then_some(device)
+    }
+
+    /// The filter for everything `device` sends as telemetry.
+    pub fn telemetry_filter(device: &str) -> String {
+        format!("{}{EVENTS}#", device_root(device))
+    }
+
+    /// `devices/{id}{rest}` → (`id`, `rest`), `id` one non-empty level.
+    fn split_device(topic: &str) -> Option<(&str, &str)> {
+        let rest = topic.strip_prefix(DEVICES)?.strip_prefix('/')?;
+        let at = rest.find('/')?;
+        let (device, rest) = rest.split_at(at);
+        (!device.is_empty()).then_some((device, rest))
+    }
 }
 
 #[cfg(test)]
@@ -324,5 +422,89 @@ mod tests {
             "devices/dev1/modules/m1/messages/events/a=b"
         );
         assert_eq!(t.subscriptions().len(), 3);
+    }
+
+    /// MQTT filter matching (`+` one level, `#` the rest), to check that
+    /// a subscription catches what the other side publishes.
+    fn matches(filter: &str, topic: &str) -> bool {
+        let mut levels = topic.split('/');
+        for f in filter.split('/') {
+            match (f, levels.next()) {
+                ("#", _) => return true,
+                ("+", Some(_)) => {}
+                (f, Some(l)) if f == l => {}
+                _ => return false,
+            }
+        }
+        levels.next().is_none()
+    }
+
+    #[test]
+    fn the_device_parses_the_calls_the_cloud_makes() {
+        let call = cloud::method_call("dev1", "RestApi", "r-1");
+        assert_eq!(call, "devices/dev1/methods/POST/RestApi/?$rid=r-1");
+        assert!(plain().subscriptions().iter().any(|f| matches(f, &call)));
+        assert_eq!(
+            plain().classify(&call),
+            Inbound::MethodCall {
+                name: "RestApi".into(),
+                rid: "r-1".into()
+            }
+        );
+    }
+
+    #[test]
+    fn the_cloud_parses_the_answers_and_presence_the_device_sends() {
+        let answer = plain().method_response(404, "r-2");
+        assert!(matches(cloud::ANSWERS_FILTER, &answer));
+        assert_eq!(
+            cloud::parse_method_answer(&answer),
+            Some(cloud::MethodAnswer {
+                device: "dev1",
+                rid: "r-2".into(),
+                status: 404
+            })
+        );
+        let status = plain().status();
+        assert!(matches(cloud::PRESENCE_FILTER, &status));
+        assert_eq!(cloud::parse_presence(&status), Some("dev1"));
+        let events = plain().telemetry("%24.ct=application%2Fjson");
+        assert!(matches(&cloud::telemetry_filter("dev1"), &events));
+        assert!(!matches(&cloud::telemetry_filter("dev2"), &events));
+    }
+
+    #[test]
+    fn the_cloud_refuses_topics_that_are_not_answers_or_presence() {
+        let answer = |t| cloud::parse_method_answer(t).map(|a| (a.device, a.rid, a.status));
+        assert_eq!(
+            answer("devices/dev1/methods/res/200/?x=1&$rid=r2"),
+            Some(("dev1", "r2".to_string(), 200))
+        );
+        assert_eq!(
+            answer("devices/dev1/methods/res/200/?%24rid=r3"),
+            Some(("dev1", "r3".to_string(), 200))
+        );
+        for bad in [
+            "devices/dev1/methods/res/abc/?$rid=1",
+            "devices/dev1/methods/res/200?$rid=1",
+            "devices/dev1/methods/res/200/",
+            "devices/dev1/methods/POST/x/?$rid=1",
+            "devices//methods/res/200/?$rid=1",
+            "$iothub/methods/res/200/?$rid=1",
+        ] {
+            assert_eq!(answer(bad), None, "{bad}");
+        }
+        assert_eq!(cloud::parse_presence("devices/dev1/modules/m/status"), None);
+        assert_eq!(cloud::parse_presence("devices//status"), None);
+        assert_eq!(cloud::parse_presence("devices/dev1/statusx"), None);
+    }
+
+    #[test]
+    fn ids_that_would_change_the_topic_are_not_topic_levels() {
+        assert!(cloud::is_topic_level("ECY-1.a_b:c@d"));
+        assert!(!cloud::is_topic_level(&"x".repeat(129)));
+        for bad in ["", "a/b", "+", "a#", "x\0"] {
+            assert!(!cloud::is_topic_level(bad), "{bad:?}");
+        }
     }
 }

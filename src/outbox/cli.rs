@@ -10,6 +10,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::config::{self, AdminListen};
+use crate::service::exit::EXIT_CONFIG;
 
 /// What the CLI asks for. Failures are addressed on Afero's partner
 /// paths (`/v1/partners/{partnerId}/pushFailures...`).
@@ -157,7 +158,7 @@ fn call(
         Ok(c) => c,
         Err(e) => {
             eprintln!("tether: invalid configuration: {e}");
-            return crate::app::EXIT_CONFIG;
+            return EXIT_CONFIG;
         }
     };
     let Some(listen) = &cfg.admin.listen else {
@@ -165,7 +166,7 @@ fn call(
             "tether: admin.listen is not set in {}: the admin API is off",
             config_path.display()
         );
-        return crate::app::EXIT_CONFIG;
+        return EXIT_CONFIG;
     };
     let token = cfg.admin.token.as_ref().map(|t| t.expose().to_string());
     match exchange(listen, token.as_deref(), method, target, body, timeout) {

@@ -1,6 +1,8 @@
-//! Process life: signals, systemd readiness/status/watchdog, and the
-//! liveness beats that decide whether the watchdog is fed.
+//! Process life: signals, systemd readiness/status/watchdog, the
+//! liveness beats that decide whether the watchdog is fed, and the exit
+//! codes.
 
+pub mod exit;
 pub mod liveness;
 pub mod notify;
 pub mod signals;

@@ -14,7 +14,6 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::outbox_rig::{body_ids, Subscriber, EVENTS, TOKEN};
-use crate::support::mqtt::Cloud;
 
 /// Whether the long variants run (`TETHER_CHAOS_LONG=1`).
 pub fn long() -> bool {
@@ -189,10 +188,13 @@ pub async fn tally_counts(
 /// `port` (after a broker restart it has resubscribed); what it receives
 /// meanwhile is kept in `sub.seen`.
 pub async fn subscriber_back(sub: &mut Subscriber, port: u16) {
-    let probe = Cloud::connect(port, &[]).await;
+    let probe = crate::support::cloud(port, &[]).await;
     let topic = format!("{EVENTS}probe");
     for _ in 0..100 {
-        probe.publish(&topic, "probe", false).await;
+        probe
+            .publish(&topic, "probe", false)
+            .await
+            .expect("publish");
         while let Some(p) = sub.next(Duration::from_millis(100)).await {
             if p.topic == topic {
                 return;

@@ -12,8 +12,6 @@ use serde_json::Value;
 use tether::cloud::{serve, BrokerConfig, DeviceAuth, ServeConfig, ServeHandle};
 use tokio_util::sync::CancellationToken;
 
-use super::support::mqtt::Cloud;
-
 /// How long any single wait may take.
 pub const WAIT: Duration = Duration::from_secs(10);
 
@@ -198,19 +196,23 @@ impl Drop for FakeDevice {
 
 /// Sets (retained) or clears the presence of `id` as another client.
 pub async fn set_presence(port: u16, id: &str, online: Option<bool>) {
-    let cloud = Cloud::connect(port, &[]).await;
+    let cloud = super::support::cloud(port, &[]).await;
     let payload = match online {
         Some(o) => format!(r#"{{"online":{o}}}"#),
         None => String::new(),
     };
     cloud
         .publish(&format!("devices/{id}/status"), payload, true)
-        .await;
+        .await
+        .expect("publish");
     // A round trip through the broker: once our own subscription sees the
     // message, the broker has stored it.
-    let mut check = Cloud::connect(port, &[&format!("devices/{id}/status")]).await;
+    let mut check = super::support::cloud(port, &[&format!("devices/{id}/status")]).await;
     if online.is_some() {
-        check.next_on(&format!("devices/{id}/status"), WAIT).await;
+        check
+            .next_on(&format!("devices/{id}/status"), WAIT)
+            .await
+            .unwrap();
     }
 }
 

@@ -16,7 +16,7 @@ use tether::hub::credentials::CredentialSource;
 use tether::hub::methods::{MethodCall, MethodResponse};
 use tether::relay::{EndpointAuth, Relay, Uploader};
 
-use crate::support::http::{Eclypse, UploadHub, ECLYPSE_PASSWORD, ECLYPSE_USER};
+use crate::support::http::{eclypse, Eclypse, UploadHub, ECLYPSE_PASSWORD, ECLYPSE_USER};
 
 /// The device id used by the uploaders.
 pub const DEVICE: &str = "dev1";
@@ -50,10 +50,10 @@ pub fn controller_config(base_url: &str) -> ControllerConfig {
 
 /// A relay on a plain-HTTP ECLYPSE stand-in, upload disabled.
 pub async fn plain_relay(cfg: RelayConfig) -> (Eclypse, Relay) {
-    let eclypse = Eclypse::start().await;
+    let eclypse = eclypse().await;
     let relay = Relay::new(
         &cfg,
-        &controller_config(&eclypse.server.base_url()),
+        &controller_config(&eclypse.base_url()),
         Uploader::Disabled,
     )
     .expect("relay builds");
