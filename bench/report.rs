@@ -95,7 +95,6 @@ pub fn table(r: &Value) -> String {
         };
     let d = &r["durable"];
     let dm = &d["median"];
-    let rate = f(&dm["accepted_to_pubacked_per_s"]);
     let ratio = f(&dm["ratio"]);
     row(
         "1",
@@ -107,8 +106,8 @@ pub fn table(r: &Value) -> String {
             num(&dm["ratio"]),
             num(&dm["accept_per_s"])
         ),
-        "≥ 20,000/s and ≥ 0.5 ×",
-        rate.zip(ratio).map(|(a, b)| a >= 20_000.0 && b >= 0.5),
+        "≥ 0.75 × baseline",
+        ratio.map(|b| b >= 0.75),
     );
     let b = &r["backlog"];
     let drain = f(&b["drain_per_s"]);
@@ -125,8 +124,10 @@ pub fn table(r: &Value) -> String {
             b["subscriber_distinct"],
             b["lost"]
         ),
-        "≥ 20,000/s, 0 lost",
-        drain.map(|x| x >= 20_000.0 && b["lost"] == 0),
+        "≥ 0.9 × baseline, 0 lost",
+        drain
+            .zip(f(&dm["baseline_per_s"]))
+            .map(|(x, base)| x >= 0.9 * base && b["lost"] == 0),
     );
     let rl = &r["relay"];
     for (k, lim) in [("p50", 1000.0), ("p99", 3000.0), ("p999", f64::INFINITY)] {
@@ -224,8 +225,8 @@ pub fn table(r: &Value) -> String {
             mib(max_kib(r, &["/backlog/rss_kib/backlog_after_restart"])),
             mib(max_kib(r, &["/backlog/rss_kib/draining_max"]))
         ),
-        "≤ 48 MiB",
-        bl.map(|x| x <= 48.0 * MIB),
+        "≤ 24 MiB",
+        bl.map(|x| x <= 24.0 * MIB),
     );
     let ready = f(&b["ready_ms_backlog_median"]);
     row(
@@ -254,8 +255,8 @@ pub fn table(r: &Value) -> String {
             "{} bytes for {} messages",
             b["disk_bytes_files"], b["accepted"]
         ),
-        "–",
-        None,
+        "≤ 300",
+        f(&b["disk_bytes_per_message"]).map(|x| x <= 300.0),
     );
     let sz = &r["sizes"];
     for t in [
