@@ -148,17 +148,9 @@ async fn a_corrupt_store_is_moved_aside_and_a_new_one_started() {
     assert_eq!(health["components"]["outbox"]["ok"], true, "{health}");
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(text.contains("moved aside"), "{text}");
-    let aside: Vec<_> = std::fs::read_dir(dir.path().join("store"))
-        .unwrap()
-        .flatten()
-        .filter(|e| {
-            e.file_name()
-                .to_string_lossy()
-                .starts_with("outbox.corrupt-")
-        })
-        .collect();
+    let aside = outbox_rig::set_aside(&dir.path().join("store"));
     assert_eq!(aside.len(), 1, "{text}");
-    assert!(aside[0].path().join(file).exists(), "the old store is kept");
+    assert!(aside[0].join(file).exists(), "the old store is kept");
     let r = http
         .post(format!("http://{addr}/v1/attributes"))
         .bearer_auth(TOKEN)

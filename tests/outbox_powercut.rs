@@ -113,15 +113,7 @@ async fn power_cuts_while_a_damaged_store_is_moved_aside_lose_nothing_acknowledg
     );
     assert!(t.accepted > 100, "the load ran: {t:?}");
     assert_eq!(t.lost, 0, "acknowledged messages lost: {t:?}");
-    let aside: Vec<_> = std::fs::read_dir(run.store_root())
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .filter(|e| {
-            e.file_name()
-                .to_string_lossy()
-                .starts_with("outbox.corrupt-")
-        })
-        .collect();
+    let aside = outbox_rig::set_aside(&run.store_root());
     assert_eq!(aside.len(), 1, "moved aside once: {aside:?}");
-    assert!(aside[0].path().join("outbox.redb").exists());
+    assert!(aside[0].join("outbox.redb").exists());
 }

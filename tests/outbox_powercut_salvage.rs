@@ -31,6 +31,7 @@ use powercut_rig::{after_ops, at, Op, PowerCut, Rules, Trigger};
 use powercut_run::{PowerRun, START_OPS};
 use rand::Rng;
 use serde_json::Value;
+use tether::outbox::store::SET_ASIDE_PREFIX as ASIDE;
 
 /// Messages in the store that is set aside and salvaged (some 40 import
 /// groups).
@@ -47,8 +48,6 @@ fn salvage_ops(engine: &str) -> u64 {
 }
 /// The marker salvage writes into a finished set-aside directory.
 const DONE_FILE: &str = "tether-salvaged.json";
-/// The set-aside directory's prefix.
-const ASIDE: &str = "outbox.corrupt-";
 /// Longest wait for an armed operation (a whole salvage fits in it).
 const ARMED: Duration = Duration::from_secs(30);
 

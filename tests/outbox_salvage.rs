@@ -86,15 +86,7 @@ async fn killed_any_number_of_times_while_opening_the_backlog_is_delivered() {
     );
     assert_eq!(t.lost, 0, "{t:?}\n{tail}");
     assert!(!text.contains("moved aside"), "nothing set aside:\n{tail}");
-    let aside: Vec<_> = std::fs::read_dir(dir.path().join("store"))
-        .unwrap()
-        .flatten()
-        .filter(|e| {
-            e.file_name()
-                .to_string_lossy()
-                .starts_with("outbox.corrupt-")
-        })
-        .collect();
+    let aside = outbox_rig::set_aside(&dir.path().join("store"));
     assert!(aside.is_empty(), "{aside:?}");
     assert!(
         health["components"]["outbox"]["details"]["storeLoss"].is_null(),

@@ -158,11 +158,10 @@ pub(crate) async fn run(
             continue;
         };
         let mut backoff = Backoff::new(BACKOFF_MIN, BACKOFF_MAX);
-        let mut attempts = 0u32;
         // Retry until delivered, or until expiry made it a failure.
         while !core.is_done(sink, msg.seq) {
-            attempts += 1;
-            if attempts > 1 {
+            let failed = backoff.attempts();
+            if failed > 0 {
                 core.count_duplicates(sink, 1);
             }
             let result = tokio::select! {
@@ -172,14 +171,14 @@ pub(crate) async fn run(
             beat.beat_expecting(BACKOFF_MAX + hook.cfg.timeout * 2);
             match result {
                 Ok(()) => {
-                    if attempts > 1 {
-                        info!(webhook = %name, attempts, "webhook delivering again");
+                    if failed > 0 {
+                        info!(webhook = %name, attempts = failed + 1, "webhook delivering again");
                     }
                     core.delivered(sink, &[(msg.seq, msg.encoded_len())]);
                     break;
                 }
                 Err(e) => {
-                    if attempts == 1 {
+                    if failed == 0 {
                         warn!(webhook = %name, error = %e, "webhook delivery failed; retrying with backoff");
                     }
                     core.set_error(sink, Some(e));

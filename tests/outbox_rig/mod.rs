@@ -425,6 +425,20 @@ pub fn daemon_config(dir: &Path, port: u16) -> (PathBuf, PathBuf, SocketAddr) {
     (cfg, dir.join("tether.log"), addr)
 }
 
+/// The stores tether set aside under `root` (`outbox.corrupt-*`).
+pub fn set_aside(root: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(root)
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with(tether::outbox::store::SET_ASIDE_PREFIX)
+        })
+        .map(|e| e.path())
+        .collect()
+}
+
 pub fn free_addr() -> SocketAddr {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     l.local_addr().unwrap()
