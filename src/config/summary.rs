@@ -20,7 +20,13 @@ pub fn summary(cfg: &Config) -> String {
     let wss = hub.transport == Transport::WebSocket;
     match &hub.endpoint {
         HubEndpoint::Azure(a) => {
-            let mut text = format!("Azure IoT Hub {}", a.host_name);
+            let mut text = match &hub.provisioning {
+                Some(p) => format!(
+                    "Azure IoT Hub assigned by DPS {} (ID scope {}, registration {})",
+                    p.global_endpoint, p.id_scope, p.registration_id
+                ),
+                None => format!("Azure IoT Hub {}", a.host_name),
+            };
             if let Some(gw) = &a.gateway_host_name {
                 let _ = write!(text, " via gateway {gw}");
             }
