@@ -116,6 +116,7 @@ pub fn start(
             reported: Mutex::new(reported),
             reconnect_now: AtomicBool::new(false),
             next_config: Mutex::new(None),
+            held: watch::channel(awaiting_assignment(cfg)).0,
         }),
     };
     let session = Session {
@@ -305,6 +306,9 @@ impl Session {
                 () = self.shutdown.cancelled() => return false,
             }
         }
+        if !self.wait_while_held().await {
+            return false;
+        }
         self.apply_next_config();
         let now = self.now();
         let creds = match self.creds.current(now.wall) {
@@ -446,6 +450,11 @@ fn now(origin: Instant, clock: &SharedClock) -> Now {
         mono: origin.elapsed(),
         wall: clock.now(),
     }
+}
+
+/// Whether the hub is yet to be assigned by DPS: the session starts held.
+fn awaiting_assignment(cfg: &HubConfig) -> bool {
+    matches!(&cfg.endpoint, crate::config::HubEndpoint::Azure(a) if !a.is_assigned())
 }
 
 /// What the machine needs to know of a credential.
