@@ -59,6 +59,11 @@ fn identities(key: &[u8]) -> BrokerOptions {
 }
 
 fn config(broker: &Broker, state: &Path, key_line: &str) -> Config {
+    config_on(broker, broker.tls_port(), state, "", key_line)
+}
+
+/// The config for DPS and the hub on `port`, with `hub_extra` in `[hub]`.
+fn config_on(broker: &Broker, port: u16, state: &Path, hub_extra: &str, key_line: &str) -> Config {
     let text = format!(
         r#"
         [hub]
@@ -66,6 +71,7 @@ fn config(broker: &Broker, state: &Path, key_line: &str) -> Config {
         ca_file = "{ca}"
         keep_alive = "5s"
         connect_timeout = "5s"
+        {hub_extra}
         [hub.provisioning]
         id_scope = "{SCOPE}"
         registration_id = "{REGISTRATION}"
@@ -77,7 +83,6 @@ fn config(broker: &Broker, state: &Path, key_line: &str) -> Config {
         [store]
         path = "{state}"
         "#,
-        port = broker.tls_port(),
         ca = broker.ca_pem_path().display(),
         state = state.display(),
     );
@@ -354,6 +359,55 @@ async fn a_damaged_cache_registers_again() {
     let clock = ManualClock::at_unix(T0);
     let device = Device::start(&config(&broker, state.path(), &individual()), &clock);
     device.connected().await;
+    assert_eq!(dps.requests().len(), 2);
+    device.stop().await;
+}
+
+/// Over the websocket transport both DPS and the hub are reached with
+/// `wss://` (path `/$iothub/websocket`).
+#[tokio::test]
+async fn the_websocket_transport_registers_and_connects_over_wss() {
+    let broker = Broker::start(identities(KEY).websockets(true));
+    let state = tempfile::tempdir().unwrap();
+    let dps = Dps::start(broker.plain_port(), Box::new(register_then_poll)).await;
+    let clock = ManualClock::at_unix(T0);
+    let wss = broker.wss_port().expect("a wss listener");
+    let cfg = config_on(
+        &broker,
+        wss,
+        state.path(),
+        "transport = \"websocket\"",
+        &individual(),
+    );
+    let device = Device::start(&cfg, &clock);
+    device.connected().await;
+    assert_eq!(dps.requests().len(), 2);
+    device.stop().await;
+}
+
+/// An x509 enrollment: the `[hub]` client certificate opens DPS and then
+/// the hub, and no password is sent (the broker takes the certificate's CN
+/// as the identity).
+#[tokio::test]
+async fn an_x509_certificate_registers_and_connects() {
+    let broker = Broker::start(BrokerOptions::new().tls_client_certs(true));
+    let issued = broker.issue_client_cert("dev1");
+    let state = tempfile::tempdir().unwrap();
+    let cert = state.path().join("dev1.pem");
+    let key = state.path().join("dev1.key");
+    std::fs::write(&cert, &issued.cert_pem).unwrap();
+    std::fs::write(&key, &issued.key_pem).unwrap();
+    let dps = Dps::start(broker.plain_port(), Box::new(register_then_poll)).await;
+    let clock = ManualClock::at_unix(T0);
+    let files = format!(
+        "client_cert_file = \"{}\"\nclient_key_file = \"{}\"",
+        cert.display(),
+        key.display()
+    );
+    let cfg = config_on(&broker, broker.tls_port(), state.path(), &files, "");
+    let device = Device::start(&cfg, &clock);
+    let s = device.connected().await;
+    assert_eq!(s.credential_expires_at, None, "no SAS token with x509");
     assert_eq!(dps.requests().len(), 2);
     device.stop().await;
 }

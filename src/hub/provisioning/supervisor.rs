@@ -300,3 +300,48 @@ fn report(
     }
     status.send_modify(|s| s.last_error = Some(message));
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::UNIX_EPOCH;
+
+    use super::*;
+
+    fn status(state: ConnState, failure: Option<Failure>, disconnects: u64) -> HubStatus {
+        let mut s = HubStatus::new(UNIX_EPOCH);
+        s.state = state;
+        s.last_failure = failure;
+        s.disconnects = disconnects;
+        s
+    }
+
+    /// Only a new auth refusal counts: the one that made tether register
+    /// again is still in the status while the new identity connects.
+    #[test]
+    fn only_a_fresh_auth_refusal_means_the_identity_was_refused() {
+        let auth = Some(Failure::Auth);
+        assert!(refused(&status(ConnState::Disconnected, auth, 3), 2));
+        assert!(!refused(&status(ConnState::Disconnected, auth, 2), 2));
+        assert!(!refused(&status(ConnState::Connecting, auth, 3), 2));
+        let network = Some(Failure::Network);
+        assert!(!refused(&status(ConnState::Disconnected, network, 3), 2));
+        let throttled = Some(Failure::Throttled);
+        assert!(!refused(&status(ConnState::Disconnected, throttled, 3), 2));
+    }
+
+    #[test]
+    fn an_assignment_names_the_hub_and_the_device() {
+        let text = "[hub.provisioning]\nid_scope = \"s\"\nregistration_id = \"r\"\n\
+                    symmetric_key = \"a2V5\"\n";
+        let cfg = crate::config::parse(text, Path::new("/")).unwrap();
+        let a = Assignment::new(Some("h.net".into()), Some("d".into())).unwrap();
+        let HubEndpoint::Azure(hub) = with_assignment(&cfg.hub, &a).endpoint else {
+            panic!("Azure")
+        };
+        assert_eq!(
+            (hub.host_name.as_str(), hub.device_id.as_str()),
+            ("h.net", "d")
+        );
+        assert!(hub.is_assigned());
+    }
+}
