@@ -102,11 +102,6 @@ impl Machine {
         self.actions.pop_front()
     }
 
-    /// Whether the registration ended (done or failed).
-    pub fn is_over(&self) -> bool {
-        self.stage == Stage::Over
-    }
-
     /// CONNACK (accepted).
     pub fn connected(&mut self, now: Duration) {
         if self.stage != Stage::Connecting {
