@@ -28,6 +28,28 @@ impl HubHandle {
 }
 
 impl Session {
+    /// Resolves when the session is released after a hold that starts
+    /// from now on: DPS assigned a (new) identity while the session waited
+    /// out the delay after the hub refused the old one, and that delay
+    /// says nothing about the new identity. Never resolves otherwise.
+    pub(super) fn released(&self) -> impl std::future::Future<Output = ()> + use<> {
+        let mut held = self.handle.shared.held.subscribe();
+        let was_held = *held.borrow_and_update();
+        async move {
+            let mut seen_held = was_held;
+            loop {
+                if held.changed().await.is_err() {
+                    return std::future::pending().await;
+                }
+                let now_held = *held.borrow_and_update();
+                if seen_held && !now_held {
+                    return;
+                }
+                seen_held |= now_held;
+            }
+        }
+    }
+
     /// Waits while the session is held. Returns false when shutdown came
     /// first.
     pub(super) async fn wait_while_held(&mut self) -> bool {

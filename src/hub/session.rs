@@ -223,8 +223,10 @@ impl Session {
             if let Some(delay) = retry {
                 self.beat
                     .beat_expecting(delay + self.connect_timeout + SLACK);
+                let released = self.released();
                 tokio::select! {
                     () = tokio::time::sleep(delay) => {}
+                    () = released => {}
                     () = self.shutdown.cancelled() => break,
                 }
             }
