@@ -38,6 +38,20 @@ pub fn summary(cfg: &Config) -> String {
             line(
                 "auth:",
                 match &a.auth {
+                    AzureAuth::SharedAccessKey(_) if hub.provisioning.is_some() => format!(
+                        "{} (SAS tokens valid {}, renewed at 80%)",
+                        match &hub.provisioning {
+                            Some(super::ProvisioningConfig {
+                                auth:
+                                    super::ProvisioningAuth::Key {
+                                        from_group: true, ..
+                                    },
+                                ..
+                            }) => "device key derived from the DPS enrollment group key",
+                            _ => "DPS individual enrollment key",
+                        },
+                        human(hub.sas_ttl)
+                    ),
                     AzureAuth::SharedAccessKey(_) => format!(
                         "shared access key (SAS tokens valid {}, renewed at 80%)",
                         human(hub.sas_ttl)
