@@ -3,6 +3,7 @@
 //! - [`broker`]: a real mosquitto per test ([`Broker`], [`BrokerOptions`]).
 //! - [`certs`]: the test PKI ([`TestCa`], [`Issued`], [`untrusted_ca_pem`]).
 //! - [`hub`]: a hub session in the test process.
+//! - [`dps`]: a stand-in for Azure DPS answering the device API on the test broker.
 //! - [`http`]: HTTP servers: the simulated controller, an upload hub, blobs.
 //! - [`cloud`], [`link_cutter`]: `tether demo`'s observer and link cutter
 //!   (the simulators live in `tether::demo`, one of each, used by the demo
@@ -14,6 +15,7 @@
 
 pub mod broker;
 pub mod certs;
+pub mod dps;
 pub mod hub;
 
 pub use broker::{Broker, BrokerOptions, LogMark};
