@@ -140,6 +140,7 @@ enum OutboxAction {
 }
 
 fn main() -> ExitCode {
+    one_malloc_arena();
     let cli = Cli::parse();
     let code = match cli.command {
         Command::Run { config } => app::run(&config),
@@ -239,3 +240,29 @@ fn sas_token(conn: &str, expiry: Option<u64>, ttl: Option<&str>) -> i32 {
     println!("{}", sas::sign(&key.0, &uri, se).expose());
     0
 }
+
+/// Caps glibc's malloc at one arena unless the operator chose otherwise
+/// (`MALLOC_ARENA_MAX` or `GLIBC_TUNABLES` in the environment). glibc gives
+/// each thread that allocates under contention an arena of its own, up to
+/// eight per core, and keeps what is freed in each: tether's threads (the
+/// runtime's workers, the outbox writer, sled's IO threads) hand messages
+/// to each other, so under sustained load the arenas held 26-30 MiB of RSS
+/// where one holds 21 (BENCHMARKS.md, "Heap arenas"). Small allocations
+/// still go through each thread's cache without the arena's lock. musl
+/// (the aarch64 build) has no arenas.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn one_malloc_arena() {
+    if std::env::var_os("MALLOC_ARENA_MAX").is_some()
+        || std::env::var_os("GLIBC_TUNABLES").is_some()
+    {
+        return;
+    }
+    // SAFETY: mallopt changes only the allocator's settings and is called
+    // first thing in main, before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn one_malloc_arena() {}
