@@ -2,7 +2,7 @@
 //! HTTP server → back) against a direct HTTP GET to the same server, in the
 //! same run, so the difference is tether's added latency.
 //!
-//! `cargo bench --bench relay_latency [-- CALLS]` (default 1,000 calls each).
+//! `cargo bench -p tether --bench relay_latency [-- CALLS]` (default 1,000 calls each).
 //! Needs mosquitto on PATH. Prints a table and one JSON line.
 
 #[path = "../tests/support/mod.rs"]
@@ -15,9 +15,9 @@ use serde_json::json;
 use support::http::{eclypse, ECLYPSE_PASSWORD, ECLYPSE_USER};
 use support::{Broker, BrokerOptions};
 use tether::clock::SystemClock;
-use tether::demo::observer::Observer;
 use tether::hub::{HubStatus, Router};
 use tether::relay::{Relay, Uploader};
+use tether_demo::observer::Observer;
 
 const WAIT: Duration = Duration::from_secs(10);
 

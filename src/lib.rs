@@ -27,11 +27,10 @@
 //! - [`certinfo`]: a certificate's expiry, for the metrics.
 //! - [`clock`]: injected wall-clock time.
 //! - [`logging`]: the tracing subscriber (colour only on a terminal).
-//! - `cloud` (feature `cloud`, on by default): `tether cloud`, the cloud
-//!   side for plain brokers: the Cloud Relay HTTP API and method invoker.
-//! - `demo` (feature `demo`, on by default): `tether demo`, everything in
-//!   one process, and the simulators the integration tests use too
-//!   (ECLYPSE controller, afLib4 MCU, link cutter, cloud observer, broker).
+//!
+//! The cloud side for plain brokers is the `tether-cloud` crate (`cloud/`),
+//! the demo and the simulators the `tether-demo` crate (`demo/`): this
+//! crate is the device daemon only, with no cargo features.
 #![forbid(unsafe_code)]
 
 pub mod admin;
@@ -40,11 +39,7 @@ pub mod backoff;
 pub mod bridge;
 pub mod certinfo;
 pub mod clock;
-#[cfg(feature = "cloud")]
-pub mod cloud;
 pub mod config;
-#[cfg(feature = "demo")]
-pub mod demo;
 pub mod hub;
 pub mod logging;
 pub mod outbox;

@@ -1,8 +1,7 @@
 //! The bridge's cloud side through a real Mosquitto (plain broker topic
 //! scheme): direct methods, a C2D message and desired properties reach the
 //! simulated MCU over the pty, and answers and reported properties come back.
-//! The simulated MCU is `tether demo`'s, hence the `demo` feature.
-#![cfg(feature = "demo")]
+//! The simulated MCU is the demo's (`tether_demo::mcu`).
 
 mod support;
 
@@ -13,9 +12,9 @@ use serde_json::{json, Value};
 use support::mcu::{McuEvent, Rig, WAIT};
 use support::{Broker, BrokerOptions};
 use tether::clock::SystemClock;
-use tether::demo::observer::Observer;
 use tether::hub::{self, Hub, HubStatus, Router};
 use tether::service::Beat;
+use tether_demo::observer::Observer;
 use tokio_util::sync::CancellationToken;
 
 /// A booted bridge wired to a hub session on `broker`, as app.rs wires it:

@@ -1,8 +1,7 @@
 //! The bridge against a simulated afLib4 MCU over a real pty: boot, MCU
 //! values upstream, cloud requests through the bridge handle, reboot
 //! requests, a silent MCU and a serial device that vanishes and returns.
-//! The simulated MCU is `tether demo`'s, hence the `demo` feature.
-#![cfg(feature = "demo")]
+//! The simulated MCU is the demo's (`tether_demo::mcu`).
 
 mod support;
 

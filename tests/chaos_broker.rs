@@ -12,7 +12,7 @@ use std::time::Duration;
 use chaos_rig::{long, subscriber_back, tally, wait_drained, Load};
 use outbox_rig::{client, daemon_config, wait_healthy, Subscriber, Tether, EVENTS};
 use support::{Broker, BrokerOptions};
-use tether::demo::proxy::{Mode, Proxy};
+use tether_demo::proxy::{Mode, Proxy};
 
 struct Run {
     broker: Broker,

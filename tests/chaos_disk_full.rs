@@ -24,7 +24,7 @@ use chaos_rig::{health, tally, wait_drained};
 use outbox_rig::{client, daemon_config, wait_healthy, Subscriber, Tether, EVENTS, TOKEN};
 use serde_json::{json, Value};
 use support::{Broker, BrokerOptions};
-use tether::demo::proxy::Mode;
+use tether_demo::proxy::Mode;
 
 const TMPFS_MIB: u64 = 16;
 /// Fill, refuse, free, recover: this many times in one run.

@@ -1,5 +1,5 @@
 //! Network faults between tether and the broker, through the in-test proxy
-//! (`tether::demo::proxy`): clean cut, half-open link, latency, slow drip and a
+//! (`tether_demo::proxy`): clean cut, half-open link, latency, slow drip and a
 //! reset mid-packet. The session must notice a half-open link within 1.5
 //! keep-alive intervals and say so in its status, and under load no
 //! accepted message may be lost. `TETHER_CHAOS_LONG=1` repeats each fault.
@@ -17,8 +17,8 @@ use outbox_rig::{client, config_text, free_addr, wait_healthy, Subscriber, Tethe
 use support::hub::wait_for;
 use support::{Broker, BrokerOptions};
 use tether::clock::SystemClock;
-use tether::demo::proxy::{Mode, Proxy};
 use tether::hub::Router;
+use tether_demo::proxy::{Mode, Proxy};
 
 /// The shortest keep-alive the config accepts.
 const KEEP_ALIVE: Duration = Duration::from_secs(5);

@@ -6,8 +6,7 @@
 //! must reach upstream at least once; duplicates are counted. Afterwards
 //! an MCU UPDATE still goes upstream and a cloud set still reaches the
 //! MCU, and the fault shows in health and metrics.
-//! The simulated MCU is `tether demo`'s, hence the `demo` feature.
-#![cfg(feature = "demo")]
+//! The simulated MCU is the demo's (`tether_demo::mcu`).
 
 mod support;
 

@@ -5,7 +5,7 @@
 //! 10 s and must stay flat; every accepted id must arrive. Without the
 //! variable the test returns at once, so CI does not run it:
 //!
-//! `TETHER_CHAOS_SOAK_SECS=3600 cargo test --test chaos_soak -- --nocapture`
+//! `TETHER_CHAOS_SOAK_SECS=3600 cargo test -p tether --test chaos_soak -- --nocapture`
 //!
 //! `TETHER_CHAOS_SOAK_RATE` sets the load in messages/s (200). tether is
 //! never killed here (that resets its memory and would hide a leak; the
@@ -23,7 +23,7 @@ use chaos_rig::{subscriber_back, wait_drained, Load, Tally, BATCH};
 use outbox_rig::{body_ids, client, daemon_config, wait_healthy, Subscriber, Tether, EVENTS};
 use rand::Rng;
 use support::{Broker, BrokerOptions};
-use tether::demo::proxy::Mode;
+use tether_demo::proxy::Mode;
 
 fn env_u64(name: &str, default: u64) -> u64 {
     std::env::var(name)

@@ -1,6 +1,5 @@
-//! API authentication of `tether cloud serve`: static bearer tokens and
+//! API authentication of `tether-cloud serve`: static bearer tokens and
 //! JWTs (ES256 here) with issuer, audience and expiry checked.
-#![cfg(feature = "cloud")]
 
 mod cloud_support;
 mod support;
@@ -10,8 +9,8 @@ use std::time::{Duration, SystemTime};
 use cloud_support::{answering, plain_broker, problem, FakeDevice, Serve};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use support::{Broker, BrokerOptions};
-use tether::cloud::JwtConfig;
 use tether::config::Secret;
+use tether_cloud::JwtConfig;
 
 const ISSUER: &str = "https://login.example.test";
 const AUDIENCE: &str = "tether-cloud";

@@ -1,6 +1,5 @@
-//! `tether cloud invoke` (the real binary) against a real Mosquitto and
+//! `tether-cloud invoke` (the real binary) against a real Mosquitto and
 //! scripted devices: the answer on stdout, the outcome in the exit code.
-#![cfg(feature = "cloud")]
 
 mod cloud_support;
 mod support;
@@ -11,10 +10,9 @@ use std::time::Duration;
 use cloud_support::{set_presence, FakeDevice};
 use support::{Broker, BrokerOptions};
 
-/// Runs `tether cloud invoke` against `port` with `extra` arguments.
+/// Runs `tether-cloud invoke` against `port` with `extra` arguments.
 async fn invoke(port: u16, extra: &[&str]) -> (Option<i32>, String, String) {
     let mut args: Vec<String> = [
-        "cloud",
         "invoke",
         "--broker",
         &format!("mqtt://127.0.0.1:{port}"),
@@ -25,7 +23,7 @@ async fn invoke(port: u16, extra: &[&str]) -> (Option<i32>, String, String) {
     .collect();
     args.extend(extra.iter().map(|s| s.to_string()));
     let run = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_tether"))
+        std::process::Command::new(env!("CARGO_BIN_EXE_tether-cloud"))
             .args(&args)
             .output()
             .unwrap()
@@ -131,7 +129,7 @@ async fn invoke_without_a_broker_exits_6() {
     assert_eq!(code, Some(6), "{err}");
 }
 
-/// `tether cloud serve --config FILE` (the real binary) answers with the
+/// `tether-cloud serve --config FILE` (the real binary) answers with the
 /// error table, requires its token, and stops cleanly (exit 0) on
 /// SIGTERM.
 #[tokio::test]
@@ -152,8 +150,8 @@ async fn serve_runs_from_a_config_file_and_stops_on_sigterm() {
         ),
     )
     .unwrap();
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_tether"))
-        .args(["cloud", "serve", "--config"])
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_tether-cloud"))
+        .args(["serve", "--config"])
         .arg(&config)
         .stderr(std::process::Stdio::null())
         .spawn()

@@ -1,9 +1,8 @@
-//! `tether cloud serve` in front of a real tether: a real Mosquitto
+//! `tether-cloud serve` in front of a real tether: a real Mosquitto
 //! (TLS, password file), the real hub session in plain-broker mode with
 //! the real relay, the ECLYPSE stand-in as controller, and `serve`'s own
 //! upload endpoint as the relay's `relay.upload_url`. HTTP calls go
 //! through `serve` to the controller and back.
-#![cfg(feature = "cloud")]
 
 mod cloud_support;
 mod support;
@@ -15,11 +14,11 @@ use cloud_support::{problem, Serve, WAIT};
 use support::http::{eclypse, Eclypse, ECLYPSE_PASSWORD, ECLYPSE_USER};
 use support::{Broker, BrokerOptions};
 use tether::clock::SystemClock;
-use tether::cloud::{BrokerConfig, DeviceAuth};
 use tether::config::Secret;
 use tether::hub::credentials::CredentialSource;
 use tether::hub::{Hub, Router};
 use tether::relay::{EndpointAuth, Relay, Uploader};
+use tether_cloud::{BrokerConfig, DeviceAuth};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -309,7 +308,7 @@ async fn a_stopped_tether_is_not_connected_at_once() {
     drop(rig.broker);
 }
 
-/// `tether cloud request` (the real binary) through the real relay.
+/// `tether-cloud request` (the real binary) through the real relay.
 #[tokio::test]
 async fn the_request_command_reaches_the_controller() {
     let rig = rig().await;
@@ -317,7 +316,6 @@ async fn the_request_command_reaches_the_controller() {
     let pw = dir.path().join("pw");
     std::fs::write(&pw, CLOUD_PASSWORD).unwrap();
     let args: Vec<String> = [
-        "cloud",
         "request",
         "--broker",
         &format!("mqtts://localhost:{}", rig.broker.tls_port()),
@@ -338,7 +336,7 @@ async fn the_request_command_reaches_the_controller() {
     .map(|s| s.to_string())
     .collect();
     let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_tether"))
+        std::process::Command::new(env!("CARGO_BIN_EXE_tether-cloud"))
             .args(&args)
             .output()
             .unwrap()

@@ -1,6 +1,5 @@
-//! `tether cloud serve`'s error table (cloud-relay.md §4) against a real
+//! `tether-cloud serve`'s error table (cloud-relay.md §4) against a real
 //! Mosquitto, with scripted devices on the plain-broker topic scheme.
-#![cfg(feature = "cloud")]
 
 mod cloud_support;
 mod support;

@@ -1,7 +1,6 @@
 //! Several `serve` instances on one broker (behind a load balancer) each
 //! get exactly their own answers: UUID `$rid`s, a shared
 //! `devices/+/methods/res/#` subscription, foreign answers dropped.
-#![cfg(feature = "cloud")]
 
 mod cloud_support;
 mod support;

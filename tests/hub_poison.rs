@@ -20,8 +20,8 @@ use serde_json::{json, Value};
 use support::hub::{plain_config, stop as stop_hub, wait_for, WAIT};
 use support::{Broker, BrokerOptions};
 use tether::clock::SystemClock;
-use tether::demo::observer::Observer;
 use tether::hub::{C2dMessage, Hub, HubStatus, MethodCall, MethodResponse, Router};
+use tether_demo::observer::Observer;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 

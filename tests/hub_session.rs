@@ -11,11 +11,11 @@ use serde_json::{json, Value};
 use support::hub::{plain_config, stop as stop_hub, wait_for, WAIT};
 use support::{untrusted_ca_pem, Broker, BrokerOptions};
 use tether::clock::SystemClock;
-use tether::demo::observer::Observer;
 use tether::hub::Failure;
 use tether::hub::{
     ConnState, Delivery, Hub, HubStatus, MethodCall, MethodResponse, Router, Telemetry,
 };
+use tether_demo::observer::Observer;
 use tokio_util::sync::CancellationToken;
 
 fn start(cfg: &tether::config::Config, router: Router) -> (Hub, CancellationToken) {

@@ -4,7 +4,7 @@
 //!
 //! Both ends of the plain-broker scheme are written here, once: [`Topics`]
 //! is the device's side (what tether subscribes to, publishes and parses),
-//! [`cloud`] the cloud side's (`tether cloud`, the simulators' observer).
+//! [`cloud`] the cloud side's (`tether-cloud`, the simulators' observer).
 //! Pure string work, no IO: the tests check that each side parses what the
 //! other builds.
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use serde_json::Value;
-use tether::cloud::{serve, BrokerConfig, DeviceAuth, ServeConfig, ServeHandle};
+use tether_cloud::{serve, BrokerConfig, DeviceAuth, ServeConfig, ServeHandle};
 use tokio_util::sync::CancellationToken;
 
 /// How long any single wait may take.

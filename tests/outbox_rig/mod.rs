@@ -63,7 +63,7 @@ pub fn config_text(
     let admin = admin.map_or(String::new(), |a| {
         format!("[admin]\nlisten = \"{a}\"\ntoken = \"{TOKEN}\"\n")
     });
-    // `TETHER_TEST_ENGINE=redb cargo test --test 'outbox_*'` runs the
+    // `TETHER_TEST_ENGINE=redb cargo test -p tether --test 'outbox_*'` runs the
     // store-level tests on the other engine.
     let engine = std::env::var("TETHER_TEST_ENGINE")
         .map_or(String::new(), |e| format!("engine = \"{e}\"\n"));

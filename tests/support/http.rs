@@ -1,8 +1,8 @@
 //! Real HTTP servers on `127.0.0.1:0`, plain or TLS, for tests of
-//! tether's HTTP clients, on `tether demo`'s server ([`Server`]). No mocks:
+//! tether's HTTP clients, on the demo's server ([`Server`]). No mocks:
 //! tether talks to these over real sockets.
 //!
-//! - [`eclypse`], [`eclypse_tls`]: `tether demo`'s simulated controller,
+//! - [`eclypse`], [`eclypse_tls`]: the demo's simulated controller,
 //!   with the test password.
 //! - [`UploadHub`]: plays IoT Hub file upload and the blob store behind it.
 //! - [`blob_source`]: blobs to download.
@@ -14,13 +14,13 @@ use std::sync::{Arc, Mutex};
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
-pub use tether::demo::eclypse::Eclypse;
-pub use tether::demo::http::{Reply, Request, Server};
+pub use tether_demo::eclypse::Eclypse;
+pub use tether_demo::http::{Reply, Request, Server};
 
 use super::certs::Issued;
 
 /// The controller's admin user.
-pub const ECLYPSE_USER: &str = tether::demo::eclypse::USER;
+pub const ECLYPSE_USER: &str = tether_demo::eclypse::USER;
 /// Its password in the tests.
 pub const ECLYPSE_PASSWORD: &str = "eclypse-secret";
 

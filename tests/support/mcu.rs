@@ -1,4 +1,4 @@
-//! The simulated afLib4 MCU of `tether demo` ([`tether::demo::mcu`]) as
+//! The simulated afLib4 MCU of the demo ([`tether_demo::mcu`]) as
 //! the bridge tests use it: on a pty reached through a symlink, with
 //! waits that fail the test, plus the rig that starts a bridge on it.
 //!
@@ -9,7 +9,7 @@ use std::ops::{Deref, DerefMut};
 use std::path::Path;
 use std::time::Duration;
 
-use tether::demo::mcu;
+use tether_demo::mcu;
 use tokio_serial::{SerialPort, SerialStream};
 
 mod rig;
@@ -18,7 +18,7 @@ pub use mcu::{LineFault, McuEvent, Target};
 pub use rig::{blink_profile, bridge_config, fast_tuning, ChannelUpstream, Rig, WAIT};
 
 /// A running simulated MCU; everything else it does is
-/// [`tether::demo::mcu::Mcu`]'s.
+/// [`tether_demo::mcu::Mcu`]'s.
 pub struct Mcu(mcu::Mcu);
 
 impl Deref for Mcu {

@@ -4,8 +4,8 @@
 //! - [`certs`]: the test PKI ([`TestCa`], [`Issued`], [`untrusted_ca_pem`]).
 //! - [`hub`]: a hub session in the test process.
 //! - [`http`]: HTTP servers: the simulated controller, an upload hub, blobs.
-//! - [`cloud`], [`link_cutter`]: `tether demo`'s observer and link cutter
-//!   (the simulators live in `tether::demo`, one of each, used by the demo
+//! - [`cloud`], [`link_cutter`]: the demo's observer and link cutter
+//!   (the simulators live in `tether_demo`, one of each, used by the demo
 //!   and the tests alike).
 //!
 //! Not every test file uses every helper, hence `dead_code` and `unused_imports` are
@@ -19,27 +19,26 @@ pub mod hub;
 pub use broker::{Broker, BrokerOptions, LogMark};
 pub use certs::{untrusted_ca_pem, Issued, TestCa};
 pub mod http;
-// The simulated MCU is `tether demo`'s.
-#[cfg(feature = "demo")]
+// The simulated MCU is the demo's.
 pub mod mcu;
 
-/// `tether demo`'s link cutter between tether and `127.0.0.1:{upstream}`,
+/// The demo's link cutter between tether and `127.0.0.1:{upstream}`,
 /// on a free port; it stops when dropped.
-pub async fn link_cutter(upstream: u16) -> tether::demo::proxy::Proxy {
+pub async fn link_cutter(upstream: u16) -> tether_demo::proxy::Proxy {
     let loopback = |port| std::net::SocketAddr::from(([127, 0, 0, 1], port));
     let stop = tokio_util::sync::CancellationToken::new();
-    tether::demo::proxy::Proxy::start(loopback(0), loopback(upstream), stop)
+    tether_demo::proxy::Proxy::start(loopback(0), loopback(upstream), stop)
         .await
         .expect("start the link cutter on 127.0.0.1")
 }
 
-/// The cloud side (`tether demo`'s observer) on the broker's plain
+/// The cloud side (the demo's observer) on the broker's plain
 /// listener `127.0.0.1:{port}`, subscribed to `filters`; it disconnects
 /// when dropped.
-pub async fn cloud(port: u16, filters: &[&str]) -> tether::demo::observer::Observer {
+pub async fn cloud(port: u16, filters: &[&str]) -> tether_demo::observer::Observer {
     let broker = std::net::SocketAddr::from(([127, 0, 0, 1], port));
     let stop = tokio_util::sync::CancellationToken::new();
-    tether::demo::observer::Observer::connect(broker, filters, stop)
+    tether_demo::observer::Observer::connect(broker, filters, stop)
         .await
         .expect("the cloud observer connected and subscribed")
 }

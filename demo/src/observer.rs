@@ -17,7 +17,7 @@ use serde_json::Value;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::hub::topics::cloud as topics;
+use tether::hub::topics::cloud as topics;
 
 /// Publishes waiting to be read; past this the connection waits for the
 /// reader (backpressure, nothing dropped).

@@ -1,4 +1,4 @@
-//! The `tether cloud ...` subcommands' flags and their dispatch, so
+//! The `tether-cloud` subcommands' flags and their dispatch, so
 //! `main.rs` only names [`CloudCommand`] and calls [`run`].
 
 use std::net::SocketAddr;
@@ -33,7 +33,7 @@ pub struct BrokerArgs {
     pub ca_file: Option<PathBuf>,
 }
 
-/// `tether cloud ...`.
+/// `tether-cloud ...`.
 #[derive(Subcommand, Debug, Clone)]
 pub enum CloudCommand {
     /// Call a direct method on a device and print the answer. Exit codes:
@@ -125,7 +125,7 @@ pub fn run(cmd: CloudCommand) -> i32 {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("tether cloud: cannot start the runtime: {e}");
+            eprintln!("tether-cloud: cannot start the runtime: {e}");
             return 1;
         }
     };
@@ -189,7 +189,7 @@ async fn dispatch(cmd: CloudCommand) -> i32 {
 }
 
 fn usage(e: &CloudError) -> i32 {
-    eprintln!("tether cloud: {e}");
+    eprintln!("tether-cloud: {e}");
     exit::USAGE
 }
 
@@ -281,16 +281,16 @@ fn serve_config(cmd: CloudCommand) -> Result<ServeConfig, CloudError> {
 }
 
 async fn serve_until_signal(cfg: ServeConfig) -> i32 {
-    crate::logging::init("info", crate::config::LogFormat::Text);
+    tether::logging::init("info", tether::config::LogFormat::Text);
     let stop = CancellationToken::new();
     let handle = match super::serve(cfg, stop.clone()).await {
         Ok(h) => h,
         Err(e) => return usage(&e),
     };
-    match crate::service::signals::Signals::install() {
-        Ok(mut signals) => while signals.next().await != crate::service::signals::Signal::Stop {},
+    match tether::service::signals::Signals::install() {
+        Ok(mut signals) => while signals.next().await != tether::service::signals::Signal::Stop {},
         Err(e) => {
-            eprintln!("tether cloud serve: cannot install signal handlers: {e}");
+            eprintln!("tether-cloud serve: cannot install signal handlers: {e}");
             return 1;
         }
     }

@@ -1,4 +1,4 @@
-//! `tether cloud serve`: the Cloud Relay HTTP API over a broker.
+//! `tether-cloud serve`: the Cloud Relay HTTP API over a broker.
 //!
 //! `GET|PUT|POST|DELETE /api/v1/devices/{deviceId}/request` with the
 //! target in `Remote-Query`, `responseTimeout` (seconds, clamped), bodies
@@ -32,7 +32,7 @@ use super::problem::ApiError;
 use super::state::App;
 use super::translate::{self, BodyRef, ClientRequest, DeviceAnswer};
 use super::upload::{self, stream_file};
-use crate::hub::topics::cloud::is_topic_level;
+use tether::hub::topics::cloud::is_topic_level;
 
 /// How long devices may download a request blob (Cloud Relay's
 /// `ReadAccessExpiryDelay`).

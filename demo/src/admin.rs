@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use serde_json::Value;
 
 use super::error::DemoError;
-use crate::outbox::Stats;
+use tether::outbox::Stats;
 
 /// A client for one tether's admin API.
 pub struct Admin {

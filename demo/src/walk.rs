@@ -119,7 +119,7 @@ pub async fn run(stack: &mut Stack) -> Result<Report, DemoError> {
 
 fn parts(stack: &Stack) -> String {
     format!(
-        "  MQTT broker (rumqttd)          mqtt://{broker}\n  link cutter (TCP proxy)        {proxy} → broker\n  ECLYPSE REST API (simulated)   {controller}\n  afLib4 MCU (simulated, pty)    {pty}  profile afBlink Plumo-2D\n  tether                         device {DEVICE}, admin http://{admin}\n  tether cloud serve             {api}\n  files                          {dir}",
+        "  MQTT broker (rumqttd)          mqtt://{broker}\n  link cutter (TCP proxy)        {proxy} → broker\n  ECLYPSE REST API (simulated)   {controller}\n  afLib4 MCU (simulated, pty)    {pty}  profile afBlink Plumo-2D\n  tether                         device {DEVICE}, admin http://{admin}\n  tether-cloud serve             {api}\n  files                          {dir}",
         broker = stack.broker,
         proxy = stack.proxy.addr(),
         controller = stack.eclypse.base_url(),
@@ -138,7 +138,7 @@ fn api_url(stack: &Stack) -> String {
     )
 }
 
-/// One REST call through `tether cloud serve`, printed with its answer.
+/// One REST call through `tether-cloud serve`, printed with its answer.
 async fn relay(
     stack: &Stack,
     report: &mut Report,
@@ -200,13 +200,13 @@ pub fn print_hints(stack: &Stack) {
          \n  curl -s {api} -H 'Remote-Query: /api/rest/v1/protocols/bacnet/local/objects'\
          \n  curl -s -X PUT {api} -H 'Remote-Query: {SETPOINT}' -H 'Content-Type: application/json' -d '{setpoint}'\
          \n  # a direct method to the MCU\
-         \n  tether cloud invoke --broker mqtt://{broker} --allow-insecure --device {DEVICE} --method setAttribute --payload '{{\"attributeId\":1,\"value\":\"true\"}}'\
+         \n  cargo run -p tether-cloud -- invoke --broker mqtt://{broker} --allow-insecure --device {DEVICE} --method setAttribute --payload '{{\"attributeId\":1,\"value\":\"true\"}}'\
          \n  # tether's admin API\
          \n  curl -s http://{admin}/healthz\
          \n  curl -s http://{admin}/metrics\
          \n  curl -s -H 'Authorization: Bearer {token}' http://{admin}/v1/outbox/stats\
-         \n  tether outbox stats -c {config}\
-         \n  tether check-config -c {config}",
+         \n  cargo run -p tether -- outbox stats -c {config}\
+         \n  cargo run -p tether -- check-config -c {config}",
         broker = stack.broker,
         config = stack.config.display(),
     );

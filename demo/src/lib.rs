@@ -1,9 +1,10 @@
-//! `tether demo`: the whole system on one machine, in one process, with
-//! nothing to configure or install, walked through step by step.
+//! `tether-demo demo` (`cargo run -- demo`): the whole system on one
+//! machine, in one process, with nothing to configure or install, walked
+//! through step by step.
 //!
 //! | file | owns |
 //! |---|---|
-//! | `mod.rs` | [`run`], signals |
+//! | `lib.rs` | [`run`], signals |
 //! | `args.rs` | [`DemoArgs`], the addresses its ports give |
 //! | `error.rs` | [`DemoError`] |
 //! | [`stack`] | starting every part, tether from a generated TOML |
@@ -23,8 +24,9 @@
 //! | [`mcu`] | an afLib4 MCU on a pty |
 //! | [`observer`] | the cloud's side of the broker: calls, answers, telemetry |
 //!
-//! Built only with the `demo` cargo feature (on by default); device
-//! builds use `--no-default-features` and carry none of it.
+//! A crate of its own, so the device daemon (`tether`) carries none of it:
+//! no broker, no simulators, no cloud side.
+#![forbid(unsafe_code)]
 
 pub mod admin;
 mod args;
@@ -46,8 +48,8 @@ pub use error::DemoError;
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::LogFormat;
 use stack::Stack;
+use tether::config::LogFormat;
 
 /// Exit code after Ctrl-C (128 + SIGINT), as shells report it.
 const EXIT_INTERRUPTED: i32 = 130;
@@ -82,8 +84,8 @@ pub fn run(args: DemoArgs) -> i32 {
     } else {
         "warn,rumqttd=off"
     };
-    crate::logging::init(level, LogFormat::Text);
-    crate::tls::install_crypto_provider();
+    tether::logging::init(level, LogFormat::Text);
+    tether::tls::install_crypto_provider();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -9,7 +9,7 @@ use tokio::time::Instant;
 use super::admin::Admin;
 use super::error::DemoError;
 use super::observer::Observer;
-use crate::outbox::Stats;
+use tether::outbox::Stats;
 
 /// Every wait in a step.
 pub(super) const WAIT: Duration = Duration::from_secs(15);

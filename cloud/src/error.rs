@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use crate::tls::TlsError;
+use tether::tls::TlsError;
 
 /// `serve` or `invoke` could not start.
 #[derive(Debug, thiserror::Error)]

@@ -17,8 +17,8 @@ use sha2::Sha256;
 use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
 
-use crate::clock::unix_seconds;
-use crate::config::Secret;
+use tether::clock::unix_seconds;
+use tether::config::Secret;
 
 use super::config::BlobConfig;
 use super::error::CloudError;

@@ -15,7 +15,7 @@ pub enum DemoError {
     /// The embedded broker.
     #[error("MQTT broker: {0}")]
     Broker(String),
-    /// `tether cloud serve` or the method caller.
+    /// `tether-cloud serve` or the method caller.
     #[error("cloud side: {0}")]
     Cloud(String),
     /// The telemetry subscriber.

@@ -20,10 +20,10 @@ use super::error::DemoError;
 use super::mcu::{Mcu, McuEvent};
 use super::observer::Observer;
 use super::proxy::Proxy;
-use crate::app::Daemon;
-use crate::clock::SystemClock;
-use crate::cloud::{self, BrokerConfig, DeviceAuth, ServeConfig, ServeHandle};
-use crate::hub::topics::cloud as topics;
+use tether::app::Daemon;
+use tether::clock::SystemClock;
+use tether::hub::topics::cloud as topics;
+use tether_cloud::{self as cloud, BrokerConfig, DeviceAuth, ServeConfig, ServeHandle};
 
 /// The device id tether uses in the demo.
 pub const DEVICE: &str = "demo-device";
@@ -80,9 +80,9 @@ pub struct Stack {
     pub eclypse: Eclypse,
     /// The simulated MCU.
     pub mcu: Mcu,
-    /// `tether cloud serve`.
+    /// `tether-cloud serve`.
     pub cloud: ServeHandle,
-    /// Direct-method caller, as `tether cloud invoke` uses.
+    /// Direct-method caller, as `tether-cloud invoke` uses.
     pub caller: cloud::Broker,
     /// Telemetry as the cloud receives it.
     pub observer: Observer,
@@ -154,7 +154,7 @@ impl Stack {
         write("afBlink.json", PROFILE)?;
         let toml = config_toml(&proxy, &eclypse, &cloud, &mcu, admin);
         let config = write("tether.toml", &toml)?;
-        let cfg = crate::config::load(&config).map_err(|e| DemoError::Config(e.to_string()))?;
+        let cfg = tether::config::load(&config).map_err(|e| DemoError::Config(e.to_string()))?;
         for w in &cfg.warnings {
             tracing::warn!("{w}");
         }

@@ -1,4 +1,4 @@
-//! Settings for `tether cloud`: the broker connection (both commands) and
+//! Settings for `tether-cloud`: the broker connection (both commands) and
 //! the HTTP API (`serve`). Built in code ([`ServeConfig::new`]), from the
 //! TOML file of `serve --config` ([`ServeConfig::load`]), and overridden by
 //! CLI flags.
@@ -37,7 +37,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::config::Secret;
+use tether::config::Secret;
 
 use super::error::CloudError;
 

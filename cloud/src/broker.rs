@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::config::BrokerConfig;
 use super::error::CloudError;
-use crate::hub::topics::cloud as topics;
+use tether::hub::topics::cloud as topics;
 
 /// Largest method payload either way (IoT Hub's 128 KiB, cloud-relay.md §7).
 pub const MAX_METHOD_PAYLOAD: usize = 128 * 1024;
@@ -110,7 +110,7 @@ pub(crate) fn options(cfg: &BrokerConfig, client_id: &str) -> Result<MqttOptions
         opts.set_credentials(user.clone(), password.unwrap_or_default());
     }
     if ep.tls {
-        let tls = crate::tls::client_config(cfg.ca_file.as_deref(), None)?;
+        let tls = tether::tls::client_config(cfg.ca_file.as_deref(), None)?;
         opts.set_transport(Transport::Tls(TlsConfiguration::Rustls(tls)));
     }
     Ok(opts)

@@ -5,20 +5,20 @@
 //! Map:
 //! - [`broker`]: the one MQTT connection: UUID `$rid`s, answers matched
 //!   to their callers, presence from tether's retained status.
-//!   Its topics are [`crate::hub::topics::cloud`], the same grammar the
+//!   Its topics are [`tether::hub::topics::cloud`], the same grammar the
 //!   device speaks.
 //! - [`serve()`] ([`serve`](mod@serve)): the Cloud Relay HTTP API; with
 //!   [`auth`] (bearer tokens, JWTs), [`problem`] (the §4 error table),
 //!   [`translate`] (HTTP ↔ method payload), [`blobs`] (the blob store on
 //!   disk) and [`upload`] (IoT Hub's file-upload URL layout on it, its
 //!   device credentials in `devices.rs`); the handlers share `state.rs`.
-//! - [`invoke`]: `tether cloud invoke` / `request` from the command line.
+//! - [`invoke`]: `tether-cloud invoke` / `request` from the command line.
 //! - [`cli`]: the subcommands' flags; [`config`]: their settings.
 //!
-//! In-process use (tests, `tether demo`):
+//! In-process use (tests, the demo):
 //! ```no_run
-//! # async fn demo() -> Result<(), tether::cloud::CloudError> {
-//! use tether::cloud::{serve, BrokerConfig, ServeConfig};
+//! # async fn demo() -> Result<(), tether_cloud::CloudError> {
+//! use tether_cloud::{serve, BrokerConfig, ServeConfig};
 //! let mut broker = BrokerConfig::new("mqtt://127.0.0.1:1883");
 //! broker.allow_insecure = true;
 //! let mut cfg = ServeConfig::new(([127, 0, 0, 1], 0).into(), broker, "/tmp/blobs");
@@ -30,6 +30,7 @@
 //! handle.stopped().await;
 //! # Ok(()) }
 //! ```
+#![forbid(unsafe_code)]
 
 pub mod auth;
 pub mod blobs;

@@ -1,4 +1,4 @@
-//! `tether cloud invoke` and `tether cloud request`: one direct-method
+//! `tether-cloud invoke` and `tether-cloud request`: one direct-method
 //! call from the command line, like `az iot hub invoke-device-method` for
 //! any broker. The answer goes to stdout; the exit code says how it went
 //! (see [`exit`]).
@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use super::broker::{Broker, CallError};
 use super::config::BrokerConfig;
 use super::translate::{self, BodyRef, ClientRequest, DeviceAnswer};
-use crate::hub::topics::cloud::is_topic_level;
+use tether::hub::topics::cloud::is_topic_level;
 
 /// Exit codes of `invoke` and `request`.
 pub mod exit {
@@ -58,11 +58,11 @@ pub async fn invoke(
     timeout: Duration,
 ) -> i32 {
     if serde_json::from_str::<serde_json::Value>(payload).is_err() {
-        eprintln!("tether cloud invoke: --payload must be JSON");
+        eprintln!("tether-cloud invoke: --payload must be JSON");
         return exit::USAGE;
     }
     if !is_topic_level(method) {
-        eprintln!("tether cloud invoke: --method must be one topic level");
+        eprintln!("tether-cloud invoke: --method must be one topic level");
         return exit::USAGE;
     }
     let answer = match call(broker, device, method, payload.as_bytes().to_vec(), timeout).await {
@@ -91,11 +91,11 @@ pub async fn request(
 ) -> i32 {
     let http_method = args.http_method.to_ascii_uppercase();
     if !matches!(http_method.as_str(), "GET" | "PUT" | "POST" | "DELETE") {
-        eprintln!("tether cloud request: the method must be GET, PUT, POST or DELETE");
+        eprintln!("tether-cloud request: the method must be GET, PUT, POST or DELETE");
         return exit::USAGE;
     }
     if !args.path.starts_with('/') {
-        eprintln!("tether cloud request: the path must start with /");
+        eprintln!("tether-cloud request: the path must start with /");
         return exit::USAGE;
     }
     let with_body = translate::has_body(&http_method);
@@ -133,12 +133,12 @@ pub async fn request(
             // Without `serve`, there is no blob store to read it from.
             eprintln!("HTTP 200");
             eprintln!(
-                "the body was uploaded as blob {name:?}; read it through `tether cloud serve`"
+                "the body was uploaded as blob {name:?}; read it through `tether-cloud serve`"
             );
             exit::OK
         }
         Err(why) => {
-            eprintln!("tether cloud request: invalid answer: {why}");
+            eprintln!("tether-cloud request: invalid answer: {why}");
             exit::INVALID
         }
     }
@@ -152,20 +152,20 @@ async fn call(
     timeout: Duration,
 ) -> Result<super::broker::Answer, i32> {
     if !is_topic_level(device) {
-        eprintln!("tether cloud: --device {device:?} cannot be a topic level");
+        eprintln!("tether-cloud: --device {device:?} cannot be a topic level");
         return Err(exit::USAGE);
     }
     let stop = CancellationToken::new();
     let _stop_on_return = stop.clone().drop_guard();
     let client = Broker::start(broker, 1, stop).map_err(|e| {
-        eprintln!("tether cloud: {e}");
+        eprintln!("tether-cloud: {e}");
         exit::USAGE
     })?;
     client
         .call(device, method, payload, timeout)
         .await
         .map_err(|e| {
-            eprintln!("tether cloud: {e}");
+            eprintln!("tether-cloud: {e}");
             match e {
                 CallError::NotConnected(_) => exit::NOT_CONNECTED,
                 CallError::Timeout(_) => exit::TIMEOUT,

@@ -15,7 +15,7 @@ pub struct DemoArgs {
     /// Only tether's warnings and errors (the default).
     #[arg(long, conflicts_with = "verbose")]
     pub quiet_logs: bool,
-    /// Port of the Cloud Relay API (`tether cloud serve`); 0 picks a free one.
+    /// Port of the Cloud Relay API (`tether-cloud serve`); 0 picks a free one.
     #[arg(long, default_value_t = 0)]
     pub api_port: u16,
     /// Port of the MQTT broker; 0 picks a free one.

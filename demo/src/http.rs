@@ -236,7 +236,7 @@ pub fn acceptor(cert_pem: &str, key_pem: &str) -> std::io::Result<TlsAcceptor> {
     let invalid = |what: &str, e: &dyn std::fmt::Display| {
         std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{what}: {e}"))
     };
-    crate::tls::install_crypto_provider();
+    tether::tls::install_crypto_provider();
     let chain = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| invalid("the server certificate is not PEM", &e))?;
