@@ -173,7 +173,6 @@ pub fn spawn_with<P: OutputPin + Send + 'static>(
     let runner = runner::Runner::new(
         cfg,
         tuning,
-        module,
         mcu_reset,
         rx,
         runner::Outputs {
@@ -186,7 +185,7 @@ pub fn spawn_with<P: OutputPin + Send + 'static>(
         shutdown.clone(),
     );
     let tasks = vec![
-        tokio::spawn(runner.run()),
+        tokio::spawn(runner.run(module)),
         forwarder,
         tokio::spawn(reporter.clone().run(shutdown)),
     ];

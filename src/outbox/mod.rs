@@ -18,7 +18,8 @@
 //!   lost between runs in ways the engine does not report.
 //! - [`intake`]: group commit (one writer thread, one sync per group).
 //! - [`hub_sink`], [`webhook`]: delivery tasks, one per sink.
-//! - [`metrics`]: Prometheus text and `/healthz`; [`cli`]: the CLI's client.
+//! - [`counters`]: what the core and the ledger count; [`metrics`]: those
+//!   counts as Prometheus text and `/healthz`; [`cli`]: the CLI's client.
 //! - [`salvage`]: importing the readable records of a set-aside (or copied)
 //!   store into the running one, in the background.
 //!
@@ -49,6 +50,7 @@ pub mod ages;
 pub mod append;
 pub mod cli;
 pub mod core;
+pub mod counters;
 pub mod failure_id;
 pub mod failures;
 pub mod highwater;

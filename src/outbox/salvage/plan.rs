@@ -11,7 +11,6 @@ use serde::{Deserialize, Serialize};
 use super::frame::Header;
 use super::reader::Resume;
 use crate::outbox::failures::{self, PushFailure};
-use crate::outbox::intake;
 use crate::outbox::message::{NewMessage, Stored};
 
 /// Messages per import group: one group commit each.
@@ -152,7 +151,7 @@ impl Plan {
             body: m.body,
             only_sink: m.only_sink,
         };
-        if intake::check(&msg).is_err() {
+        if msg.check().is_err() {
             self.progress.unreadable += 1;
             return;
         }
