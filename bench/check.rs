@@ -37,6 +37,19 @@ pub fn failures(results: &Value, wanted: &[&str]) -> Vec<String> {
                 backlog["accepted"]
             ));
         }
+        let salvage = &backlog["salvage"];
+        if salvage["messages"] != backlog["accepted"]
+            || salvage["unreadable"] != 0
+            || salvage["depth_after"] != backlog["accepted"]
+        {
+            out.push(format!(
+                "backlog: the salvage of {} messages imported {}, {} unreadable, {} queued after",
+                backlog["accepted"],
+                salvage["messages"],
+                salvage["unreadable"],
+                salvage["depth_after"]
+            ));
+        }
     }
     for conc in ["concurrent_4", "concurrent_16"] {
         let relayed = &results["relay"][conc]["relayed"];

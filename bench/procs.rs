@@ -226,6 +226,18 @@ impl Tether {
             .expect("stats json")
     }
 
+    /// `/healthz` as JSON, whatever its status code (503 while the hub is
+    /// unreachable still carries the components).
+    pub async fn health(&self, http: &reqwest::Client) -> Value {
+        http.get(format!("http://{}/healthz", self.admin))
+            .send()
+            .await
+            .expect("healthz answers")
+            .json()
+            .await
+            .expect("healthz json")
+    }
+
     pub async fn connected(&self, http: &reqwest::Client) {
         for _ in 0..600 {
             if let Ok(r) = http
@@ -265,6 +277,22 @@ pub fn rss_kib(pid: u32) -> (u64, u64) {
             .unwrap_or(0)
     };
     (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// Copies the directory tree `from` to `to` (regular files and folders).
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("create the copy's directory");
+    for e in std::fs::read_dir(from)
+        .expect("read the directory to copy")
+        .flatten()
+    {
+        let target = to.join(e.file_name());
+        if e.metadata().expect("metadata").is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), &target).expect("copy a file");
+        }
+    }
 }
 
 /// Bytes in every file under `dir`.

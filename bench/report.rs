@@ -102,9 +102,10 @@ pub fn table(r: &Value) -> String {
         num(&dm["accepted_to_pubacked_per_s"]),
         num(&dm["baseline_per_s"]),
         format!(
-            "{} × baseline; intake alone {}/s",
+            "{} × baseline; intake alone {}/s; tether CPU {} µs/msg",
             num(&dm["ratio"]),
-            num(&dm["accept_per_s"])
+            num(&dm["accept_per_s"]),
+            num(&dm["tether_cpu_us_per_msg"])
         ),
         "≥ 0.75 × baseline",
         ratio.map(|b| b >= 0.75),
@@ -117,12 +118,13 @@ pub fn table(r: &Value) -> String {
         num(&b["drain_per_s"]),
         num(&dm["baseline_per_s"]),
         format!(
-            "{} messages in {} s, reconnect {} s; subscriber saw {} distinct, lost {}",
+            "{} messages in {} s, reconnect {} s; subscriber saw {} distinct, lost {}; tether CPU {} µs/msg",
             b["accepted"],
             num(&b["drain_s"]),
             num(&b["reconnect_s"]),
             b["subscriber_distinct"],
-            b["lost"]
+            b["lost"],
+            num(&b["drain_tether_cpu_us_per_msg"])
         ),
         "≥ 0.9 × baseline, 0 lost",
         drain
@@ -245,6 +247,22 @@ pub fn table(r: &Value) -> String {
         ),
         "≤ 250 ms with the backlog",
         ready.map(|x| x <= 250.0),
+    );
+    let sv = &b["salvage"];
+    row(
+        "4",
+        "start-up to READY=1 while salvaging the backlog, ms",
+        num(&sv["ready_ms"]),
+        "–".into(),
+        format!(
+            "the backlog's store set aside (panic record) and imported in {} s: {} messages, {} unreadable, RSS max {}",
+            num(&sv["salvage_s"]),
+            sv["messages"],
+            sv["unreadable"],
+            mib(max_kib(r, &["/backlog/salvage/rss_kib_max"]))
+        ),
+        "≤ 250 ms",
+        f(&sv["ready_ms"]).map(|x| x <= 250.0),
     );
     row(
         "4",

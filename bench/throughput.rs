@@ -109,6 +109,7 @@ pub async fn durable(p: &Params, bin: &Path) -> Value {
         sampler.take();
         let s0 = tether.stats(&http).await;
         let d0 = s0["sinks"][0]["delivered"].as_u64().unwrap_or(0);
+        let cpu_start = tether.cpu();
         let start = Instant::now();
         let posted = post_load(&http, admin, None, Some(start + p.duration)).await;
         let s1 = tether.stats(&http).await;
@@ -116,6 +117,10 @@ pub async fn durable(p: &Params, bin: &Path) -> Value {
         let during = start.elapsed();
         let rest = wait_empty(&tether, &http, Duration::from_secs(600)).await;
         let e2e = start.elapsed();
+        // CPU time is counted per process, so unlike the rates it barely
+        // moves when something else runs on the machine.
+        let cpu_us_per_msg =
+            (tether.cpu() - cpu_start).as_micros() as f64 / posted.accepted.max(1) as f64;
         let rss = sampler.take();
         let got = sub
             .wait_distinct(posted.accepted, Duration::from_secs(10))
@@ -142,6 +147,7 @@ pub async fn durable(p: &Params, bin: &Path) -> Value {
             "baseline_pubacks": acks,
             "baseline_per_s": base_rate.round(),
             "ratio": tether_rate / base_rate,
+            "tether_cpu_us_per_msg": cpu_us_per_msg,
             "rss_kib_max": rss,
         }));
         eprintln!("  -> {}", runs.last().unwrap());
@@ -152,6 +158,7 @@ pub async fn durable(p: &Params, bin: &Path) -> Value {
         "accept_per_s": m("accept_per_s"),
         "baseline_per_s": m("baseline_per_s"),
         "ratio": m("ratio"),
+        "tether_cpu_us_per_msg": m("tether_cpu_us_per_msg"),
         "rss_kib_max": runs.iter().filter_map(|r| r["rss_kib_max"].as_u64()).max(),
     });
     let hwm = tether.rss_kib().1;
@@ -183,6 +190,9 @@ pub async fn backlog(p: &Params, bin: &Path) -> Value {
     tether.stop();
     drop(sampler);
     let disk_files = dir_bytes(&store_dir);
+    // A copy of the loaded store for the salvage start at the end.
+    let store_copy = dir.path().join("store-copy");
+    procs::copy_dir(&store_dir, &store_copy);
 
     // Start-up to READY with the backlog, repeated; RSS after each start.
     let mut readies = Vec::new();
@@ -206,6 +216,7 @@ pub async fn backlog(p: &Params, bin: &Path) -> Value {
 
     eprintln!("  broker up: draining {} messages", posted.accepted);
     let sampler = RssSampler::start(tether.pid);
+    let cpu_start = tether.cpu();
     let start = Instant::now();
     broker.restart();
     // Drain time counts from the first PUBACK: reconnect backoff is not
@@ -219,6 +230,8 @@ pub async fn backlog(p: &Params, bin: &Path) -> Value {
     }
     let reconnect = start.elapsed();
     let drain = wait_empty(&tether, &http, Duration::from_secs(3600)).await;
+    let cpu_us_per_msg =
+        (tether.cpu() - cpu_start).as_micros() as f64 / posted.accepted.max(1) as f64;
     let rss_drain = sampler.take();
     let distinct = sub
         .wait_distinct(posted.accepted, Duration::from_secs(30))
@@ -227,12 +240,16 @@ pub async fn backlog(p: &Params, bin: &Path) -> Value {
     let after = tether.stats(&http).await;
     let hwm = tether.rss_kib().1;
     tether.stop();
+    broker.stop();
+    let salvage = salvage_start(bin, &cfg, admin, p, &store_dir, &store_copy, &http).await;
     json!({
+        "salvage": salvage,
         "reconnect_s": reconnect.as_secs_f64(),
         "accepted": posted.accepted,
         "accept_per_s_broker_down": (posted.accepted as f64 / posted.elapsed.as_secs_f64()).round(),
         "drain_s": drain.as_secs_f64(),
         "drain_per_s": (posted.accepted as f64 / drain.as_secs_f64()).round(),
+        "drain_tether_cpu_us_per_msg": cpu_us_per_msg,
         "subscriber_distinct": distinct,
         "subscriber_publishes": seen.publishes,
         "lost": posted.accepted.saturating_sub(distinct),
@@ -250,5 +267,59 @@ pub async fn backlog(p: &Params, bin: &Path) -> Value {
             "draining_max": rss_drain,
             "hwm_last_process": hwm,
         },
+    })
+}
+
+/// Start-up to READY while a set-aside store is salvaged: the loaded
+/// backlog's copy goes back in place with a panic record in its opening
+/// marker (what a real engine panic leaves), so this start sets it aside,
+/// opens a fresh store at once and imports the backlog in the background.
+/// The broker is down, so nothing is delivered meanwhile.
+async fn salvage_start(
+    bin: &Path,
+    cfg: &Path,
+    admin: SocketAddr,
+    p: &Params,
+    store_dir: &Path,
+    copy: &Path,
+    http: &reqwest::Client,
+) -> Value {
+    std::fs::remove_dir_all(store_dir).expect("remove the drained store");
+    std::fs::rename(copy, store_dir).expect("put the backlog's copy in place");
+    std::fs::write(
+        store_dir.join("outbox.opening"),
+        "panic\nbench: a simulated engine panic while opening\n",
+    )
+    .expect("write the panic record");
+    eprintln!("  salvage: start with the backlog's store set aside");
+    let tether = Tether::start(bin, cfg, admin, &p.tether_env);
+    let ready_ms = tether.ready_after.as_secs_f64() * 1000.0;
+    let sampler = RssSampler::start(tether.pid);
+    let start = Instant::now();
+    let details = loop {
+        let h = tether.health(http).await;
+        let s = &h["components"]["outbox"]["details"]["salvage"];
+        match s["state"].as_str() {
+            Some("done") => break s.clone(),
+            Some("failed") => panic!("the salvage failed: {s}"),
+            _ => {}
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(1800),
+            "the salvage never ended: {s}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let took = start.elapsed();
+    let rss = sampler.take();
+    let (depth_after, _) = depth(&tether, http).await;
+    tether.stop();
+    json!({
+        "ready_ms": ready_ms,
+        "salvage_s": took.as_secs_f64(),
+        "messages": details["messages"],
+        "unreadable": details["unreadable"],
+        "depth_after": depth_after,
+        "rss_kib_max": rss,
     })
 }

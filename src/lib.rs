@@ -9,7 +9,8 @@
 //! - [`hub`]: the one MQTT session to the hub: auth (SAS, x509, password),
 //!   the decisions in [`hub::machine`] (no IO), the topic scheme of both
 //!   ends ([`hub::topics`]), reconnect with backoff, method routing,
-//!   telemetry, PUBACK notices.
+//!   telemetry, PUBACK notices; [`hub::provisioning`]: Azure DPS assigns
+//!   the hub and device id.
 //! - [`backoff`]: retry delays with jitter, for every retry loop.
 //! - [`outbox`]: the durable store of attribute messages (ledger, store
 //!   engines, intake, delivery cursors per sink, TTL, push failures,

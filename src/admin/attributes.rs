@@ -14,7 +14,7 @@ use axum::{Json, Router};
 use serde_json::{json, Map, Value};
 
 use crate::clock::SharedClock;
-use crate::outbox::message::parse_changes;
+use crate::outbox::message::{id_str, parse_changes, ID_LEN};
 use crate::outbox::{Intake, IntakeError, NewMessage};
 
 /// What the attribute route needs.
@@ -54,7 +54,11 @@ async fn post_attributes(State(api): State<Arc<AttributesApi>>, body: Bytes) -> 
         .collect();
     match api.intake.submit(msgs).await {
         Ok(receipts) => {
-            let ids: Vec<String> = receipts.iter().map(|r| r.id.to_string()).collect();
+            let mut buf = [0; ID_LEN];
+            let ids: Vec<String> = receipts
+                .iter()
+                .map(|r| id_str(&r.id, &mut buf).to_owned())
+                .collect();
             (
                 StatusCode::ACCEPTED,
                 Json(json!({"accepted": ids.len(), "ids": ids})),

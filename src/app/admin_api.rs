@@ -9,6 +9,7 @@ use crate::admin::{self, metrics::BuildInfo, metrics::HubMetrics, Admin, AdminEr
 use crate::bridge::BridgeHandle;
 use crate::clock::SharedClock;
 use crate::config::Config;
+use crate::hub::provisioning::ProvisioningHealth;
 use crate::hub::HubHandle;
 use crate::outbox::salvage::Salvager;
 use crate::outbox::{metrics::OutboxMetrics, Outbox};
@@ -23,6 +24,8 @@ pub(super) struct Parts<'a> {
     pub relay: &'a Arc<Relay>,
     pub bridge: Option<&'a BridgeHandle>,
     pub salvager: &'a Arc<Salvager>,
+    /// DPS provisioning, with `[hub.provisioning]`.
+    pub provisioning: Option<Arc<ProvisioningHealth>>,
 }
 
 /// Binds and serves the admin API when `[admin] listen` is set.
@@ -48,6 +51,9 @@ pub(super) async fn start(
         checks: vec![outbox],
         token: cfg.admin.token.clone(),
     };
+    if let Some(p) = parts.provisioning {
+        state.checks.push(p);
+    }
     if let Some(b) = parts.bridge {
         state.metrics.push(b.stats());
         state.checks.push(b.stats());

@@ -32,6 +32,9 @@ const SCHEDULE_QUEUE: usize = 16;
 pub(super) fn relay(cfg: &Config, clock: &SharedClock) -> Result<Arc<Relay>, RelayError> {
     let credentials = CredentialSource::new(&cfg.hub.endpoint, cfg.hub.sas_ttl);
     let uploader = match (&cfg.hub.endpoint, &cfg.relay.upload_url) {
+        // First start with [hub.provisioning]: the hub is not known yet, so
+        // there is no file upload until a restart finds the cached one.
+        (HubEndpoint::Azure(a), _) if !a.is_assigned() => Uploader::Disabled,
         (HubEndpoint::Azure(a), _) => Uploader::Azure {
             host_name: a.host_name.clone(),
             device_id: a.device_id.clone(),

@@ -159,6 +159,13 @@ impl Daemon {
     }
 
     async fn start(&self, cfg: &Config) -> Result<Running, StartError> {
+        // With [hub.provisioning], a cached assignment names the hub and the
+        // device id for every component; without one the session waits.
+        let (hub_cfg, cached) = hub::provisioning::prepare(&cfg.hub, &cfg.store.path);
+        let cfg = &Config {
+            hub: hub_cfg,
+            ..cfg.clone()
+        };
         let webhooks: Vec<String> = cfg.webhooks.iter().map(|w| w.name.clone()).collect();
         let outbox = Outbox::open(&cfg.store, &webhooks, self.clock.clone())
             .map_err(|e| StartError::failure(format!("cannot open the outbox: {e}")))?;
@@ -196,12 +203,26 @@ impl Daemon {
             b.attach_hub(hub.handle.clone());
         }
         let mut tasks = vec![hub.task];
+        let provisioning = cfg.hub.provisioning.as_ref().map(|p| {
+            let (task, health) = hub::provisioning::spawn(
+                &cfg.hub,
+                p,
+                &cfg.store.path,
+                cached,
+                hub.handle.clone(),
+                self.clock.clone(),
+                self.shutdown.child_token(),
+            );
+            tasks.push(task);
+            Arc::new(health)
+        });
         let parts = admin_api::Parts {
             hub: &hub.handle,
             outbox: &outbox,
             relay: &relay,
             bridge: bridge.as_ref(),
             salvager: &salvager,
+            provisioning,
         };
         if let Some(t) = admin_api::start(cfg, parts, &self.clock, self.shutdown.clone())
             .await
@@ -285,7 +306,17 @@ impl Daemon {
                 for w in &cfg.warnings {
                     warn!("{w}");
                 }
-                match hub.reconfigure(&cfg.hub) {
+                let (hub_cfg, _) = hub::provisioning::prepare(&cfg.hub, &cfg.store.path);
+                let unassigned = matches!(
+                    &hub_cfg.endpoint,
+                    config::HubEndpoint::Azure(a) if !a.is_assigned()
+                );
+                if unassigned {
+                    info!("the hub settings apply once DPS has assigned the hub (or at restart)");
+                    notify::reloading(true);
+                    return;
+                }
+                match hub.reconfigure(&hub_cfg) {
                     Ok(()) => info!("configuration reloaded"),
                     Err(e) => error!("configuration not applied: {e}"),
                 }

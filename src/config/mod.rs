@@ -7,6 +7,7 @@
 
 pub mod connection_string;
 mod error;
+pub mod provisioning;
 mod raw;
 mod resolve;
 mod secret;
@@ -18,6 +19,7 @@ use std::time::Duration;
 
 pub use connection_string::{ConnectionAuth, ConnectionString, ConnectionStringError};
 pub use error::ConfigError;
+pub use provisioning::{ProvisioningAuth, ProvisioningConfig};
 pub use resolve::{load, parse};
 pub use secret::Secret;
 pub use summary::summary;
@@ -66,6 +68,9 @@ pub struct HubConfig {
     /// Upstream pacing; `None` is unlimited (`0` in the file). Default
     /// 100/s for Azure, unlimited for a plain broker.
     pub max_messages_per_second: Option<u32>,
+    /// `[hub.provisioning]`: the hub and device id come from DPS; `endpoint`
+    /// is then Azure with an empty host name until assigned.
+    pub provisioning: Option<ProvisioningConfig>,
 }
 
 /// The hub flavour, with its identity and credentials.
@@ -75,6 +80,13 @@ pub enum HubEndpoint {
     Azure(AzureHub),
     /// Any MQTT broker, using the device-scoped topic scheme.
     Broker(BrokerHub),
+}
+
+impl AzureHub {
+    /// Whether the hub is known: false while DPS has not assigned one.
+    pub fn is_assigned(&self) -> bool {
+        !self.host_name.is_empty()
+    }
 }
 
 impl HubEndpoint {

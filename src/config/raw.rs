@@ -49,6 +49,24 @@ pub(crate) struct RawHub {
     #[serde(with = "humantime_opt")]
     pub connect_timeout: Option<Duration>,
     pub max_messages_per_second: Option<u32>,
+    /// `[hub.provisioning]`: Azure DPS instead of a connection string.
+    pub provisioning: Option<RawProvisioning>,
+}
+
+/// `[hub.provisioning]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct RawProvisioning {
+    pub id_scope: Option<String>,
+    pub registration_id: Option<String>,
+    pub symmetric_key: Option<String>,
+    pub symmetric_key_file: Option<PathBuf>,
+    pub group_key: Option<String>,
+    pub group_key_file: Option<PathBuf>,
+    pub global_endpoint: Option<String>,
+    pub port: Option<u16>,
+    /// Free-form; sent as JSON.
+    pub payload: Option<toml::Table>,
 }
 
 /// `[controller]`: the local REST API.

@@ -7,6 +7,7 @@
 //! they share (secrets, paths, URLs).
 
 mod hub;
+mod provisioning;
 mod sections;
 #[cfg(test)]
 mod tests;

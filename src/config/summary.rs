@@ -20,7 +20,13 @@ pub fn summary(cfg: &Config) -> String {
     let wss = hub.transport == Transport::WebSocket;
     match &hub.endpoint {
         HubEndpoint::Azure(a) => {
-            let mut text = format!("Azure IoT Hub {}", a.host_name);
+            let mut text = match &hub.provisioning {
+                Some(p) => format!(
+                    "Azure IoT Hub assigned by DPS {} (ID scope {}, registration {})",
+                    p.global_endpoint, p.id_scope, p.registration_id
+                ),
+                None => format!("Azure IoT Hub {}", a.host_name),
+            };
             if let Some(gw) = &a.gateway_host_name {
                 let _ = write!(text, " via gateway {gw}");
             }
@@ -32,6 +38,20 @@ pub fn summary(cfg: &Config) -> String {
             line(
                 "auth:",
                 match &a.auth {
+                    AzureAuth::SharedAccessKey(_) if hub.provisioning.is_some() => format!(
+                        "{} (SAS tokens valid {}, renewed at 80%)",
+                        match &hub.provisioning {
+                            Some(super::ProvisioningConfig {
+                                auth:
+                                    super::ProvisioningAuth::Key {
+                                        from_group: true, ..
+                                    },
+                                ..
+                            }) => "device key derived from the DPS enrollment group key",
+                            _ => "DPS individual enrollment key",
+                        },
+                        human(hub.sas_ttl)
+                    ),
                     AzureAuth::SharedAccessKey(_) => format!(
                         "shared access key (SAS tokens valid {}, renewed at 80%)",
                         human(hub.sas_ttl)

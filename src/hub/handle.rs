@@ -78,6 +78,9 @@ pub(super) struct Shared {
     pub reconnect_now: AtomicBool,
     /// A configuration waiting to be applied at the next connect.
     pub next_config: Mutex<Option<NextConfig>>,
+    /// True while the session must not connect (the hub is being assigned
+    /// by DPS): see `hold.rs`.
+    pub held: watch::Sender<bool>,
 }
 
 /// What [`HubHandle::reconfigure`] hands to the session.

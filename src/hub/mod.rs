@@ -13,16 +13,20 @@
 //!   its [`machine::renewal`] says when a token is renewed, whatever the
 //!   wall clock does;
 //!   [`failure`]: rumqttc's errors as failure classes and sentences.
+//! - [`provisioning`]: Azure DPS assigns the hub and device id; the
+//!   session waits (`hold`) until it has.
 
 mod connection;
 pub mod credentials;
 pub mod failure;
 mod handle;
+mod hold;
 mod inbound;
 pub mod machine;
 pub mod methods;
 pub mod options;
 pub mod properties;
+pub mod provisioning;
 pub mod refusal;
 pub mod sas;
 mod session;

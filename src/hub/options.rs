@@ -134,7 +134,8 @@ pub fn build(
     Ok(opts)
 }
 
-fn parse_proxy(s: &str) -> Result<Proxy, OptionsError> {
+/// `http://[user:password@]host:port` as rumqttc's proxy setting.
+pub(crate) fn parse_proxy(s: &str) -> Result<Proxy, OptionsError> {
     let bad = || OptionsError::Proxy(redact_userinfo(s));
     let rest = s.strip_prefix("http://").ok_or_else(bad)?;
     let rest = rest.trim_end_matches('/');

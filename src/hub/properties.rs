@@ -18,14 +18,16 @@ pub fn encode_component(s: &str) -> String {
 
 /// Encodes `(key, value)` pairs as a property bag, in the given order.
 pub fn encode<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> String {
-    let mut out = String::new();
+    // Every telemetry publish builds one: the encoder's pieces are pushed
+    // straight into the bag, with no string per component.
+    let mut out = String::with_capacity(128);
     for (k, v) in pairs {
         if !out.is_empty() {
             out.push('&');
         }
-        out.push_str(&encode_component(k));
+        out.extend(utf8_percent_encode(k, BAG));
         out.push('=');
-        out.push_str(&encode_component(v));
+        out.extend(utf8_percent_encode(v, BAG));
     }
     out
 }

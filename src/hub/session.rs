@@ -116,6 +116,7 @@ pub fn start(
             reported: Mutex::new(reported),
             reconnect_now: AtomicBool::new(false),
             next_config: Mutex::new(None),
+            held: watch::channel(awaiting_assignment(cfg)).0,
         }),
     };
     let session = Session {
@@ -222,8 +223,10 @@ impl Session {
             if let Some(delay) = retry {
                 self.beat
                     .beat_expecting(delay + self.connect_timeout + SLACK);
+                let released = self.released();
                 tokio::select! {
                     () = tokio::time::sleep(delay) => {}
+                    () = released => {}
                     () = self.shutdown.cancelled() => break,
                 }
             }
@@ -304,6 +307,9 @@ impl Session {
                 () = tokio::time::sleep(Duration::from_secs(1)) => {}
                 () = self.shutdown.cancelled() => return false,
             }
+        }
+        if !self.wait_while_held().await {
+            return false;
         }
         self.apply_next_config();
         let now = self.now();
@@ -446,6 +452,11 @@ fn now(origin: Instant, clock: &SharedClock) -> Now {
         mono: origin.elapsed(),
         wall: clock.now(),
     }
+}
+
+/// Whether the hub is yet to be assigned by DPS: the session starts held.
+fn awaiting_assignment(cfg: &HubConfig) -> bool {
+    matches!(&cfg.endpoint, crate::config::HubEndpoint::Azure(a) if !a.is_assigned())
 }
 
 /// What the machine needs to know of a credential.

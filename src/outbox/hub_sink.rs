@@ -18,7 +18,7 @@ use crate::hub::{Delivery, HubHandle, HubStatus, PublishError, Telemetry};
 use crate::service::Beat;
 
 use super::core::{Core, SinkId, READ_BYTES};
-use super::message::{Stored, ATTRIBUTE};
+use super::message::{id_str, Stored, ATTRIBUTE, ID_LEN};
 use super::pacing::Pacer;
 
 /// Unacknowledged publishes at most (each may carry a batch).
@@ -344,7 +344,7 @@ fn flight(group: &[Stored]) -> Flight {
         token: first.seq,
         msgs: group.iter().map(|m| (m.seq, m.encoded_len())).collect(),
         telemetry: Telemetry {
-            message_id: first.id.to_string(),
+            message_id: id_str(&first.id, &mut [0; ID_LEN]).to_owned(),
             message_type: first.message_type.clone(),
             payload,
             properties: Vec::new(),

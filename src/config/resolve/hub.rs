@@ -24,7 +24,7 @@ const MIN_KEEP_ALIVE: Duration = Duration::from_secs(5);
 const DEFAULT_WS_PATH: &str = "/mqtt";
 
 /// Resolves `[hub]`.
-pub(super) fn hub(raw: RawHub, cx: &mut Ctx) -> Result<HubConfig, ConfigError> {
+pub(super) fn hub(mut raw: RawHub, cx: &mut Ctx) -> Result<HubConfig, ConfigError> {
     let transport = match raw.transport.as_deref() {
         None | Some("mqtt") => Transport::Mqtt,
         Some("websocket") => Transport::WebSocket,
@@ -68,19 +68,45 @@ pub(super) fn hub(raw: RawHub, cx: &mut Ctx) -> Result<HubConfig, ConfigError> {
     let rate = raw.max_messages_per_second;
 
     let has_cs = raw.connection_string.is_some() || raw.connection_string_file.is_some();
+    let mut provisioning = None;
     let (endpoint, transport, max_messages_per_second) = match (has_cs, raw.url.is_some()) {
+        _ if raw.provisioning.is_some() => {
+            if has_cs || raw.url.is_some() {
+                return Err(ConfigError::invalid(
+                    "hub.provisioning",
+                    "replaces connection_string and url: remove them, or remove \
+                     [hub.provisioning]",
+                ));
+            }
+            if keep_alive > AZURE_MAX_KEEP_ALIVE {
+                return Err(ConfigError::invalid(
+                    "hub.keep_alive",
+                    "Azure IoT Hub allows at most 1177s (19m 37s)",
+                ));
+            }
+            azure_only_keys(&raw, "with [hub.provisioning] DPS assigns the identity")?;
+            let raw_provisioning = raw.provisioning.take().unwrap_or_default();
+            let cert = client_cert(raw.client_cert_file, raw.client_key_file, cx)?;
+            let (azure, p) =
+                super::provisioning::provisioning(raw_provisioning, cert, raw.port, cx)?;
+            provisioning = Some(p);
+            (
+                HubEndpoint::Azure(azure),
+                transport,
+                unlimited_if_zero(rate.unwrap_or(AZURE_DEFAULT_RATE)),
+            )
+        }
         (true, true) => {
             return Err(ConfigError::invalid(
                 "hub",
                 "set either connection_string or url, not both",
             ))
         }
-        (false, false) => {
-            return Err(ConfigError::invalid(
-                "hub",
-                "set connection_string (Azure IoT Hub) or url (MQTT broker)",
-            ))
-        }
+        (false, false) => return Err(ConfigError::invalid(
+            "hub",
+            "set connection_string (Azure IoT Hub), [hub.provisioning] (Azure DPS) or url (MQTT \
+                 broker)",
+        )),
         (true, false) => {
             if keep_alive > AZURE_MAX_KEEP_ALIVE {
                 return Err(ConfigError::invalid(
@@ -125,6 +151,7 @@ pub(super) fn hub(raw: RawHub, cx: &mut Ctx) -> Result<HubConfig, ConfigError> {
         sas_ttl,
         connect_timeout,
         max_messages_per_second,
+        provisioning,
     })
 }
 
@@ -134,23 +161,10 @@ fn unlimited_if_zero(rate: u32) -> Option<u32> {
 }
 
 fn azure(raw: RawHub, cx: &mut Ctx) -> Result<AzureHub, ConfigError> {
-    for (key, set) in [
-        ("device_id", raw.device_id.is_some()),
-        ("username", raw.username.is_some()),
-        (
-            "password",
-            raw.password.is_some() || raw.password_file.is_some(),
-        ),
-        ("allow_insecure", raw.allow_insecure.is_some()),
-    ] {
-        if set {
-            return Err(ConfigError::invalid(
-                format!("hub.{key}"),
-                "only used with hub.url (a plain broker); with Azure the connection string \
-                 carries the identity",
-            ));
-        }
-    }
+    azure_only_keys(
+        &raw,
+        "with Azure the connection string carries the identity",
+    )?;
     let key = if raw.connection_string.is_some() {
         "hub.connection_string"
     } else {
@@ -214,6 +228,28 @@ fn azure(raw: RawHub, cx: &mut Ctx) -> Result<AzureHub, ConfigError> {
         auth,
         port: raw.port,
     })
+}
+
+/// Refuses the plain-broker keys in Azure mode, saying `why` they are
+/// not needed.
+fn azure_only_keys(raw: &RawHub, why: &str) -> Result<(), ConfigError> {
+    for (key, set) in [
+        ("device_id", raw.device_id.is_some()),
+        ("username", raw.username.is_some()),
+        (
+            "password",
+            raw.password.is_some() || raw.password_file.is_some(),
+        ),
+        ("allow_insecure", raw.allow_insecure.is_some()),
+    ] {
+        if set {
+            return Err(ConfigError::invalid(
+                format!("hub.{key}"),
+                format!("only used with hub.url (a plain broker); {why}"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn broker(

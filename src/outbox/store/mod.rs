@@ -3,7 +3,7 @@
 //! tests ([`Storage`]), plus opening with hardening and format versioning
 //! ([`open`]).
 
-mod durable;
+pub(crate) mod durable;
 mod format;
 #[cfg(test)]
 pub(crate) mod mem;
