@@ -36,9 +36,9 @@
 
 pub mod admin;
 pub mod app;
-pub mod backoff;
+pub(crate) mod backoff;
 pub mod bridge;
-pub mod certinfo;
+pub(crate) mod certinfo;
 pub mod clock;
 pub mod config;
 pub mod hub;

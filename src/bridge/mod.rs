@@ -16,10 +16,10 @@
 //! hub's `Router`, start the hub, then [`BridgeHandle::attach_hub`] so the
 //! last known values go to reported properties.
 
-pub mod api;
-pub mod health;
-pub mod recovery;
-pub mod upstream;
+pub(crate) mod api;
+pub(crate) mod health;
+pub(crate) mod recovery;
+pub(crate) mod upstream;
 
 mod port;
 mod runner;

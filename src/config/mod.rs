@@ -7,7 +7,7 @@
 
 pub mod connection_string;
 mod error;
-pub mod provisioning;
+pub(crate) mod provisioning;
 mod raw;
 mod resolve;
 mod secret;

@@ -18,20 +18,20 @@
 
 mod connection;
 pub mod credentials;
-pub mod failure;
+pub(crate) mod failure;
 mod handle;
 mod hold;
 mod inbound;
 pub mod machine;
 pub mod methods;
-pub mod options;
+pub(crate) mod options;
 pub mod properties;
 pub mod provisioning;
-pub mod refusal;
+pub(crate) mod refusal;
 pub mod sas;
 mod session;
 pub mod topics;
-pub mod tracker;
+pub(crate) mod tracker;
 
 pub use handle::{HubHandle, PublishError, ReconfigureError, Telemetry};
 pub use machine::Failure;

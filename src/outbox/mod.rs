@@ -47,26 +47,26 @@
 //!   see [`ages`].
 
 pub mod ages;
-pub mod append;
+pub(crate) mod append;
 pub mod cli;
-pub mod core;
-pub mod counters;
-pub mod failure_id;
-pub mod failures;
+pub(crate) mod core;
+pub(crate) mod counters;
+pub(crate) mod failure_id;
+pub(crate) mod failures;
 pub mod highwater;
-pub mod hub_sink;
-pub mod intake;
+pub(crate) mod hub_sink;
+pub(crate) mod intake;
 pub mod keys;
 pub(crate) mod ledger;
 mod maintain;
 pub mod message;
 pub mod metrics;
 mod migrate;
-pub mod pacing;
+pub(crate) mod pacing;
 pub mod salvage;
 pub mod segment;
 pub mod store;
-pub mod webhook;
+pub(crate) mod webhook;
 
 use std::path::PathBuf;
 use std::sync::Arc;
