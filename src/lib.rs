@@ -8,7 +8,8 @@
 //!   task starts; connection strings, secrets, the summary.
 //! - [`hub`]: the one MQTT session to the hub: auth (SAS, x509, password),
 //!   the decisions in [`hub::machine`] (no IO), the topic scheme of both
-//!   ends ([`hub::topics`]), reconnect with backoff, method routing,
+//!   ends ([`hub::topics`], from the `tether-protocol` crate, with the
+//!   property bags and SAS tokens), reconnect with backoff, method routing,
 //!   telemetry, PUBACK notices; [`hub::provisioning`]: Azure DPS assigns
 //!   the hub and device id.
 //! - [`backoff`]: retry delays with jitter, for every retry loop.

@@ -117,7 +117,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use tether::config::Secret;
+    use tether_protocol::Secret;
 
     const SECRET: &str = "0123456789abcdef0123456789abcdef";
 

@@ -18,7 +18,7 @@ use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
 
 use tether::clock::unix_seconds;
-use tether::config::Secret;
+use tether_protocol::Secret;
 
 use super::config::BlobConfig;
 use super::error::CloudError;

@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::config::BrokerConfig;
 use super::error::CloudError;
-use tether::hub::topics::cloud as topics;
+use tether_protocol::topics::cloud as topics;
 
 /// Largest method payload either way (IoT Hub's 128 KiB, cloud-relay.md §7).
 pub const MAX_METHOD_PAYLOAD: usize = 128 * 1024;

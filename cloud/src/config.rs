@@ -37,7 +37,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use tether::config::Secret;
+use tether_protocol::Secret;
 
 use super::error::CloudError;
 

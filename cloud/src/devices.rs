@@ -14,7 +14,7 @@ use tokio::time::Instant;
 use super::blobs::safe_path;
 use super::broker::options;
 use super::config::{BrokerConfig, DeviceAuth};
-use tether::hub::topics::cloud::is_topic_level;
+use tether_protocol::topics::cloud::is_topic_level;
 
 /// How long an accepted device credential is trusted without asking the
 /// broker again.
@@ -78,7 +78,7 @@ impl DeviceCheck {
     async fn ask_broker(&self, user: &str, password: &str) -> Result<(), StatusCode> {
         let mut cfg = self.broker.clone();
         cfg.username = Some(user.to_string());
-        cfg.password = Some(tether::config::Secret::new(password));
+        cfg.password = Some(tether_protocol::Secret::new(password));
         let id = format!("tether-cloud-auth-{}", uuid::Uuid::new_v4().simple());
         let opts = options(&cfg, &id).map_err(|_| StatusCode::SERVICE_UNAVAILABLE)?;
         let (client, mut eventloop) = AsyncClient::new(opts, 4);

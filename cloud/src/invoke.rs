@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use super::broker::{Broker, CallError};
 use super::config::BrokerConfig;
 use super::translate::{self, BodyRef, ClientRequest, DeviceAnswer};
-use tether::hub::topics::cloud::is_topic_level;
+use tether_protocol::topics::cloud::is_topic_level;
 
 /// Exit codes of `invoke` and `request`.
 pub mod exit {

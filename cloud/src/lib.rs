@@ -5,7 +5,7 @@
 //! Map:
 //! - [`broker`]: the one MQTT connection: UUID `$rid`s, answers matched
 //!   to their callers, presence from tether's retained status.
-//!   Its topics are [`tether::hub::topics::cloud`], the same grammar the
+//!   Its topics are [`tether_protocol::topics::cloud`], the same grammar the
 //!   device speaks.
 //! - [`serve()`] ([`serve`](mod@serve)): the Cloud Relay HTTP API; with
 //!   [`auth`] (bearer tokens, JWTs), [`problem`] (the §4 error table),

@@ -32,7 +32,7 @@ use super::problem::ApiError;
 use super::state::App;
 use super::translate::{self, BodyRef, ClientRequest, DeviceAnswer};
 use super::upload::{self, stream_file};
-use tether::hub::topics::cloud::is_topic_level;
+use tether_protocol::topics::cloud::is_topic_level;
 
 /// How long devices may download a request blob (Cloud Relay's
 /// `ReadAccessExpiryDelay`).

@@ -17,7 +17,7 @@ use serde_json::Value;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-use tether::hub::topics::cloud as topics;
+use tether_protocol::topics::cloud as topics;
 
 /// Publishes waiting to be read; past this the connection waits for the
 /// reader (backpressure, nothing dropped).

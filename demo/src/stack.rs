@@ -22,8 +22,8 @@ use super::observer::Observer;
 use super::proxy::Proxy;
 use tether::app::Daemon;
 use tether::clock::SystemClock;
-use tether::hub::topics::cloud as topics;
 use tether_cloud::{self as cloud, BrokerConfig, DeviceAuth, ServeConfig, ServeHandle};
+use tether_protocol::topics::cloud as topics;
 
 /// The device id tether uses in the demo.
 pub const DEVICE: &str = "demo-device";

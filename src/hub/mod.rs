@@ -2,8 +2,10 @@
 //! broker, owned by a single task; the rest of the daemon holds a
 //! [`HubHandle`] and registers handlers on a [`Router`] before [`start`].
 //!
-//! - [`topics`] and [`properties`]: the topic scheme and property bags.
-//! - [`credentials`] and [`sas`]: what CONNECT presents, SAS tokens.
+//! - [`topics`] and [`properties`]: the topic scheme and property bags
+//!   (re-exported from `tether-protocol`, which the cloud side shares).
+//! - [`credentials`]: what CONNECT presents; [`sas`] (`tether-protocol`):
+//!   SAS tokens.
 //! - [`session`]: the task owning the event loop, driving the machine;
 //!   [`inbound`] dispatch;
 //!   [`refusal`]: oversize or malformed inbound messages, refused alone.
@@ -25,13 +27,13 @@ mod inbound;
 pub mod machine;
 pub mod methods;
 pub(crate) mod options;
-pub mod properties;
 pub mod provisioning;
 pub(crate) mod refusal;
-pub mod sas;
 mod session;
-pub mod topics;
 pub(crate) mod tracker;
+
+// The wire formats live in tether-protocol, shared with the cloud side.
+pub use tether_protocol::{properties, sas, topics};
 
 pub use handle::{HubHandle, PublishError, ReconfigureError, Telemetry};
 pub use machine::Failure;

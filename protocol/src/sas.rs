@@ -13,7 +13,7 @@ use hmac::{Hmac, Mac};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use sha2::Sha256;
 
-use crate::config::Secret;
+use crate::Secret;
 
 /// Characters left as-is: the RFC 3986 unreserved set.
 const UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC
@@ -59,13 +59,13 @@ pub fn expiry_of(token: &str) -> Option<u64> {
 }
 
 /// `{encoded sr}\n{se}`: exactly what gets signed.
-pub(crate) fn string_to_sign(encoded_resource_uri: &str, expiry_unix: u64) -> String {
+pub fn string_to_sign(encoded_resource_uri: &str, expiry_unix: u64) -> String {
     format!("{encoded_resource_uri}\n{expiry_unix}")
 }
 
 /// Standard (padded) base64 of HMAC-SHA256(`key`, `message`), not yet
 /// URL-encoded.
-pub(crate) fn signature(key: &[u8], message: &str) -> String {
+pub fn signature(key: &[u8], message: &str) -> String {
     let mut mac =
         Hmac::<Sha256>::new_from_slice(key).expect("HMAC-SHA256 accepts keys of any length");
     mac.update(message.as_bytes());
