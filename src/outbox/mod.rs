@@ -12,8 +12,8 @@
 //!   and time in, batches and outcomes out. [`core`](self::core) is the thin
 //!   shell that locks it, applies its batches in order and reads segments;
 //!   [`append`](self::append), `maintain` and [`failures`] are its entry
-//!   points for intake, upkeep and the failure API ([`failure_id`] their
-//!   UUIDs); [`ages`] the age clock.
+//!   points for intake, upkeep and the failure API ([`failure_record`] the
+//!   records, [`failure_id`] their UUIDs); [`ages`] the age clock.
 //! - [`highwater`]: the record outside the store that notices messages
 //!   lost between runs in ways the engine does not report.
 //! - [`intake`]: group commit (one writer thread, one sync per group).
@@ -52,6 +52,7 @@ pub mod cli;
 pub(crate) mod core;
 pub(crate) mod counters;
 pub(crate) mod failure_id;
+pub(crate) mod failure_record;
 pub(crate) mod failures;
 pub mod highwater;
 pub(crate) mod hub_sink;
@@ -87,7 +88,7 @@ use self::highwater::HighWater;
 pub use self::append::{IntakeError, Receipt};
 pub use self::core::{Core, Settings, SinkId};
 pub use self::failure_id::FailureIds;
-pub use self::failures::{FailureRow, PushFailure};
+pub use self::failure_record::{FailureRow, PushFailure};
 pub use self::hub_sink::HubSinkOptions;
 pub use self::intake::Intake;
 pub use self::maintain::{SinkStats, Stats};

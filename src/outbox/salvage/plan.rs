@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::frame::Header;
 use super::reader::Resume;
-use crate::outbox::failures::{self, PushFailure};
+use crate::outbox::failure_record::{self, PushFailure};
 use crate::outbox::message::{NewMessage, Stored};
 
 /// Messages per import group: one group commit each.
@@ -169,7 +169,7 @@ impl Plan {
             return;
         }
         self.progress.resume.after_failure = id;
-        match failures::decode(record) {
+        match failure_record::decode(record) {
             Ok((store_ms, failure)) => {
                 self.bytes += record.len();
                 self.failures.push(ImportedFailure {
