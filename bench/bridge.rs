@@ -1,5 +1,5 @@
 //! Scenario 5: tether's CPU time per afLib4 transaction. The simulated MCU
-//! from tests/support/mcu sends attribute UPDATEs through a pty (no baud
+//! (`tether_testkit::mcu`) sends attribute UPDATEs through a pty (no baud
 //! timing, so the link is as fast as both ends) to the real binary, which
 //! forwards each to the outbox and the broker. CPU is tether's utime+stime.
 
@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::procs::{self, Mosquitto, Tether};
-use crate::support::mcu::{blink_profile, Mcu};
 use crate::Params;
+use tether_testkit::mcu::{blink_profile, Mcu};
 
 /// Bytes on the line for one MCU → module UPDATE of a 1-byte attribute
 /// (spec §4.3): MCU sync 6 + ASR sync response 6 + READY 1 + MCU sync 6 +

@@ -4,9 +4,6 @@
 //! the table in `BENCHMARKS.md`. Run it with `bench/run.sh` (see there for
 //! the parameters); `cargo test` never builds it.
 
-#[path = "../tests/support/mod.rs"]
-mod support;
-
 mod bridge;
 mod check;
 mod clients;

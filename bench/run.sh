@@ -21,7 +21,6 @@
 #   BENCH_STORE='cache_bytes = 1048576'    extra [store] lines for tether
 #   BENCH_TETHER_ENV='MALLOC_ARENA_MAX=2'  extra environment for tether
 #   BENCH_CROSS=1          also build aarch64-musl and armv7 for the sizes
-#   BENCH_FEATURES=""      features of the measured build (default --no-default-features)
 #   TETHER_BIN=path        measure this binary instead of building one
 #   BENCH_PROFILE=bench    cargo profile of the runner (the smoke run uses dev)
 #   BENCH_NO_REPORT=1      an experiment: only bench/results/<date>.json, leaving
@@ -44,15 +43,13 @@ if [ -n "${BENCH_QUICK:-}" ]; then
 fi
 command -v mosquitto >/dev/null || { echo "bench: mosquitto not on PATH (apt-get install mosquitto)" >&2; exit 1; }
 
-# Measured as built for devices: without the `tether demo` broker.
-features=${BENCH_FEATURES---no-default-features}
-build="cargo build --release --locked -p tether --bin tether $features"
+# Measured as built for devices: the crate `tether` has no features.
+build="cargo build --release --locked -p tether --bin tether"
 if [ -z "${TETHER_BIN:-}" ]; then
   # shellcheck disable=SC2086
   $build
   if [ -n "${BENCH_CROSS:-}" ]; then
-    # shellcheck disable=SC2086
-    cargo build --release --locked -p tether --bin tether $features \
+    cargo build --release --locked -p tether --bin tether \
       --target aarch64-unknown-linux-musl --target armv7-unknown-linux-gnueabihf
   fi
   # A copy, so a rebuild by someone else during the run changes nothing.
@@ -67,4 +64,4 @@ vars=$(env | grep -E '^BENCH_(DURATION|REPEAT|IDLE|BACKLOG|CALLS|BRIDGE_TX|ONLY|
 export BENCH_COMMAND="${vars}bench/run.sh"
 # The runner is a harness = false bench target (bench/main.rs), built in the
 # bench profile (= release) so that its baselines are not handicapped.
-cargo bench --locked --bench suite --profile "${BENCH_PROFILE:-bench}"
+cargo bench --locked -p tether --bench suite --profile "${BENCH_PROFILE:-bench}"

@@ -2,22 +2,19 @@
 //! HTTP server → back) against a direct HTTP GET to the same server, in the
 //! same run, so the difference is tether's added latency.
 //!
-//! `cargo bench --bench relay_latency [-- CALLS]` (default 1,000 calls each).
+//! `cargo bench -p tether --bench relay_latency [-- CALLS]` (default 1,000 calls each).
 //! Needs mosquitto on PATH. Prints a table and one JSON line.
-
-#[path = "../tests/support/mod.rs"]
-mod support;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use support::http::{eclypse, ECLYPSE_PASSWORD, ECLYPSE_USER};
-use support::{Broker, BrokerOptions};
 use tether::clock::SystemClock;
-use tether::demo::observer::Observer;
 use tether::hub::{HubStatus, Router};
 use tether::relay::{Relay, Uploader};
+use tether_demo::observer::Observer;
+use tether_testkit::http::{eclypse, ECLYPSE_PASSWORD, ECLYPSE_USER};
+use tether_testkit::{Broker, BrokerOptions};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -60,13 +57,14 @@ async fn main() {
         let r = r.clone();
         async move { r.handle(call).await }
     });
-    let (hub, stop) = support::hub::start(&cfg, router, Arc::new(SystemClock));
+    let (hub, stop) = tether_testkit::hub::start(&cfg, router, Arc::new(SystemClock));
     let mut status = hub.handle.watch_status();
     tokio::time::timeout(WAIT, status.wait_for(HubStatus::is_connected))
         .await
         .expect("hub connects")
         .unwrap();
-    let mut cloud = support::cloud(broker.plain_port(), &["devices/dev1/methods/res/#"]).await;
+    let mut cloud =
+        tether_testkit::cloud(broker.plain_port(), &["devices/dev1/methods/res/#"]).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     let direct_client = reqwest::Client::new();

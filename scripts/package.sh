@@ -159,7 +159,7 @@ for arch in $arches; do triples+=("$(triple_of "$arch")"); done
 if [ "${PACKAGE_SKIP_BUILD:-0}" != 1 ]; then
   target_args=()
   for triple in "${triples[@]}"; do target_args+=(--target "$triple"); done
-  cargo build --release --locked -p tether --bin tether --no-default-features "${target_args[@]}"
+  cargo build --release --locked -p tether --bin tether "${target_args[@]}"
 fi
 
 mkdir -p "$out_dir"

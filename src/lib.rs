@@ -8,7 +8,8 @@
 //!   task starts; connection strings, secrets, the summary.
 //! - [`hub`]: the one MQTT session to the hub: auth (SAS, x509, password),
 //!   the decisions in [`hub::machine`] (no IO), the topic scheme of both
-//!   ends ([`hub::topics`]), reconnect with backoff, method routing,
+//!   ends ([`hub::topics`], from the `tether-protocol` crate, with the
+//!   property bags and SAS tokens), reconnect with backoff, method routing,
 //!   telemetry, PUBACK notices; [`hub::provisioning`]: Azure DPS assigns
 //!   the hub and device id.
 //! - [`backoff`]: retry delays with jitter, for every retry loop.
@@ -28,24 +29,19 @@
 //! - [`certinfo`]: a certificate's expiry, for the metrics.
 //! - [`clock`]: injected wall-clock time.
 //! - [`logging`]: the tracing subscriber (colour only on a terminal).
-//! - `cloud` (feature `cloud`, on by default): `tether cloud`, the cloud
-//!   side for plain brokers: the Cloud Relay HTTP API and method invoker.
-//! - `demo` (feature `demo`, on by default): `tether demo`, everything in
-//!   one process, and the simulators the integration tests use too
-//!   (ECLYPSE controller, afLib4 MCU, link cutter, cloud observer, broker).
+//!
+//! The cloud side for plain brokers is the `tether-cloud` crate (`cloud/`),
+//! the demo and the simulators the `tether-demo` crate (`demo/`): this
+//! crate is the device daemon only, with no cargo features.
 #![forbid(unsafe_code)]
 
 pub mod admin;
 pub mod app;
-pub mod backoff;
+pub(crate) mod backoff;
 pub mod bridge;
-pub mod certinfo;
+pub(crate) mod certinfo;
 pub mod clock;
-#[cfg(feature = "cloud")]
-pub mod cloud;
 pub mod config;
-#[cfg(feature = "demo")]
-pub mod demo;
 pub mod hub;
 pub mod logging;
 pub mod outbox;

@@ -1,5 +1,6 @@
 //! The `tether` command line: `run`, `check-config`, `sas-token`,
-//! `failures`, `outbox`, `cloud`, `demo`.
+//! `failures`, `outbox`. The cloud side is the `tether-cloud` binary, the
+//! demo `tether-demo`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -56,16 +57,6 @@ enum Command {
         #[command(subcommand)]
         action: FailuresAction,
     },
-    /// The cloud side for plain brokers: invoke methods, serve the Cloud Relay API.
-    #[cfg(feature = "cloud")]
-    Cloud {
-        #[command(subcommand)]
-        command: Box<tether::cloud::cli::CloudCommand>,
-    },
-    /// Everything on this machine in one process (broker, simulated
-    /// controller and MCU, tether, the cloud side), walked through step by step.
-    #[cfg(feature = "demo")]
-    Demo(tether::demo::DemoArgs),
     /// The durable outbox, through the admin API.
     Outbox {
         /// Configuration file (for the admin address and token).
@@ -184,10 +175,6 @@ fn main() -> ExitCode {
             OutboxAction::Import { dir } => outbox_cli::import(&config, &dir),
             OutboxAction::Export { dir } => tether::outbox::salvage::export::run(&dir),
         },
-        #[cfg(feature = "cloud")]
-        Command::Cloud { command } => tether::cloud::cli::run(*command),
-        #[cfg(feature = "demo")]
-        Command::Demo(args) => tether::demo::run(args),
     };
     ExitCode::from(u8::try_from(code).unwrap_or(1))
 }

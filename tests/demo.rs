@@ -1,7 +1,6 @@
-//! `tether demo` as a user runs it: the real binary, no configuration,
-//! nothing else installed (its broker, controller and MCU are simulated
-//! in-process). CI checks its summary line.
-#![cfg(feature = "demo")]
+//! The demo as a user runs it (`cargo run -- demo`): the real `tether-demo`
+//! binary, no configuration, nothing else installed (its broker, controller
+//! and MCU are simulated in-process). CI checks its summary line.
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -12,7 +11,7 @@ use std::time::{Duration, Instant};
 const LIMIT: Duration = Duration::from_secs(60);
 
 fn demo(args: &[&str]) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_tether"))
+    Command::new(env!("CARGO_BIN_EXE_tether-demo"))
         .arg("demo")
         .args(args)
         .stdin(Stdio::null())

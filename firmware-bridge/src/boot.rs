@@ -5,6 +5,7 @@
 
 use alloc::vec::Vec;
 
+use crate::attrs::{ATTR_ASR_PROTOCOL_VERSION, ATTR_ASR_STATE, ATTR_FIRMWARE_VERSION};
 use crate::event::Event;
 use crate::frame::encode_payload;
 use crate::message::{reason, state, Message};
@@ -12,21 +13,6 @@ use crate::module::{Boot, Module};
 use crate::queue::{OutItem, Payload, Tag};
 use crate::requests::Kind;
 use crate::table::{owner, Owner};
-
-/// ASR capabilities, answered to the MCU's GET.
-pub const ATTR_ASR_CAPABILITIES: u16 = 1206;
-/// afLib capabilities, SET by the MCU when it becomes ready.
-pub const ATTR_AFLIB_CAPABILITIES: u16 = 1207;
-/// Our (the ASR's) MCU protocol version.
-pub const ATTR_ASR_PROTOCOL_VERSION: u16 = 1208;
-/// afLib's MCU protocol version, SET by the MCU.
-pub const ATTR_AFLIB_PROTOCOL_VERSION: u16 = 1209;
-/// Application (ASR firmware) version, required for afLib readiness.
-pub const ATTR_FIRMWARE_VERSION: u16 = 2003;
-/// System command; first byte 1 = reboot the ASR.
-pub const ATTR_COMMAND: u16 = 65012;
-/// ASR state.
-pub const ATTR_ASR_STATE: u16 = 65013;
 
 /// Protocol version we speak.
 const PROTOCOL_VERSION: u16 = 2;

@@ -11,6 +11,7 @@
 //! | [`frame`] | READY byte, 6-byte sync frames, checksums, payload envelope |
 //! | [`message`] | SET / GET / UPDATE / UPDATE_REJECTED / SET_DEFAULT codec |
 //! | `link` | the handshake state machine (READY, sync, ACK, data, timeouts) |
+//! | `attrs` | the ids of the module attributes afLib4 defines (1206-1209, 2003, 65012, 65013) |
 //! | `boot` | the boot sequence and the liveness probe |
 //! | `mcu` | answers to the MCU's SET/GET, matching of its UPDATEs |
 //! | [`table`] | attribute definitions, values and ownership |
@@ -25,6 +26,7 @@ extern crate alloc;
 #[cfg(feature = "std")]
 extern crate std;
 
+mod attrs;
 mod boot;
 mod config;
 pub mod driver;
@@ -42,7 +44,7 @@ mod requests;
 pub mod table;
 pub mod value;
 
-pub use boot::{
+pub use attrs::{
     ATTR_AFLIB_CAPABILITIES, ATTR_AFLIB_PROTOCOL_VERSION, ATTR_ASR_CAPABILITIES,
     ATTR_ASR_PROTOCOL_VERSION, ATTR_ASR_STATE, ATTR_COMMAND, ATTR_FIRMWARE_VERSION,
 };

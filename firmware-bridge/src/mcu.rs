@@ -4,7 +4,7 @@
 
 use alloc::vec::Vec;
 
-use crate::boot::{
+use crate::attrs::{
     ATTR_AFLIB_CAPABILITIES, ATTR_AFLIB_PROTOCOL_VERSION, ATTR_ASR_CAPABILITIES, ATTR_COMMAND,
 };
 use crate::error::ProtocolError;

@@ -55,9 +55,9 @@ impl Module {
     /// A session over this attribute table, about to boot. Attribute 2003
     /// gets [`Config::firmware_version`] unless the table has a value.
     pub fn new(config: Config, mut table: AttributeTable) -> Self {
-        if table.value(crate::boot::ATTR_FIRMWARE_VERSION).is_none() {
+        if table.value(crate::attrs::ATTR_FIRMWARE_VERSION).is_none() {
             table.set_value(
-                crate::boot::ATTR_FIRMWARE_VERSION,
+                crate::attrs::ATTR_FIRMWARE_VERSION,
                 config.firmware_version.to_le_bytes().to_vec(),
             );
         }

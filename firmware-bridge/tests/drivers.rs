@@ -178,3 +178,20 @@ fn the_async_driver_takes_time_from_the_host_clock_and_pulses_the_reset_line() {
         "the pulse slept on the host clock"
     );
 }
+
+/// A host that gives up a port keeps the session: `into_parts` hands back
+/// the UART with what was written to it and the module with its state.
+#[test]
+fn the_async_driver_hands_back_its_uart_and_module() {
+    let clock = JumpClock::default();
+    let module = emulator_module("afBlink_Plumo-2D_UART", &[]);
+    let attributes = module.table().defs().count();
+    let mut driver = AsyncDriver::new(SilentUart::default(), &clock, module);
+    let first = block_on(driver.poll()).unwrap();
+    assert_eq!(first, Event::ProtocolError(ProtocolError::NoSyncRequest));
+    let (uart, time, module) = driver.into_parts();
+    assert!(!uart.tx.is_empty(), "the sync requests stay written");
+    assert!(std::ptr::eq(time, &clock), "the same clock");
+    assert_eq!(module.table().defs().count(), attributes);
+    assert!(!module.is_up(), "the session state is the driver's last");
+}

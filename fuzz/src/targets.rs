@@ -1,7 +1,7 @@
 //! Fuzz targets: each takes arbitrary bytes, must not panic, and returns a
 //! short signature of the outcome. The driver (`main.rs`) keeps inputs that
 //! produce a signature it has not seen (coverage-free feedback); the test
-//! `tests/fuzz_corpus.rs` includes this file to replay the corpus.
+//! `tests/it/fuzz_corpus.rs` includes this file to replay the corpus.
 
 use std::path::Path;
 

@@ -5,9 +5,9 @@
 //!   bearer token whenever one is configured (always on TCP).
 
 pub mod attributes;
-pub mod failure_page;
+pub(crate) mod failure_page;
 pub mod failures;
-pub mod import;
+pub(crate) mod import;
 pub mod metrics;
 
 use std::sync::Arc;

@@ -142,7 +142,7 @@ impl Daemon {
 
     /// Starts everything and runs until `stop` is cancelled, leaving signal
     /// handling to the caller: for hosting the daemon inside another
-    /// program (`tether demo`). Returns the exit code `run` would.
+    /// program (the demo, `tether-demo`). Returns the exit code `run` would.
     pub async fn run_until(self, cfg: Config, stop: CancellationToken) -> i32 {
         tls::install_crypto_provider();
         let running = match self.start(&cfg).await {

@@ -16,10 +16,10 @@
 //! hub's `Router`, start the hub, then [`BridgeHandle::attach_hub`] so the
 //! last known values go to reported properties.
 
-pub mod api;
-pub mod health;
-pub mod recovery;
-pub mod upstream;
+pub(crate) mod api;
+pub(crate) mod health;
+pub(crate) mod recovery;
+pub(crate) mod upstream;
 
 mod port;
 mod runner;
@@ -173,7 +173,6 @@ pub fn spawn_with<P: OutputPin + Send + 'static>(
     let runner = runner::Runner::new(
         cfg,
         tuning,
-        module,
         mcu_reset,
         rx,
         runner::Outputs {
@@ -186,7 +185,7 @@ pub fn spawn_with<P: OutputPin + Send + 'static>(
         shutdown.clone(),
     );
     let tasks = vec![
-        tokio::spawn(runner.run()),
+        tokio::spawn(runner.run(module)),
         forwarder,
         tokio::spawn(reporter.clone().run(shutdown)),
     ];

@@ -77,11 +77,6 @@ impl<P: OutputPin> Recovery<P> {
         }
     }
 
-    /// Reset pulses made so far.
-    pub fn pulses(&self) -> u64 {
-        self.pulses
-    }
-
     /// Handles one loss: pulses the MCU's reset line (low for
     /// [`RESET_PULSE_MS`], then high) when one is configured and the loss
     /// calls for it. Returns whether it pulsed, so the caller tells the
@@ -119,7 +114,7 @@ mod tests {
         let started = tokio::time::Instant::now();
         assert_eq!(r.recover(&LinkLoss::McuStuck).await, Ok(true));
         assert!(started.elapsed() >= Duration::from_millis(250));
-        assert_eq!(r.pulses(), 1);
+        assert_eq!(r.pulses, 1);
         r.mcu_reset.take().expect("pin").done();
     }
 
@@ -142,7 +137,7 @@ mod tests {
         let pin = Mock::new(&[]);
         let mut r = Recovery::new(Some(pin));
         assert_eq!(r.recover(&LinkLoss::RebootRequested).await, Ok(false));
-        assert_eq!(r.pulses(), 0);
+        assert_eq!(r.pulses, 0);
         r.mcu_reset.take().expect("pin").done();
     }
 
@@ -160,7 +155,7 @@ mod tests {
         let pin = Mock::new(&[Transaction::set(State::Low).with_error(broken)]);
         let mut r = Recovery::new(Some(pin));
         assert_eq!(r.recover(&LinkLoss::McuStuck).await, Err(ErrorKind::Other));
-        assert_eq!(r.pulses(), 0);
+        assert_eq!(r.pulses, 0);
         r.mcu_reset.take().expect("pin").done();
     }
 }

@@ -1,7 +1,8 @@
 //! The supervisor: opens the serial device, runs a session on it, and after
 //! a loss recovers (reset pulse if configured, reopen with backoff, boot
 //! sequence) without restarting tether. The `Module`, and so the attribute
-//! table, outlives every session.
+//! table, outlives every session: [`Runner::run`] owns it and lends it to
+//! each session's driver, which hands it back (`AsyncDriver::into_parts`).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -10,7 +11,7 @@ use std::time::Duration;
 
 use embedded_hal::digital::OutputPin;
 use firmware_bridge::driver::{AsyncDriver, TimeSource};
-use firmware_bridge::{AttributeTable, Config, Module, RequestHandle};
+use firmware_bridge::{Module, RequestHandle};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -58,7 +59,6 @@ pub(crate) struct Runner<P> {
     pub(super) timeout: Duration,
     pub(super) tuning: Tuning,
     pub(super) clock: TokioClock,
-    pub(super) module: Module,
     pub(super) recovery: Recovery<P>,
     pub(super) commands: mpsc::Receiver<Command>,
     pub(super) pending: HashMap<RequestHandle, Waiter>,
@@ -67,17 +67,10 @@ pub(crate) struct Runner<P> {
     pub(super) shutdown: CancellationToken,
 }
 
-/// A stand-in while the real `Module` lives inside a driver.
-pub(super) fn placeholder() -> Module {
-    Module::new(Config::default(), AttributeTable::new())
-}
-
 impl<P: OutputPin + Send + 'static> Runner<P> {
-    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         cfg: &BridgeConfig,
         tuning: Tuning,
-        module: Module,
         mcu_reset: Option<P>,
         commands: mpsc::Receiver<Command>,
         out: Outputs,
@@ -91,7 +84,6 @@ impl<P: OutputPin + Send + 'static> Runner<P> {
             timeout: cfg.timeout,
             tuning,
             clock: TokioClock::new(),
-            module,
             recovery: Recovery::new(mcu_reset),
             commands,
             pending: HashMap::new(),
@@ -101,23 +93,22 @@ impl<P: OutputPin + Send + 'static> Runner<P> {
         }
     }
 
-    /// Runs until shutdown.
-    pub(crate) async fn run(mut self) {
+    /// Runs `module` until shutdown.
+    pub(crate) async fn run(mut self, mut module: Module) {
         let mut backoff = Backoff::new(self.tuning.reopen_base, self.tuning.reopen_cap);
         loop {
-            let Some(port) = self.open(&mut backoff).await else {
+            let Some(port) = self.open(&mut module, &mut backoff).await else {
                 return;
             };
             // Whatever the MCU saw before, it gets a full boot sequence.
             let now = self.clock.now_ms();
-            self.module.restart(now);
-            let module = std::mem::replace(&mut self.module, placeholder());
+            module.restart(now);
             let driver = AsyncDriver::new(port, self.clock, module);
-            let (end, module) = match self.reset_input() {
+            let (end, back) = match self.reset_input() {
                 Some(pin) => self.session(driver.with_reset_input(pin)).await,
                 None => self.session(driver).await,
             };
-            self.module = module;
+            module = back;
             self.out.stats.set_device_open(false);
             match end {
                 End::Shutdown => return,
@@ -134,7 +125,7 @@ impl<P: OutputPin + Send + 'static> Runner<P> {
     /// Opens the device, retrying with backoff; `None` at shutdown. Cloud
     /// commands are still served meanwhile (module attributes from the
     /// table, 503 for the MCU's).
-    async fn open(&mut self, backoff: &mut Backoff) -> Option<Port> {
+    async fn open(&mut self, module: &mut Module, backoff: &mut Backoff) -> Option<Port> {
         let mut failing = false;
         loop {
             match port::open(&self.device, self.baud) {
@@ -157,14 +148,14 @@ impl<P: OutputPin + Send + 'static> Runner<P> {
             }
             let delay = backoff.next_delay(&mut rand::thread_rng());
             self.beat.beat_expecting(delay + BEAT_TICK);
-            if !self.wait_offline(Instant::now() + delay).await {
+            if !self.wait_offline(module, Instant::now() + delay).await {
                 return None;
             }
         }
     }
 
     /// Serves commands until `until`; false at shutdown.
-    async fn wait_offline(&mut self, until: Instant) -> bool {
+    async fn wait_offline(&mut self, module: &mut Module, until: Instant) -> bool {
         loop {
             let next = self.next_deadline().map_or(until, |d| d.min(until));
             tokio::select! {
@@ -172,9 +163,7 @@ impl<P: OutputPin + Send + 'static> Runner<P> {
                 cmd = self.commands.recv() => match cmd {
                     Some(cmd) => {
                         let now = self.clock.now_ms();
-                        let mut module = std::mem::replace(&mut self.module, placeholder());
-                        self.apply(cmd, &mut module, now, false);
-                        self.module = module;
+                        self.apply(cmd, module, now, false);
                     }
                     None => return false,
                 },

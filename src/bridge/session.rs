@@ -18,7 +18,7 @@ use tracing::debug;
 use super::api::{Command, Origin, Reply, ValueInput};
 use super::port::{Port, TokioClock};
 use super::recovery::LinkLoss;
-use super::runner::{finish, placeholder, End, Runner, Waiter, BEAT_TICK};
+use super::runner::{finish, End, Runner, Waiter, BEAT_TICK};
 use super::upstream::AttributeChange;
 
 type Driver<I> = AsyncDriver<Port, TokioClock, NoPin, I>;
@@ -70,7 +70,7 @@ impl<P: OutputPin + Send + 'static> Runner<P> {
                 break end;
             }
         };
-        let module = std::mem::replace(driver.module_mut(), placeholder());
+        let (_port, _clock, module) = driver.into_parts();
         (end, module)
     }
 

@@ -7,10 +7,9 @@
 
 pub mod connection_string;
 mod error;
-pub mod provisioning;
+pub(crate) mod provisioning;
 mod raw;
 mod resolve;
-mod secret;
 pub mod summary;
 
 use std::net::SocketAddr;
@@ -21,8 +20,8 @@ pub use connection_string::{ConnectionAuth, ConnectionString, ConnectionStringEr
 pub use error::ConfigError;
 pub use provisioning::{ProvisioningAuth, ProvisioningConfig};
 pub use resolve::{load, parse};
-pub use secret::Secret;
 pub use summary::summary;
+pub use tether_protocol::Secret;
 
 /// Everything tether needs to run, validated.
 #[derive(Debug, Clone)]

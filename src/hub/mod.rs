@@ -2,8 +2,10 @@
 //! broker, owned by a single task; the rest of the daemon holds a
 //! [`HubHandle`] and registers handlers on a [`Router`] before [`start`].
 //!
-//! - [`topics`] and [`properties`]: the topic scheme and property bags.
-//! - [`credentials`] and [`sas`]: what CONNECT presents, SAS tokens.
+//! - [`topics`] and [`properties`]: the topic scheme and property bags
+//!   (re-exported from `tether-protocol`, which the cloud side shares).
+//! - [`credentials`]: what CONNECT presents; [`sas`] (`tether-protocol`):
+//!   SAS tokens.
 //! - [`session`]: the task owning the event loop, driving the machine;
 //!   [`inbound`] dispatch;
 //!   [`refusal`]: oversize or malformed inbound messages, refused alone.
@@ -18,20 +20,20 @@
 
 mod connection;
 pub mod credentials;
-pub mod failure;
+pub(crate) mod failure;
 mod handle;
 mod hold;
 mod inbound;
 pub mod machine;
 pub mod methods;
-pub mod options;
-pub mod properties;
+pub(crate) mod options;
 pub mod provisioning;
-pub mod refusal;
-pub mod sas;
+pub(crate) mod refusal;
 mod session;
-pub mod topics;
-pub mod tracker;
+pub(crate) mod tracker;
+
+// The wire formats live in tether-protocol, shared with the cloud side.
+pub use tether_protocol::{properties, sas, topics};
 
 pub use handle::{HubHandle, PublishError, ReconfigureError, Telemetry};
 pub use machine::Failure;

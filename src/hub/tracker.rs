@@ -43,16 +43,6 @@ impl Queued {
         let n = n.min(q.len());
         q.drain(..n);
     }
-
-    /// Requests handed over but not yet seen on the wire.
-    pub fn len(&self) -> usize {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner).len()
-    }
-
-    /// Whether nothing is waiting.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 /// Packet-id bookkeeping for one session task.
@@ -110,11 +100,6 @@ impl Tracker {
         self.in_flight.clear();
         self.collided = None;
     }
-
-    /// Publishes written but not yet acknowledged.
-    pub fn in_flight(&self) -> usize {
-        self.in_flight.len()
-    }
 }
 
 #[cfg(test)]
@@ -136,7 +121,7 @@ mod tests {
         t.on_outgoing_publish(1);
         t.on_outgoing_publish(2);
         t.on_outgoing_publish(3);
-        assert!(q.is_empty());
+        assert!(q.0.lock().unwrap().is_empty());
         assert_eq!(t.on_puback(3), Some(12));
         assert_eq!(t.on_puback(2), None);
         assert_eq!(t.on_puback(1), Some(10));
@@ -172,7 +157,7 @@ mod tests {
         // Tokens 2 and 3 were drained back out of the channel; 4 was sent to
         // the channel after the drain and will go out on the next connection.
         t.on_connection_lost(2);
-        assert_eq!(t.in_flight(), 0);
+        assert_eq!(t.in_flight.len(), 0);
         assert_eq!(t.on_puback(1), None);
         t.on_outgoing_publish(1);
         assert_eq!(t.on_puback(1), Some(4));
@@ -182,6 +167,6 @@ mod tests {
     fn a_failed_send_records_nothing() {
         let q = Queued::default();
         assert!(q.push_with(Some(1), || Err("full")).is_err());
-        assert!(q.is_empty());
+        assert!(q.0.lock().unwrap().is_empty());
     }
 }

@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use super::core::Core;
 use super::keys::SegKey;
-use super::message::NewMessage;
+use super::message::{NewMessage, Unstorable};
 use super::salvage::{ImportBatch, Undo};
 use super::store::StoreError;
 
@@ -51,6 +51,15 @@ pub enum IntakeError {
     /// The outbox has stopped.
     #[error("the outbox has stopped")]
     Closed,
+}
+
+impl From<Unstorable> for IntakeError {
+    fn from(e: Unstorable) -> Self {
+        match e {
+            Unstorable::TooLarge { size, max } => IntakeError::TooLarge { size, max },
+            Unstorable::BadType(_) => IntakeError::Invalid(e.to_string()),
+        }
+    }
 }
 
 impl From<StoreError> for IntakeError {

@@ -22,10 +22,10 @@ use crate::clock::SharedClock;
 use crate::config::FullPolicy;
 
 use super::ages::{AgeClock, Checkpoint};
+use super::counters::Counters;
 use super::keys::{self, SegKey};
 use super::ledger::{self, Ledger, Limits, Now};
 use super::message::{unix_ms, Stored};
-use super::metrics::Counters;
 use super::segment::{self, Segment};
 use super::store::{Batch, Storage, StoreError};
 

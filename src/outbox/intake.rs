@@ -13,7 +13,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::append::{IntakeError, Receipt, Request};
 use super::core::Core;
-use super::message::{NewMessage, MAX_BODY_BYTES};
+use super::message::NewMessage;
 use super::salvage::ImportBatch;
 use super::store::StoreError;
 
@@ -44,7 +44,7 @@ impl Intake {
     /// See [`IntakeError`]; nothing of a refused request is kept.
     pub async fn submit(&self, msgs: Vec<NewMessage>) -> Result<Vec<Receipt>, IntakeError> {
         for m in &msgs {
-            check(m)?;
+            m.check()?;
         }
         if msgs.is_empty() {
             return Ok(Vec::new());
@@ -69,28 +69,6 @@ impl Intake {
             .map_err(|_| IntakeError::Closed)?;
         answer.await.map_err(|_| IntakeError::Closed)?
     }
-}
-
-/// The checks every message passes before it is stored.
-pub(crate) fn check(m: &NewMessage) -> Result<(), IntakeError> {
-    let type_ok = !m.message_type.is_empty()
-        && m.message_type.len() <= 64
-        && m.message_type
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-    if !type_ok {
-        return Err(IntakeError::Invalid(format!(
-            "message type {:?} must be 1-64 letters, digits, - or _",
-            m.message_type
-        )));
-    }
-    if m.body.len() > MAX_BODY_BYTES {
-        return Err(IntakeError::TooLarge {
-            size: m.body.len() as u64,
-            max: MAX_BODY_BYTES as u64,
-        });
-    }
-    Ok(())
 }
 
 /// Starts the writer thread. It ends when every [`Intake`] is dropped.

@@ -83,6 +83,46 @@ impl NewMessage {
             only_sink: None,
         }
     }
+
+    /// The checks every message passes before it is stored, whether it
+    /// comes through intake or from a salvaged store.
+    ///
+    /// # Errors
+    /// [`Unstorable`] says which check failed.
+    pub(crate) fn check(&self) -> Result<(), Unstorable> {
+        let type_ok = !self.message_type.is_empty()
+            && self.message_type.len() <= 64
+            && self
+                .message_type
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !type_ok {
+            return Err(Unstorable::BadType(self.message_type.clone()));
+        }
+        if self.body.len() > MAX_BODY_BYTES {
+            return Err(Unstorable::TooLarge {
+                size: self.body.len() as u64,
+                max: MAX_BODY_BYTES as u64,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Why a message cannot be stored ([`NewMessage::check`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum Unstorable {
+    /// The `type` property is not 1-64 letters, digits, `-` or `_`.
+    #[error("message type {0:?} must be 1-64 letters, digits, - or _")]
+    BadType(String),
+    /// The body is over [`MAX_BODY_BYTES`].
+    #[error("{size} bytes exceed what the outbox accepts at once ({max} bytes)")]
+    TooLarge {
+        /// Body size.
+        size: u64,
+        /// The limit.
+        max: u64,
+    },
 }
 
 /// Milliseconds since the Unix epoch (0 before it).

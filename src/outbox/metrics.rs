@@ -1,9 +1,7 @@
 //! Outbox metrics (Prometheus text) and its `/healthz` contribution.
 
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::sync::Arc;
 
 use serde_json::json;
 
@@ -11,89 +9,6 @@ use crate::admin::metrics::family;
 use crate::admin::{HealthCheck, RenderMetrics};
 
 use super::core::Core;
-
-/// Process-wide counters, updated without the core lock.
-#[derive(Debug, Default)]
-pub struct Counters {
-    accepted: AtomicU64,
-    rejected_full: AtomicU64,
-    rejected_disk: AtomicU64,
-    flushes: AtomicU64,
-    flush_micros: AtomicU64,
-    flush_max_micros: AtomicU64,
-    write_failing: AtomicBool,
-    store_lost: AtomicU64,
-    store_loss: Mutex<Option<String>>,
-    /// Salvage of set-aside or imported stores.
-    pub salvage: super::salvage::Status,
-}
-
-impl Counters {
-    /// Counts durably accepted messages.
-    pub fn accepted(&self, n: u64) {
-        self.accepted.fetch_add(n, Ordering::Relaxed);
-    }
-
-    /// Messages accepted since start.
-    pub fn accepted_total(&self) -> u64 {
-        self.accepted.load(Ordering::Relaxed)
-    }
-
-    /// A request refused by `reject-new`.
-    pub fn rejected_full(&self) {
-        self.rejected_full.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// Records one group commit (flush + fdatasync) and whether it worked.
-    pub fn flushed(&self, took: Duration, ok: bool, disk_full: bool) {
-        let us = took.as_micros().min(u128::from(u64::MAX)) as u64;
-        self.flushes.fetch_add(1, Ordering::Relaxed);
-        self.flush_micros.fetch_add(us, Ordering::Relaxed);
-        self.flush_max_micros.fetch_max(us, Ordering::Relaxed);
-        self.write_failing.store(!ok, Ordering::Relaxed);
-        if disk_full {
-            self.rejected_disk.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-
-    /// Records that messages were lost with the store (set aside, replaced
-    /// or truncated between runs), saying what happened.
-    pub fn store_lost(&self, what: String) {
-        self.store_lost.fetch_add(1, Ordering::Relaxed);
-        *self
-            .store_loss
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = Some(what);
-    }
-
-    /// What the last store loss was, if any since start.
-    pub fn store_loss(&self) -> Option<String> {
-        self.store_loss
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
-    }
-
-    /// Whether the last write failed.
-    pub fn write_failing(&self) -> bool {
-        self.write_failing.load(Ordering::Relaxed)
-    }
-}
-
-/// Per-sink counters, kept under the core lock.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct SinkCounters {
-    /// Delivered (PUBACK or 2xx).
-    pub delivered: u64,
-    /// Sent again.
-    pub duplicates: u64,
-    /// Expired into failures.
-    pub expired: u64,
-    /// Dropped by drop-oldest.
-    pub dropped: u64,
-    /// Failures recorded.
-    pub failures: u64,
-}
 
 /// `/metrics` and `/healthz` for the outbox.
 pub struct OutboxMetrics(pub Arc<Core>);
@@ -110,6 +25,7 @@ impl RenderMetrics for OutboxMetrics {
     fn render(&self, out: &mut String) {
         let s = self.0.stats();
         let c = &self.0.counters;
+        let t = c.totals();
         let per = |f: &dyn Fn(&super::SinkStats) -> f64| -> Vec<(String, f64)> {
             s.sinks
                 .iter()
@@ -175,12 +91,9 @@ impl RenderMetrics for OutboxMetrics {
                 ("reason=\"store_full_drop_oldest\"".into(), dropped as f64),
                 (
                     "reason=\"store_full_reject_new\"".into(),
-                    c.rejected_full.load(Ordering::Relaxed) as f64,
+                    t.rejected_full as f64,
                 ),
-                (
-                    "reason=\"disk_full\"".into(),
-                    c.rejected_disk.load(Ordering::Relaxed) as f64,
-                ),
+                ("reason=\"disk_full\"".into(), t.rejected_disk as f64),
             ],
         );
         family(
@@ -195,7 +108,7 @@ impl RenderMetrics for OutboxMetrics {
             "tether_outbox_store_lost_total",
             "counter",
             "Stores found damaged, replaced or truncated at start (their messages are gone).",
-            c.store_lost.load(Ordering::Relaxed) as f64,
+            t.store_lost as f64,
         );
         let (messages, failures) = c.salvage.salvaged();
         labelled(
@@ -243,7 +156,7 @@ impl RenderMetrics for OutboxMetrics {
             "store.max_bytes.",
             s.max_bytes as f64,
         );
-        let flushes = c.flushes.load(Ordering::Relaxed);
+        let flushes = t.flushes;
         family(
             out,
             "tether_outbox_flush_seconds_count",
@@ -256,14 +169,14 @@ impl RenderMetrics for OutboxMetrics {
             "tether_outbox_flush_seconds_sum",
             "counter",
             "Time spent in group commits.",
-            c.flush_micros.load(Ordering::Relaxed) as f64 / 1e6,
+            t.flush_micros as f64 / 1e6,
         );
         family(
             out,
             "tether_outbox_flush_seconds_max",
             "gauge",
             "Longest group commit since start.",
-            c.flush_max_micros.load(Ordering::Relaxed) as f64 / 1e6,
+            t.flush_max_micros as f64 / 1e6,
         );
     }
 }

@@ -12,13 +12,14 @@
 //!   and time in, batches and outcomes out. [`core`](self::core) is the thin
 //!   shell that locks it, applies its batches in order and reads segments;
 //!   [`append`](self::append), `maintain` and [`failures`] are its entry
-//!   points for intake, upkeep and the failure API ([`failure_id`] their
-//!   UUIDs); [`ages`] the age clock.
+//!   points for intake, upkeep and the failure API ([`failure_record`] the
+//!   records, [`failure_id`] their UUIDs); [`ages`] the age clock.
 //! - [`highwater`]: the record outside the store that notices messages
 //!   lost between runs in ways the engine does not report.
 //! - [`intake`]: group commit (one writer thread, one sync per group).
 //! - [`hub_sink`], [`webhook`]: delivery tasks, one per sink.
-//! - [`metrics`]: Prometheus text and `/healthz`; [`cli`]: the CLI's client.
+//! - [`counters`]: what the core and the ledger count; [`metrics`]: those
+//!   counts as Prometheus text and `/healthz`; [`cli`]: the CLI's client.
 //! - [`salvage`]: importing the readable records of a set-aside (or copied)
 //!   store into the running one, in the background.
 //!
@@ -46,25 +47,27 @@
 //!   see [`ages`].
 
 pub mod ages;
-pub mod append;
+pub(crate) mod append;
 pub mod cli;
-pub mod core;
-pub mod failure_id;
-pub mod failures;
+pub(crate) mod core;
+pub(crate) mod counters;
+pub(crate) mod failure_id;
+pub(crate) mod failure_record;
+pub(crate) mod failures;
 pub mod highwater;
-pub mod hub_sink;
-pub mod intake;
+pub(crate) mod hub_sink;
+pub(crate) mod intake;
 pub mod keys;
 pub(crate) mod ledger;
 mod maintain;
 pub mod message;
 pub mod metrics;
 mod migrate;
-pub mod pacing;
+pub(crate) mod pacing;
 pub mod salvage;
 pub mod segment;
 pub mod store;
-pub mod webhook;
+pub(crate) mod webhook;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -85,7 +88,7 @@ use self::highwater::HighWater;
 pub use self::append::{IntakeError, Receipt};
 pub use self::core::{Core, Settings, SinkId};
 pub use self::failure_id::FailureIds;
-pub use self::failures::{FailureRow, PushFailure};
+pub use self::failure_record::{FailureRow, PushFailure};
 pub use self::hub_sink::HubSinkOptions;
 pub use self::intake::Intake;
 pub use self::maintain::{SinkStats, Stats};

@@ -16,16 +16,16 @@
 //! Cloud Relay understands (400, 403, 405, 413, 502, 503, 504), and when the
 //! controller answered, its status and body are passed on as they are.
 
-pub mod audit;
-pub mod blob;
-pub mod controller;
+pub(crate) mod audit;
+pub(crate) mod blob;
+pub(crate) mod controller;
 mod error;
-pub mod limits;
-pub mod metrics;
+pub(crate) mod limits;
+pub(crate) mod metrics;
 pub mod path;
 pub mod request;
-pub mod response;
-pub mod schedule;
+pub(crate) mod response;
+pub(crate) mod schedule;
 mod uploader;
 
 use std::sync::Arc;

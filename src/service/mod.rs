@@ -3,8 +3,8 @@
 //! codes.
 
 pub mod exit;
-pub mod liveness;
-pub mod notify;
+pub(crate) mod liveness;
+pub(crate) mod notify;
 pub mod signals;
 
 pub use liveness::{Beat, Liveness};

@@ -101,6 +101,15 @@ impl<U: Read + Write, T: TimeSource, O: OutputPin, I: InputPin> AsyncDriver<U, T
         self.time.now_ms()
     }
 
+    /// Ends the driver and hands back the UART, the time source and the
+    /// module, so the host keeps the session (attribute table, boot state)
+    /// across a reopened port. The reset pins are dropped, releasing the
+    /// lines, and so is a chunk only partly written: the link it was
+    /// written to is being given up.
+    pub fn into_parts(self) -> (U, T, Module) {
+        (self.uart, self.time, self.module)
+    }
+
     /// Runs IO until the session has an event.
     ///
     /// Cancel safety: safe to drop at any await (e.g. in `select!` against

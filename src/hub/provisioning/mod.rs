@@ -17,11 +17,11 @@
 pub mod auth;
 pub mod cache;
 mod driver;
-pub mod error;
-pub mod machine;
-pub mod status;
+pub(crate) mod error;
+pub(crate) mod machine;
+pub(crate) mod status;
 mod supervisor;
-pub mod wire;
+pub(crate) mod wire;
 
 pub use error::DpsError;
 pub use status::{ProvisioningHealth, ProvisioningState, ProvisioningStatus};

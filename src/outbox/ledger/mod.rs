@@ -17,7 +17,7 @@ mod tests;
 
 use serde_json::Value;
 
-use super::failures::{self, PushFailure};
+use super::failure_record::{self, PushFailure};
 use super::keys::{self, SegKey};
 use super::message::Stored;
 use super::store::{Batch, Rows, Storage, StoreError};
@@ -235,7 +235,7 @@ impl Ledger {
         };
         batch.put(
             keys::numbered(keys::FAIL, id).to_vec(),
-            failures::encode(now.store_ms, &f),
+            failure_record::encode(now.store_ms, &f),
         );
         let s = &mut self.sinks[sink];
         s.mark_done(msg.seq, msg.encoded_len());
@@ -256,7 +256,7 @@ impl Ledger {
         self.fail_n += 1;
         f.partner_push_failure_id = id.to_string();
         let key = keys::numbered(keys::FAIL, id).to_vec();
-        batch.put(key.clone(), failures::encode(store_ms, &f));
+        batch.put(key.clone(), failure_record::encode(store_ms, &f));
         self.dirty = true;
         key
     }

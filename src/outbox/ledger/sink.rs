@@ -4,8 +4,8 @@
 
 use std::collections::BTreeMap;
 
+use crate::outbox::counters::SinkCounters;
 use crate::outbox::keys;
-use crate::outbox::metrics::SinkCounters;
 use crate::outbox::store::Batch;
 
 /// Done ranges persisted with a cursor at most: beyond them a restart

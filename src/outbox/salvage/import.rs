@@ -33,7 +33,7 @@ mod tests {
 
     use crate::clock::SystemClock;
     use crate::config::FullPolicy;
-    use crate::outbox::failures::PushFailure;
+    use crate::outbox::failure_record::PushFailure;
     use crate::outbox::message::NewMessage;
     use crate::outbox::salvage::ImportBatch;
     use crate::outbox::salvage::{Imported, ImportedFailure, Progress};

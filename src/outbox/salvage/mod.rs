@@ -24,12 +24,12 @@
 //! UTC time and age; failures keep their fields under a new number.
 
 pub mod export;
-pub mod frame;
+pub(crate) mod frame;
 mod import;
-pub mod plan;
-pub mod reader;
-pub mod run;
-pub mod status;
+pub(crate) mod plan;
+pub(crate) mod reader;
+pub(crate) mod run;
+pub(crate) mod status;
 
 pub use self::plan::{ImportBatch, Imported, ImportedFailure, Progress};
 pub use self::run::{Outcome, SalvageError, Salvager, DONE_FILE};

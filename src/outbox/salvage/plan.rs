@@ -10,8 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::frame::Header;
 use super::reader::Resume;
-use crate::outbox::failures::{self, PushFailure};
-use crate::outbox::intake;
+use crate::outbox::failure_record::{self, PushFailure};
 use crate::outbox::message::{NewMessage, Stored};
 
 /// Messages per import group: one group commit each.
@@ -152,7 +151,7 @@ impl Plan {
             body: m.body,
             only_sink: m.only_sink,
         };
-        if intake::check(&msg).is_err() {
+        if msg.check().is_err() {
             self.progress.unreadable += 1;
             return;
         }
@@ -170,7 +169,7 @@ impl Plan {
             return;
         }
         self.progress.resume.after_failure = id;
-        match failures::decode(record) {
+        match failure_record::decode(record) {
             Ok((store_ms, failure)) => {
                 self.bytes += record.len();
                 self.failures.push(ImportedFailure {

@@ -3,7 +3,7 @@
 //! rename) durable only when its parent directory is fsynced too. Without
 //! that, a power cut after tether created `store.path` or moved a store
 //! aside can take the whole directory, with every acknowledged message in
-//! it (`tests/outbox_powercut.rs` showed it).
+//! it (`tests/it/outbox_powercut.rs` showed it).
 
 use std::fs::File;
 use std::io;

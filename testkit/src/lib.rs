@@ -1,0 +1,44 @@
+//! The integration tests' kit (`tests/it`, `tests/cloud`): what every test
+//! binary needs to run tether against real things.
+//!
+//! - [`broker`]: a real mosquitto per test ([`Broker`], [`BrokerOptions`]).
+//! - [`certs`]: the test PKI ([`TestCa`], [`Issued`], [`untrusted_ca_pem`]).
+//! - [`hub`]: a hub session in the test process.
+//! - [`dps`]: a stand-in for Azure DPS answering the device API on the test broker.
+//! - [`http`]: HTTP servers: the simulated controller, an upload hub, blobs.
+//! - [`mcu`]: the demo's simulated afLib4 MCU on a pty, and a bridge on it.
+//! - [`cloud`], [`link_cutter`]: the demo's observer and link cutter
+//!   (the simulators live in `tether_demo`, one of each, used by the demo
+//!   and the tests alike).
+#![forbid(unsafe_code)]
+
+pub mod broker;
+pub mod certs;
+pub mod dps;
+pub mod hub;
+
+pub use broker::{Broker, BrokerOptions, LogMark};
+pub use certs::{untrusted_ca_pem, Issued, TestCa};
+pub mod http;
+pub mod mcu;
+
+/// The demo's link cutter between tether and `127.0.0.1:{upstream}`,
+/// on a free port; it stops when dropped.
+pub async fn link_cutter(upstream: u16) -> tether_demo::proxy::Proxy {
+    let loopback = |port| std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let stop = tokio_util::sync::CancellationToken::new();
+    tether_demo::proxy::Proxy::start(loopback(0), loopback(upstream), stop)
+        .await
+        .expect("start the link cutter on 127.0.0.1")
+}
+
+/// The cloud side (the demo's observer) on the broker's plain
+/// listener `127.0.0.1:{port}`, subscribed to `filters`; it disconnects
+/// when dropped.
+pub async fn cloud(port: u16, filters: &[&str]) -> tether_demo::observer::Observer {
+    let broker = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let stop = tokio_util::sync::CancellationToken::new();
+    tether_demo::observer::Observer::connect(broker, filters, stop)
+        .await
+        .expect("the cloud observer connected and subscribed")
+}

@@ -1,0 +1,53 @@
+//! The integration tests of the device daemon (`tether`): one test binary,
+//! one module per area, so the helpers compile and link once. Real
+//! Mosquitto brokers, real HTTP servers, real ptys and the real `tether`
+//! binary; the broker harness, the test PKI and the simulators' helpers
+//! are the `tether-testkit` crate (`testkit/`).
+//!
+//! Run one area with a filter, e.g. `cargo test -p tether --test it hub_session::`.
+
+// Rigs shared by several areas.
+mod chaos_rig;
+mod outbox_rig;
+mod powercut_rig;
+mod powercut_run;
+mod relay_support;
+
+mod admin_api;
+mod afero_failures;
+mod bridge_cloud;
+mod bridge_link;
+mod broker_harness;
+mod chaos_broker;
+mod chaos_controller;
+mod chaos_disk_full;
+mod chaos_link;
+mod chaos_serial;
+mod chaos_soak;
+mod chaos_store;
+mod chaos_tether;
+mod cli;
+mod dps_daemon;
+mod fuzz_corpus;
+mod hub_azure;
+mod hub_poison;
+mod hub_provisioning;
+mod hub_session;
+mod outbox_capacity;
+mod outbox_crash;
+mod outbox_delivery;
+mod outbox_failures;
+mod outbox_highwater;
+mod outbox_migration;
+mod outbox_powercut;
+mod outbox_powercut_migration;
+mod outbox_powercut_salvage;
+mod outbox_salvage;
+mod outbox_webhook;
+mod powercut_fs;
+mod relay_e2e;
+mod relay_limits;
+mod relay_requests;
+mod relay_responses;
+mod relay_schedule;
+mod secrets_trace;

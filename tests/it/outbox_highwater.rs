@@ -1,0 +1,235 @@
+//! Messages lost between runs in ways sled does not report (store files
+//! truncated or restored from an older copy, the store directory replaced
+//! by an empty one) are noticed through the high-water record
+//! (`outbox.state`), reported in `/healthz` and metrics, and sequence
+//! numbers continue above everything ever accepted. A missing or damaged
+//! record is no error. Real sled stores in temporary directories.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tether::admin::metrics::RenderMetrics;
+use tether::admin::HealthCheck;
+use tether::config::StoreConfig;
+use tether::outbox::highwater::{self, STATE_FILE};
+use tether::outbox::metrics::OutboxMetrics;
+use tether::outbox::Outbox;
+use tether::service::Beat;
+use tokio_util::sync::CancellationToken;
+
+use crate::outbox_rig::{config_text, test_message};
+
+fn store_config(root: &Path) -> StoreConfig {
+    let text = config_text(1883, root, "", None);
+    tether::config::parse(&text, root)
+        .expect("valid config")
+        .store
+}
+
+/// Opens the outbox (retrying while the previous run's writer thread still
+/// holds sled's lock).
+async fn open(cfg: &StoreConfig) -> Outbox {
+    for _ in 0..100 {
+        match Outbox::open(cfg, &[], std::sync::Arc::new(tether::clock::SystemClock)) {
+            Ok(o) => return o,
+            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+    panic!("the outbox never opened");
+}
+
+/// One run: opens, accepts `n` messages, stops cleanly (the upkeep task's
+/// last round writes the record). Returns the sequence numbers accepted and
+/// what the start reported.
+async fn run(cfg: &StoreConfig, n: usize) -> (Vec<u64>, Option<String>) {
+    let outbox = open(cfg).await;
+    let loss = outbox.core.store_loss();
+    let stop = CancellationToken::new();
+    let upkeep = outbox.spawn_upkeep(Beat::detached(), stop.clone());
+    let mut seqs = Vec::new();
+    for chunk in 0..n.div_ceil(10) {
+        let msgs = (0..10.min(n - chunk * 10)).map(test_message).collect();
+        let receipts = outbox.intake.submit(msgs).await.expect("accepted");
+        seqs.extend(receipts.iter().map(|r| r.seq));
+    }
+    stop.cancel();
+    upkeep.await.unwrap();
+    (seqs, loss)
+}
+
+fn store_dir(cfg: &StoreConfig) -> PathBuf {
+    cfg.path.join("outbox")
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap().flatten() {
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &to.join(e.file_name()));
+        } else {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+async fn live(cfg: &StoreConfig) -> (u64, Option<String>, u64) {
+    let outbox = open(cfg).await;
+    let c = &outbox.core;
+    let next = *c.durable().borrow();
+    (c.live_messages(), c.store_loss(), next)
+}
+
+#[tokio::test]
+async fn a_store_restored_from_an_older_copy_is_reported_and_numbers_continue() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = store_config(dir.path());
+    let (first, loss) = run(&cfg, 50).await;
+    assert_eq!(loss, None, "a first run reports nothing");
+    let old = dir.path().join("older-copy");
+    copy_dir(&store_dir(&cfg), &old);
+    let (second, _) = run(&cfg, 50).await;
+    std::fs::remove_dir_all(store_dir(&cfg)).unwrap();
+    std::fs::rename(&old, store_dir(&cfg)).unwrap();
+    let (held, loss, next) = live(&cfg).await;
+    let loss = loss.expect("the lost writes are reported");
+    assert!(loss.contains("lost writes"), "{loss}");
+    assert_eq!(
+        held, 50,
+        "the older copy still holds the first run's messages"
+    );
+    assert!(
+        next > *second.last().unwrap(),
+        "numbers continue above {second:?}"
+    );
+    eprintln!(
+        "STORE| restored older copy | accepted {} | kept {held} | reported: {loss}",
+        first.len() + second.len()
+    );
+}
+
+#[tokio::test]
+async fn a_truncated_db_file_is_reported_and_numbers_continue() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = store_config(dir.path());
+    let (first, _) = run(&cfg, 50).await;
+    // The data file of the engine the rig configures.
+    let file = if std::env::var("TETHER_TEST_ENGINE").as_deref() == Ok("redb") {
+        "outbox.redb"
+    } else {
+        "db"
+    };
+    let db = store_dir(&cfg).join(file);
+    let len = std::fs::metadata(&db).unwrap().len();
+    let (second, _) = run(&cfg, 50).await;
+    let f = std::fs::OpenOptions::new().write(true).open(&db).unwrap();
+    f.set_len(len).unwrap();
+    drop(f);
+    let outbox = open(&cfg).await;
+    let loss = outbox.core.store_loss();
+    let held = outbox.core.live_messages();
+    let r = outbox.intake.submit(vec![test_message(0)]).await.unwrap();
+    assert!(
+        r[0].seq > *second.last().unwrap(),
+        "numbers continue: {} after {second:?}",
+        r[0].seq
+    );
+    // Either the engine refuses the file (moved aside, to be salvaged by
+    // the daemon: `outbox_salvage.rs`) or opens the earlier point (the
+    // record notices): never silent.
+    let aside = outbox.moved_aside.is_some();
+    assert!(
+        held >= 100 || loss.is_some() || aside,
+        "held {held}, reported {loss:?}"
+    );
+    eprintln!(
+        "STORE| truncated db | accepted {} | kept {held} | reported: {loss:?}",
+        first.len() + second.len()
+    );
+}
+
+#[tokio::test]
+async fn an_emptied_store_directory_is_reported_and_numbers_continue() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = store_config(dir.path());
+    let (first, _) = run(&cfg, 50).await;
+    std::fs::remove_dir_all(store_dir(&cfg)).unwrap();
+    std::fs::create_dir(store_dir(&cfg)).unwrap();
+    let outbox = open(&cfg).await;
+    let (_, _, details) = OutboxMetrics(outbox.core.clone()).check();
+    let mut text = String::new();
+    OutboxMetrics(outbox.core.clone()).render(&mut text);
+    assert!(details["storeLoss"].is_string(), "{details}");
+    assert!(text.contains("tether_outbox_store_lost_total 1"), "{text}");
+    let loss = outbox
+        .core
+        .store_loss()
+        .expect("the replaced store is reported");
+    assert!(loss.contains("50 messages"), "{loss}");
+    let held = outbox.core.live_messages();
+    let next = *outbox.core.durable().borrow();
+    assert_eq!(held, 0);
+    assert!(
+        next > *first.last().unwrap(),
+        "numbers continue above {first:?}"
+    );
+    drop(outbox);
+    let (_, again, _) = live(&cfg).await;
+    assert_eq!(again, None, "reported once, not at every start");
+    eprintln!("STORE| emptied directory | accepted 50 | kept 0 | reported: {loss}");
+}
+
+/// The record still names a store that an earlier run set aside (a power
+/// cut came before the new store's record was written): its messages are
+/// not gone, salvage imports them, so this is no loss. Once that store is
+/// marked salvaged, a record naming another store is a loss again.
+#[tokio::test]
+async fn a_record_naming_a_store_set_aside_and_not_yet_salvaged_is_no_loss() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = store_config(dir.path());
+    run(&cfg, 50).await;
+    let aside = cfg.path.join("outbox.corrupt-1");
+    std::fs::rename(store_dir(&cfg), &aside).unwrap();
+    let outbox = open(&cfg).await;
+    assert_eq!(outbox.core.store_loss(), None);
+    drop(outbox);
+
+    run(&cfg, 20).await;
+    std::fs::remove_dir_all(store_dir(&cfg)).unwrap();
+    std::fs::write(aside.join("tether-salvaged.json"), "{}").unwrap();
+    let outbox = open(&cfg).await;
+    let loss = outbox
+        .core
+        .store_loss()
+        .expect("a replaced store is a loss");
+    assert!(loss.contains("not the one"), "{loss}");
+}
+
+#[tokio::test]
+async fn a_missing_record_is_a_first_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = store_config(dir.path());
+    let (first, _) = run(&cfg, 20).await;
+    std::fs::remove_file(cfg.path.join(STATE_FILE)).unwrap();
+    let (held, loss, next) = live(&cfg).await;
+    assert_eq!((held, loss), (20, None));
+    assert!(next > *first.last().unwrap());
+    let record = highwater::read(&cfg.path).unwrap().expect("written again");
+    assert_eq!(record.next_seq, next);
+}
+
+#[tokio::test]
+async fn a_damaged_record_is_no_error_and_is_rewritten() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = store_config(dir.path());
+    run(&cfg, 20).await;
+    let state = cfg.path.join(STATE_FILE);
+    std::fs::write(&state, b"{\"version\":1,\"storeId\":\"x\",\"nextSeq\":").unwrap();
+    let err = highwater::read(&cfg.path).unwrap_err().to_string();
+    assert!(
+        err.contains(STATE_FILE) && err.contains("rewritten"),
+        "{err}"
+    );
+    let (held, loss, _) = live(&cfg).await;
+    assert_eq!((held, loss), (20, None));
+    assert!(highwater::read(&cfg.path).unwrap().is_some());
+}
