@@ -4,6 +4,7 @@
 //! - [`broker`]: a real mosquitto per test ([`Broker`], [`BrokerOptions`]).
 //! - [`certs`]: the test PKI ([`TestCa`], [`Issued`], [`untrusted_ca_pem`]).
 //! - [`hub`]: a hub session in the test process.
+//! - [`child`]: part of a test run again in a child process, at trace level.
 //! - [`dps`]: a stand-in for Azure DPS answering the device API on the test broker.
 //! - [`http`]: HTTP servers: the simulated controller, an upload hub, blobs.
 //! - [`mcu`]: the demo's simulated afLib4 MCU on a pty, and a bridge on it.
@@ -14,6 +15,7 @@
 
 pub mod broker;
 pub mod certs;
+pub mod child;
 pub mod dps;
 pub mod hub;
 

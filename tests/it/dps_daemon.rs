@@ -4,7 +4,6 @@
 //! trace level, in a child process, logs no secret: neither the device key,
 //! nor the DPS or hub SAS tokens, nor their signatures.
 
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -160,22 +159,7 @@ async fn a_daemon_with_only_provisioning_registers_connects_and_reports_healthy(
 /// output holds no secret.
 #[test]
 fn provisioning_logs_no_secret() {
-    let exe = std::env::current_exe().expect("the test binary");
-    let out = Command::new(exe)
-        .args(["--exact", CHILD_TEST, "--ignored", "--nocapture"])
-        .env(CHILD, "1")
-        .env("RUST_LOG", "trace")
-        .stdin(Stdio::null())
-        .output()
-        .expect("run the child");
-    let output = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "{output}");
-    assert!(output.contains("dps_child ... ok"), "{output}");
-    assert!(output.contains("TRACE"), "not at trace level:\n{output}");
+    let output = tether_testkit::child::run_at_trace(CHILD_TEST, CHILD);
     assert!(output.contains("DPS assigned the device"), "{output}");
     assert!(output.contains("DPS is throttling"), "{output}");
     let mut secrets = vec![

@@ -12,7 +12,7 @@
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -222,22 +222,7 @@ fn signal(pid: u32, sig: &str) {
 /// output: connect, renewals by reconnecting, and a refused renewal.
 #[test]
 fn token_renewal_logs_no_secret() {
-    let exe = std::env::current_exe().expect("the test binary");
-    let out = Command::new(exe)
-        .args(["--exact", CHILD_TEST, "--ignored", "--nocapture"])
-        .env(CHILD, "1")
-        .env("RUST_LOG", "trace")
-        .stdin(Stdio::null())
-        .output()
-        .expect("run the child");
-    let output = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "{output}");
-    assert!(output.contains("renewal_child ... ok"), "{output}");
-    assert!(output.contains("TRACE"), "not at trace level:\n{output}");
+    let output = tether_testkit::child::run_at_trace(CHILD_TEST, CHILD);
     assert!(
         output.contains(RUMQTTC_RECORD),
         "no rumqttc output:\n{output}"
