@@ -234,7 +234,7 @@ fn sas_token(conn: &str, expiry: Option<u64>, ttl: Option<&str>) -> i32 {
 /// eight per core, and keeps what is freed in each: tether's threads (the
 /// runtime's workers, the outbox writer, sled's IO threads) hand messages
 /// to each other, so under sustained load the arenas held 26-30 MiB of RSS
-/// where one holds 21 (BENCHMARKS.md, "Heap arenas"). Small allocations
+/// where one holds 21 (BENCHMARKS.md, "Issue 12's budgets"). Small allocations
 /// still go through each thread's cache without the arena's lock. musl
 /// (the aarch64 build) has no arenas.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
