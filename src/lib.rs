@@ -12,7 +12,7 @@
 //!   property bags and SAS tokens), reconnect with backoff, method routing,
 //!   telemetry, PUBACK notices; [`hub::provisioning`]: Azure DPS assigns
 //!   the hub and device id.
-//! - [`backoff`]: retry delays with jitter, for every retry loop.
+//! - `backoff`: retry delays with jitter, for every retry loop.
 //! - [`outbox`]: the durable store of attribute messages (ledger, store
 //!   engines, intake, delivery cursors per sink, TTL, push failures,
 //!   salvage); every accepted message reaches each sink or becomes a
@@ -26,7 +26,7 @@
 //! - [`service`]: process life: signals, systemd notify and watchdog,
 //!   liveness beats, exit codes.
 //! - [`tls`]: rustls client configuration (ring provider).
-//! - [`certinfo`]: a certificate's expiry, for the metrics.
+//! - `certinfo`: a certificate's expiry, for the metrics.
 //! - [`clock`]: injected wall-clock time.
 //! - [`logging`]: the tracing subscriber (colour only on a terminal).
 //!

@@ -4,8 +4,8 @@
 //!
 //! Afero's paths and shapes:
 //! - `GET /v1/partners/{partnerId}/pushFailures[?limit=N&after=ID&before=ID]`:
-//!   a bare JSON array, oldest first; without `limit` up to [`LIST_CAP`]
-//!   failures (and [`LIST_BYTES`]); when more remain, a `Link` header
+//!   a bare JSON array, oldest first; without `limit` up to `LIST_CAP`
+//!   failures (and `LIST_BYTES`); when more remain, a `Link` header
 //!   (`rel="next"`) names the next page;
 //! - `DELETE /v1/partners/{partnerId}/pushFailures/{partnerPushFailureId}`:
 //!   204, or 404 when it does not exist (any more) for that partner.
@@ -21,7 +21,7 @@
 //!   `POST /v1/pushFailures/replay[?partnerId=NAME]`;
 //! - `GET /v1/outbox/stats`.
 //!
-//! Ids are UUIDs ([`FailureIds`]); the decimal ids of earlier releases
+//! Ids are UUIDs (`FailureIds`); the decimal ids of earlier releases
 //! still resolve for one release.
 
 use std::collections::HashMap;

@@ -4,12 +4,12 @@
 //! | file | owns |
 //! |---|---|
 //! | `mod.rs` | [`spawn`], [`BridgeHandle`], settings and errors |
-//! | [`api`] | `setAttribute` / `getAttribute` methods, C2D, desired properties, status mapping |
+//! | `api` | `setAttribute` / `getAttribute` methods, C2D, desired properties, status mapping |
 //! | `runner.rs` | the supervisor: open the device, reopen with backoff, recover |
 //! | `session.rs` | one open device: driver events, cloud commands, answer deadlines |
-//! | [`recovery`] | link-loss kinds, reset pulse decision |
-//! | [`health`] | link state, `/healthz` check and `/metrics` counters |
-//! | [`upstream`] | [`Upstream`] (the outbox), forwarding filter, reported properties |
+//! | `recovery` | link-loss kinds, reset pulse decision |
+//! | `health` | link state, `/healthz` check and `/metrics` counters |
+//! | `upstream` | [`Upstream`] (the outbox), forwarding filter, reported properties |
 //! | `port.rs` | tokio-serial, tokio's clock, gpio-cdev lines |
 //!
 //! Wiring: [`spawn`] first (it needs no hub), then [`register`] on the

@@ -1,7 +1,7 @@
 //! Configuration: the TOML file, parsed and validated into typed settings
 //! before any task starts. Each component receives only its own section.
 //!
-//! Layers: [`raw`] mirrors the file (serde, unknown keys rejected);
+//! Layers: `raw` mirrors the file (serde, unknown keys rejected);
 //! [`load`]/[`parse`] resolve secrets from files, apply defaults and check
 //! every rule, naming the offending key in the error.
 

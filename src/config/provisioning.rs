@@ -20,7 +20,7 @@ pub struct ProvisioningConfig {
     /// The registration id: MQTT client id at DPS, and the device id tether
     /// uses until DPS assigns one.
     pub registration_id: String,
-    /// The DPS host; default [`GLOBAL_ENDPOINT`].
+    /// The DPS host; default `GLOBAL_ENDPOINT`.
     pub global_endpoint: String,
     /// Overrides 8883 (443 with the websocket transport); for tests and
     /// private endpoints.
@@ -44,7 +44,7 @@ pub struct ProvisioningConfig {
 #[derive(Debug, Clone)]
 pub enum ProvisioningAuth {
     /// A symmetric device key: the individual enrollment's key, or the one
-    /// derived from an enrollment group's key ([`derive_device_key`]).
+    /// derived from an enrollment group's key (`derive_device_key`).
     Key {
         /// The device key bytes.
         key: SecretBytes,

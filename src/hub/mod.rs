@@ -6,15 +6,15 @@
 //!   (re-exported from `tether-protocol`, which the cloud side shares).
 //! - [`credentials`]: what CONNECT presents; [`sas`] (`tether-protocol`):
 //!   SAS tokens.
-//! - [`session`]: the task owning the event loop, driving the machine;
-//!   [`inbound`] dispatch;
-//!   [`refusal`]: oversize or malformed inbound messages, refused alone.
-//! - [`tracker`]: maps packet ids to delivery tokens (PUBACK notices).
+//! - `session`: the task owning the event loop, driving the machine;
+//!   `inbound` dispatch;
+//!   `refusal`: oversize or malformed inbound messages, refused alone.
+//! - `tracker`: maps packet ids to delivery tokens (PUBACK notices).
 //! - [`machine`]: every decision of the session (reconnect delays, quick
 //!   drops, the silence watchdog, renewal timing, status), with no IO;
 //!   its [`machine::renewal`] says when a token is renewed, whatever the
 //!   wall clock does;
-//!   [`failure`]: rumqttc's errors as failure classes and sentences.
+//!   `failure`: rumqttc's errors as failure classes and sentences.
 //! - [`provisioning`]: Azure DPS assigns the hub and device id; the
 //!   session waits (`hold`) until it has.
 

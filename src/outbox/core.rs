@@ -201,7 +201,7 @@ impl Core {
     }
 
     /// Up to `limit` durable messages after `after` still to be done for
-    /// `sink`, in order, and at most [`READ_BYTES`] of them (at least one).
+    /// `sink`, in order, and at most `READ_BYTES` of them (at least one).
     /// Messages addressed to another sink are marked done on the way.
     ///
     /// # Errors

@@ -11,7 +11,7 @@
 //! - `k:*`: counters and the age-clock checkpoint; `k:format` the layout.
 //!
 //! Format 1 kept one `m` + seq (u64 BE) key per message; only the
-//! migration ([`super::migrate`]) still reads it.
+//! migration (`super::migrate`) still reads it.
 
 /// Segment prefix.
 pub const SEG: u8 = b's';

@@ -9,16 +9,16 @@
 //!   commit under one key (store format 2).
 //! - `ledger`: the pure bookkeeping (counters, per-sink cursors and done
 //!   ranges, capacity policy, expiry, failure recording, compaction): events
-//!   and time in, batches and outcomes out. [`core`](self::core) is the thin
+//!   and time in, batches and outcomes out. `core` is the thin
 //!   shell that locks it, applies its batches in order and reads segments;
-//!   [`append`](self::append), `maintain` and [`failures`] are its entry
-//!   points for intake, upkeep and the failure API ([`failure_record`] the
-//!   records, [`failure_id`] their UUIDs); [`ages`] the age clock.
+//!   `append`, `maintain` and `failures` are its entry
+//!   points for intake, upkeep and the failure API (`failure_record` the
+//!   records, `failure_id` their UUIDs); [`ages`] the age clock.
 //! - [`highwater`]: the record outside the store that notices messages
 //!   lost between runs in ways the engine does not report.
-//! - [`intake`]: group commit (one writer thread, one sync per group).
-//! - [`hub_sink`], [`webhook`]: delivery tasks, one per sink.
-//! - [`counters`]: what the core and the ledger count; [`metrics`]: those
+//! - `intake`: group commit (one writer thread, one sync per group).
+//! - `hub_sink`, `webhook`: delivery tasks, one per sink.
+//! - `counters`: what the core and the ledger count; [`metrics`]: those
 //!   counts as Prometheus text and `/healthz`; [`cli`]: the CLI's client.
 //! - [`salvage`]: importing the readable records of a set-aside (or copied)
 //!   store into the running one, in the background.

@@ -5,12 +5,12 @@
 //! Map:
 //! - [`request`]: the payload, parsed tolerantly.
 //! - [`path`]: what a path may be (pure checks).
-//! - [`controller`]: the HTTP client for the controller (auth, TLS).
-//! - [`response`]: the answer's shape, inline vs blob, truncation.
-//! - [`blob`]: request bodies from blob URLs, responses through file upload.
-//! - [`limits`]: concurrency, wait queue and `$rid` de-duplication.
-//! - [`schedule`]: calls made on a timer, results sent upstream.
-//! - [`metrics`], [`audit`]: counters and the per-call log line.
+//! - `controller`: the HTTP client for the controller (auth, TLS).
+//! - `response`: the answer's shape, inline vs blob, truncation.
+//! - `blob`: request bodies from blob URLs, responses through file upload.
+//! - `limits`: concurrency, wait queue and `$rid` de-duplication.
+//! - `schedule`: calls made on a timer, results sent upstream.
+//! - `metrics`, `audit`: counters and the per-call log line.
 //!
 //! [`Relay::handle`] always answers: every failure becomes an answer the
 //! Cloud Relay understands (400, 403, 405, 413, 502, 503, 504), and when the

@@ -7,12 +7,12 @@
 //!
 //! - [`auth`]: the CONNECT DPS expects (username, SAS token with
 //!   `skn=registration`).
-//! - [`wire`]: topics and documents of the DPS device API.
-//! - [`machine`]: one registration, sans-IO (register, poll, retry-after).
-//! - [`driver`]: one registration over rumqttc.
+//! - `wire`: topics and documents of the DPS device API.
+//! - `machine`: one registration, sans-IO (register, poll, retry-after).
+//! - `driver`: one registration over rumqttc.
 //! - [`cache`]: the assignment on disk, written atomically, checked on read.
-//! - [`supervisor`]: the task tying DPS, the cache and the hub session
-//!   together; [`status`]: what `/healthz` shows of it.
+//! - `supervisor`: the task tying DPS, the cache and the hub session
+//!   together; `status`: what `/healthz` shows of it.
 
 pub mod auth;
 pub mod cache;

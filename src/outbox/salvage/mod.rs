@@ -8,13 +8,13 @@
 //! - [`export`]: the reading child, `tether outbox export DIR` (hidden). A
 //!   damaged store may make the engine panic, and release builds abort on
 //!   panic, so the store is read in a child process: a panic kills only it.
-//! - [`frame`]: the stream the child writes on its stdout.
-//! - [`reader`]: the store layouts as salvage reads them (format 1 now;
-//!   format 2 adds its arm to [`reader::export`]).
-//! - [`plan`]: the decisions without IO: ages carried over, groups, counts.
-//! - [`import`](self::import): the import path through the group commit
+//! - `frame`: the stream the child writes on its stdout.
+//! - `reader`: the store layouts as salvage reads them (format 1 now;
+//!   format 2 adds its arm to `reader::export`).
+//! - `plan`: the decisions without IO: ages carried over, groups, counts.
+//! - `import`: the import path through the group commit
 //!   ([`crate::outbox::Intake::import`]), progress in the same batch.
-//! - [`run`]: the driver; [`status`]: `/healthz` and metrics.
+//! - `run`: the driver; `status`: `/healthz` and metrics.
 //!
 //! Guarantees: every group is imported with its progress in one durable
 //! batch, so a kill mid-salvage resumes after the last durable group, with

@@ -26,7 +26,7 @@ pub struct Opened<T> {
 /// then runs `load` on it. Only evidence against the store itself sets it
 /// aside: the engine reports corruption, the version is unknown, `load`
 /// finds corrupt data, or the engine panicked while opening it (now, or in
-/// an earlier run: see [`super::open_marker`]). The directory is then
+/// an earlier run: see `super::open_marker`). The directory is then
 /// renamed to `<root>/outbox.corrupt-<unix seconds>` with an error log line
 /// and a new store is started; the old one is kept for salvage.
 ///
