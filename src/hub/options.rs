@@ -1,5 +1,7 @@
 //! Builds rumqttc's connection options from the validated hub config.
 
+use std::path::Path;
+
 use rumqttc::{
     LastWill, MqttOptions, Proxy, ProxyAuth, ProxyType, QoS, TlsConfiguration, Transport,
 };
@@ -108,13 +110,7 @@ pub fn build(
         .set_inflight(MAX_IN_FLIGHT)
         .set_manual_acks(true);
     if t.tls {
-        let tls = tls::client_config(cfg.ca_file.as_deref(), client_cert(cfg))?;
-        let tls = TlsConfiguration::Rustls(tls);
-        opts.set_transport(if ws {
-            Transport::Wss(tls)
-        } else {
-            Transport::Tls(tls)
-        });
+        opts.set_transport(tls_transport(cfg.ca_file.as_deref(), client_cert(cfg), ws)?);
     } else if ws {
         opts.set_transport(Transport::Ws);
     }
@@ -132,6 +128,24 @@ pub fn build(
         ));
     }
     Ok(opts)
+}
+
+/// TLS with the trust roots (plus `ca_file`) and client certificate `cert`,
+/// over TCP or, with `ws`, over a WebSocket: the hub's transport, and DPS's.
+///
+/// # Errors
+/// When the TLS files cannot be loaded.
+pub(crate) fn tls_transport(
+    ca_file: Option<&Path>,
+    cert: Option<&ClientCert>,
+    ws: bool,
+) -> Result<Transport, OptionsError> {
+    let tls = TlsConfiguration::Rustls(tls::client_config(ca_file, cert)?);
+    Ok(if ws {
+        Transport::Wss(tls)
+    } else {
+        Transport::Tls(tls)
+    })
 }
 
 /// `http://[user:password@]host:port` as rumqttc's proxy setting.

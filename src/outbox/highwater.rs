@@ -18,7 +18,7 @@
 //! Sequence numbers continue above the record after a loss, so ids of lost
 //! messages are never handed out again.
 
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -108,13 +108,8 @@ pub fn read(root: &Path) -> Result<Option<Record>, RecordError> {
 /// # Errors
 /// On I/O errors (a full disk keeps the old record, which is still safe).
 pub fn write(root: &Path, record: &Record) -> io::Result<()> {
-    let tmp = root.join(format!("{STATE_FILE}.tmp"));
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(&serde_json::to_vec(record).map_err(io::Error::other)?)?;
-    f.sync_all()?;
-    drop(f);
-    std::fs::rename(&tmp, root.join(STATE_FILE))?;
-    std::fs::File::open(root)?.sync_all()
+    let body = serde_json::to_vec(record).map_err(io::Error::other)?;
+    super::store::durable::replace_file(root, STATE_FILE, &body)
 }
 
 /// What [`reconcile`] found.

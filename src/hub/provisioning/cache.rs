@@ -5,7 +5,7 @@
 //! back only when whole, for this very registration, with a usable
 //! assignment. Anything else means registering again, never a crash.
 
-use std::io::{self, Write as _};
+use std::io;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -146,13 +146,7 @@ pub fn write(
     };
     let body = serde_json::to_vec_pretty(&record).map_err(|e| io_err(io::Error::other(e)))?;
     durable::create_dir_all(dir).map_err(io_err)?;
-    let tmp = dir.join(format!("{CACHE_FILE}.tmp"));
-    let mut f = std::fs::File::create(&tmp).map_err(io_err)?;
-    f.write_all(&body).map_err(io_err)?;
-    f.sync_all().map_err(io_err)?;
-    drop(f);
-    std::fs::rename(&tmp, &path).map_err(io_err)?;
-    durable::sync_dir(dir).map_err(io_err)
+    durable::replace_file(dir, CACHE_FILE, &body).map_err(io_err)
 }
 
 /// Forgets the cached assignment (the hub refused it).

@@ -8,16 +8,16 @@ use std::time::Duration;
 
 use rumqttc::{
     AsyncClient, ConnectReturnCode, ConnectionError, Event, MqttOptions, Packet, QoS,
-    SubscribeReasonCode, TlsConfiguration, Transport,
+    SubscribeReasonCode,
 };
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{HubConfig, ProvisioningAuth, ProvisioningConfig, Transport as Wire};
 use crate::hub::failure::classify;
-use crate::hub::options::{parse_proxy, OptionsError};
+use crate::hub::options::{parse_proxy, tls_transport, OptionsError};
+use crate::hub::session::sleep_until;
 use crate::hub::Failure;
-use crate::tls;
 
 use super::auth;
 use super::error::DpsError;
@@ -69,12 +69,7 @@ pub(super) fn options(
         ProvisioningAuth::X509(c) => Some(c),
         ProvisioningAuth::Key { .. } => None,
     };
-    let tls = TlsConfiguration::Rustls(tls::client_config(hub.ca_file.as_deref(), cert)?);
-    opts.set_transport(if ws {
-        Transport::Wss(tls)
-    } else {
-        Transport::Tls(tls)
-    });
+    opts.set_transport(tls_transport(hub.ca_file.as_deref(), cert, ws)?);
     if let Some(proxy) = &hub.proxy {
         opts.set_proxy(parse_proxy(proxy)?);
     }
@@ -234,13 +229,5 @@ fn connection_error(e: &ConnectionError, target: &str) -> DpsError {
             let (failure, message) = classify(other, &what);
             DpsError::Connection { failure, message }
         }
-    }
-}
-
-/// Sleeps until `deadline`, or forever without one.
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
     }
 }

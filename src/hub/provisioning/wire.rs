@@ -7,6 +7,8 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use crate::hub::properties;
+
 /// Where every answer arrives.
 pub const RESPONSE_FILTER: &str = "$dps/registrations/res/#";
 const RESPONSE_PREFIX: &str = "$dps/registrations/res/";
@@ -102,22 +104,15 @@ fn parse_rest(rest: &str, payload: &[u8]) -> Result<Response, String> {
     let status: u16 = status
         .parse()
         .map_err(|_| format!("status {status:?} is not a number"))?;
-    let query = query.strip_prefix('?').unwrap_or(query);
-    let mut rid = None;
-    let mut retry_after = None;
-    for pair in query.split('&').filter(|p| !p.is_empty()) {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        match k {
-            "$rid" => rid = Some(v.to_owned()),
-            "retry-after" => {
-                let secs: u64 = v
-                    .parse()
-                    .map_err(|_| format!("retry-after {v:?} is not a number of seconds"))?;
-                retry_after = Some(Duration::from_secs(secs));
-            }
-            _ => {}
-        }
-    }
+    let query = properties::decode(query.strip_prefix('?').unwrap_or(query));
+    let rid = properties::get(&query, "$rid").map(str::to_owned);
+    let retry_after = properties::get(&query, "retry-after")
+        .map(|v| {
+            v.parse()
+                .map(Duration::from_secs)
+                .map_err(|_| format!("retry-after {v:?} is not a number of seconds"))
+        })
+        .transpose()?;
     // Error answers may carry no body or plain text: the status still says
     // what happened.
     let body = if (200..300).contains(&status) {

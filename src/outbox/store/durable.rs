@@ -6,7 +6,7 @@
 //! it (`tests/it/outbox_powercut.rs` showed it).
 
 use std::fs::File;
-use std::io;
+use std::io::{self, Write};
 use std::path::Path;
 
 /// `fsync`s the directory `dir`, so the names it holds are durable.
@@ -36,6 +36,22 @@ pub(crate) fn create_dir_all(dir: &Path) -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Replaces `dir/name` with `bytes` atomically: written beside as
+/// `name.tmp`, synced, renamed over, and the rename made durable, so a
+/// power cut leaves the old content or the new, never a torn file.
+///
+/// # Errors
+/// When the file cannot be written, synced or renamed, or `dir` synced.
+pub(crate) fn replace_file(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
+    let tmp = dir.join(format!("{name}.tmp"));
+    let mut f = File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    drop(f);
+    std::fs::rename(&tmp, dir.join(name))?;
+    sync_dir(dir)
 }
 
 #[cfg(test)]
