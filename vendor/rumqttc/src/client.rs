@@ -111,6 +111,30 @@ impl AsyncClient {
         Ok(())
     }
 
+    /// tether patch: [`AsyncClient::try_publish`] without copies: the topic
+    /// is moved into the packet and the payload shared, so a caller that
+    /// keeps the payload for a resend pays no copy per publish.
+    pub fn try_publish_bytes<S>(
+        &self,
+        topic: S,
+        qos: QoS,
+        retain: bool,
+        payload: Bytes,
+    ) -> Result<(), ClientError>
+    where
+        S: Into<String>,
+    {
+        let mut publish = Publish::from_bytes(topic, qos, payload);
+        publish.retain = retain;
+        let valid = valid_topic(&publish.topic);
+        let publish = Request::Publish(publish);
+        if !valid {
+            return Err(ClientError::TryRequest(publish));
+        }
+        self.request_tx.try_send(publish)?;
+        Ok(())
+    }
+
     /// Sends a MQTT PubAck to the `EventLoop`. Only needed in if `manual_acks` flag is set.
     pub async fn ack(&self, publish: &Publish) -> Result<(), ClientError> {
         let ack = get_ack_req(publish);

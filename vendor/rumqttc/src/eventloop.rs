@@ -242,8 +242,28 @@ impl EventLoop {
                 self.mqtt_options.pending_throttle
             ), if !self.pending.is_empty() || (!inflight_full && !collision) => match o {
                 Ok(request) => {
+                    let replaying = !self.pending.is_empty();
+                    let mut more = !replaying && !matches!(request, Request::Disconnect(_));
                     if let Some(outgoing) = self.state.handle_outgoing_packet(request)? {
                         network.write(outgoing).await?;
+                    }
+                    // tether patch: requests already waiting in the channel go
+                    // out in the same write, up to the batch limit, while the
+                    // window has room: one syscall (and one wake-up of the
+                    // broker) for many publishes instead of one each. Their
+                    // events are queued in order, as `readb` does for acks.
+                    let mut batched = 1;
+                    while more
+                        && batched < self.mqtt_options.request_batch()
+                        && self.state.inflight < self.mqtt_options.inflight
+                        && self.state.collision.is_none()
+                    {
+                        let Ok(request) = self.requests_rx.try_recv() else { break };
+                        more = !matches!(request, Request::Disconnect(_));
+                        if let Some(outgoing) = self.state.handle_outgoing_packet(request)? {
+                            network.write(outgoing).await?;
+                        }
+                        batched += 1;
                     }
                     match time::timeout(network_timeout, network.flush()).await {
                         Ok(inner) => inner?,

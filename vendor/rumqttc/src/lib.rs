@@ -494,7 +494,26 @@ pub struct MqttOptions {
     request_modifier: Option<RequestModifierFn>,
 }
 
+/// tether patch: requests written together when several wait in the channel.
+pub const DEFAULT_REQUEST_BATCH: usize = 64;
+
 impl MqttOptions {
+    /// tether patch: how many requests one write may carry (see
+    /// `EventLoop::select`); 0, the default, means [`DEFAULT_REQUEST_BATCH`].
+    pub fn request_batch(&self) -> usize {
+        match self.max_request_batch {
+            0 => DEFAULT_REQUEST_BATCH,
+            n => n,
+        }
+    }
+
+    /// tether patch: sets how many waiting requests one write may carry
+    /// (1 writes each request on its own, as upstream does).
+    pub fn set_max_request_batch(&mut self, n: usize) -> &mut Self {
+        self.max_request_batch = n;
+        self
+    }
+
     /// Create an [`MqttOptions`] object that contains default values for all settings other than
     /// - id: A string to identify the device connecting to a broker
     /// - host: The broker's domain name or IP address
