@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use bytes::Bytes;
 use rumqttc::{AsyncClient, ClientError, QoS};
 use serde_json::{Map, Value};
 use tokio::sync::watch;
@@ -27,8 +28,8 @@ pub struct Telemetry {
     pub message_id: String,
     /// The `type` property (`attribute`, `relay-schedule`, ...).
     pub message_type: String,
-    /// JSON body.
-    pub payload: Vec<u8>,
+    /// JSON body, shared with the publishes made from it.
+    pub payload: Bytes,
     /// Custom properties after the standard ones.
     pub properties: Vec<(String, String)>,
 }
@@ -48,6 +49,21 @@ impl Telemetry {
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_str()));
         properties::encode(standard.into_iter().chain(custom))
+    }
+}
+
+/// A telemetry publish built by [`HubHandle::prepare`], ready to be sent as
+/// often as needed.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    pub(crate) topic: String,
+    pub(crate) payload: Bytes,
+}
+
+impl Prepared {
+    /// Payload bytes.
+    pub fn payload_len(&self) -> usize {
+        self.payload.len()
     }
 }
 
@@ -141,27 +157,33 @@ impl HubHandle {
         self.shared.status.clone()
     }
 
-    /// Publishes telemetry at QoS 1. When `token` is given, its PUBACK is
-    /// reported as [`super::Delivery::Acked`]. Waits while the request
-    /// channel is full; never blocks the session task.
+    /// Builds the publish for `msg` once (topic with its property bag,
+    /// payload shared, not copied), so sending it again after a lost
+    /// connection costs nothing more.
     ///
     /// # Errors
-    /// [`PublishError::TooLarge`] over the hub's limit, [`PublishError::Closed`]
-    /// after shutdown.
-    pub async fn publish_telemetry(
-        &self,
-        msg: &Telemetry,
-        token: Option<Token>,
-    ) -> Result<(), PublishError> {
+    /// [`PublishError::TooLarge`] over the hub's limit.
+    pub fn prepare(&self, msg: &Telemetry) -> Result<Prepared, PublishError> {
         let topic = self.shared.topics.telemetry(&msg.property_bag());
         let size = topic.len() + msg.payload.len();
-        if size > super::options::MAX_PACKET_BYTES - 16 {
-            return Err(PublishError::TooLarge {
-                size,
-                max: super::options::MAX_PACKET_BYTES - 16,
-            });
+        let max = super::options::MAX_PACKET_BYTES - 16;
+        if size > max {
+            return Err(PublishError::TooLarge { size, max });
         }
-        self.publish_qos1(&topic, &msg.payload, false, token).await
+        Ok(Prepared {
+            topic,
+            payload: msg.payload.clone(),
+        })
+    }
+
+    /// Publishes a prepared telemetry message at QoS 1. When `token` is
+    /// given, its PUBACK is reported as [`super::Delivery::Acked`]. Waits
+    /// while the request channel is full; never blocks the session task.
+    ///
+    /// # Errors
+    /// [`PublishError::Closed`] after shutdown.
+    pub async fn publish(&self, p: &Prepared, token: Option<Token>) -> Result<(), PublishError> {
+        self.publish_qos1(&p.topic, &p.payload, false, token).await
     }
 
     /// Applies a changed hub configuration (SIGHUP): new credentials, host,
@@ -258,7 +280,7 @@ impl HubHandle {
             Scheme::Plain => {
                 let topic = self.shared.topics.twin_reported("");
                 let body = Value::Object(full).to_string().into_bytes();
-                self.publish_qos1(&topic, &body, true, None).await
+                self.publish_qos1(&topic, &body.into(), true, None).await
             }
         }
     }
@@ -266,15 +288,18 @@ impl HubHandle {
     async fn publish_qos1(
         &self,
         topic: &str,
-        payload: &[u8],
+        payload: &Bytes,
         retain: bool,
         token: Option<Token>,
     ) -> Result<(), PublishError> {
         loop {
             let sent = self.shared.queued.push_with(token, || {
-                self.shared
-                    .client
-                    .try_publish(topic, QoS::AtLeastOnce, retain, payload.to_vec())
+                self.shared.client.try_publish_bytes(
+                    topic,
+                    QoS::AtLeastOnce,
+                    retain,
+                    payload.clone(),
+                )
             });
             match sent {
                 Ok(()) => return Ok(()),
@@ -321,7 +346,7 @@ mod tests {
         let t = Telemetry {
             message_id: "5b0c1e2a-0000-4000-8000-000000000001".into(),
             message_type: "attribute".into(),
-            payload: vec![],
+            payload: Bytes::new(),
             properties: vec![("schedule".into(), "every 5m".into())],
         };
         assert_eq!(

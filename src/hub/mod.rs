@@ -35,7 +35,7 @@ pub(crate) mod tracker;
 // The wire formats live in tether-protocol, shared with the cloud side.
 pub use tether_protocol::{properties, sas, topics};
 
-pub use handle::{HubHandle, PublishError, ReconfigureError, Telemetry};
+pub use handle::{HubHandle, Prepared, PublishError, ReconfigureError, Telemetry};
 pub use machine::Failure;
 pub use machine::{ConnState, HubStatus};
 pub use methods::{C2dMessage, MethodCall, MethodResponse, Router};

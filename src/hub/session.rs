@@ -3,6 +3,7 @@
 //! by reconnecting and reconnects forever when and as the machine decides,
 //! and reports PUBACKs per delivery token.
 
+use std::pin::Pin;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -15,7 +16,7 @@ use rumqttc::{
 use serde_json::{Map, Value};
 use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::JoinHandle;
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
@@ -138,6 +139,7 @@ pub fn start(
         answers_waiting: Arc::new(Semaphore::new(ANSWERS_WAITING)),
         twin_get: None,
         shutdown,
+        alarm: Alarm::new(),
     };
     let task = tokio::spawn(session.run());
     Ok(Hub {
@@ -170,6 +172,7 @@ pub(super) struct Session {
     pub(super) answers_waiting: Arc<Semaphore>,
     pub(super) twin_get: Option<String>,
     pub(super) shutdown: CancellationToken,
+    pub(super) alarm: Alarm,
 }
 
 /// What ended one wait of the session task.
@@ -211,11 +214,17 @@ impl Session {
                     if matches!(event, Event::Incoming(_)) {
                         self.machine.packet_seen(self.now());
                     }
-                    self.on_event(event);
+                    let decided = self.on_event(event);
                     let keep_alive = self.keep_alive();
                     self.beat
                         .beat_expecting(keep_alive + self.connect_timeout + SLACK);
-                    self.apply()
+                    // PUBACKs and outgoing publishes, the bulk of events,
+                    // change neither the status nor the machine's plans.
+                    if decided {
+                        self.apply()
+                    } else {
+                        None
+                    }
                 }
                 Next::Event(Err(err)) => self.on_error(&err),
                 Next::LinkDead(message) => self.on_silent_link(message),
@@ -252,12 +261,13 @@ impl Session {
         let poll = self.eventloop.poll();
         tokio::pin!(poll);
         loop {
-            let deadline = self.machine.poll_timeout().map(|t| self.origin + t);
+            self.alarm
+                .set(self.machine.poll_timeout().map(|t| self.origin + t));
             tokio::select! {
                 biased;
                 ev = &mut poll => return Next::Event(ev),
                 () = self.shutdown.cancelled(), if !connected => return Next::Stop,
-                () = sleep_until(deadline) => {
+                () = self.alarm.fired() => {
                     match self.machine.handle_timeout(now(self.origin, &self.clock)) {
                         Some(Timer::LinkDead(message)) => return Next::LinkDead(message),
                         Some(Timer::RenewToken) => {
@@ -403,7 +413,9 @@ impl Session {
         });
     }
 
-    fn on_event(&mut self, event: Event) {
+    /// Handles one event; true when the machine took part (its status or
+    /// actions may have changed).
+    fn on_event(&mut self, event: Event) -> bool {
         match event {
             Event::Incoming(Packet::ConnAck(ack)) => {
                 self.machine.connack(self.now());
@@ -429,12 +441,20 @@ impl Session {
                 if let Some(token) = self.tracker.on_puback(ack.pkid) {
                     self.notify(Delivery::Acked(token));
                 }
+                return false;
             }
             Event::Outgoing(Outgoing::Subscribe(pkid)) => self.machine.subscribe_sent(pkid),
-            Event::Outgoing(Outgoing::Publish(pkid)) => self.tracker.on_outgoing_publish(pkid),
-            Event::Outgoing(Outgoing::AwaitAck(pkid)) => self.tracker.on_await_ack(pkid),
+            Event::Outgoing(Outgoing::Publish(pkid)) => {
+                self.tracker.on_outgoing_publish(pkid);
+                return false;
+            }
+            Event::Outgoing(Outgoing::AwaitAck(pkid)) => {
+                self.tracker.on_await_ack(pkid);
+                return false;
+            }
             _ => {}
         }
+        true
     }
 
     pub(super) fn notify(&self, d: Delivery) {
@@ -467,9 +487,43 @@ fn token(c: &Credentials) -> TokenLife {
     }
 }
 
-/// Sleeps until `deadline`, or forever without one.
+/// The session's one timer for the machine's deadlines, moved rather than
+/// made anew for every event: a new `Sleep` per event would add and remove
+/// a timer-wheel entry per PUBACK.
+pub(super) struct Alarm {
+    sleep: Pin<Box<Sleep>>,
+    armed: bool,
+}
+
+impl Alarm {
+    fn new() -> Self {
+        Alarm {
+            sleep: Box::pin(tokio::time::sleep(Duration::ZERO)),
+            armed: false,
+        }
+    }
+
+    /// Rings at `deadline`, or never without one.
+    fn set(&mut self, deadline: Option<Instant>) {
+        self.armed = deadline.is_some();
+        if let Some(at) = deadline {
+            if self.sleep.deadline() != at {
+                self.sleep.as_mut().reset(at);
+            }
+        }
+    }
+
+    async fn fired(&mut self) {
+        if self.armed {
+            self.sleep.as_mut().await;
+        } else {
+            std::future::pending().await
+        }
+    }
+}
+
 /// Sleeps until `deadline`, or forever without one: the timer arm of the
-/// session's and the DPS driver's event loops.
+/// DPS driver's event loop.
 pub(super) async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(at) => tokio::time::sleep_until(at).await,

@@ -14,14 +14,15 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use crate::hub::{Delivery, HubHandle, HubStatus, PublishError, Telemetry};
+use bytes::Bytes;
+
+use crate::hub::{Delivery, HubHandle, HubStatus, Prepared, PublishError, Telemetry};
 use crate::service::Beat;
 
 use super::core::{Core, SinkId, READ_BYTES};
 use super::message::{id_str, Stored, ATTRIBUTE, ID_LEN};
 use super::pacing::Pacer;
 
-/// Unacknowledged publishes at most (each may carry a batch).
 /// Unacknowledged publishes at most (each may carry a batch). The sink is
 /// bound by the round trip to the hub, not by CPU: on a loaded 2-core
 /// device 32 in flight gave 9-13k PUBACK/s while the intake was writing,
@@ -34,6 +35,12 @@ pub const MAX_IN_FLIGHT: usize = 128;
 /// until its PUBACK, and so do we, to resend it.
 const MAX_IN_FLIGHT_BYTES: usize = 1 << 20;
 const _: () = assert!(MAX_IN_FLIGHT < crate::hub::options::MAX_IN_FLIGHT as usize);
+/// A full window is topped up only once this many publishes are free, so
+/// a backlog goes out in bursts that the session writes with one syscall
+/// (and the broker reads with one), not one publish per PUBACK. The rest
+/// of the window keeps the link busy meanwhile; a window with room (no
+/// backlog) sends at once.
+const REFILL_MIN: usize = MAX_IN_FLIGHT / 4;
 /// A publish without PUBACK for this long while connected is sent again.
 pub const ACK_TIMEOUT: Duration = Duration::from_secs(30);
 /// Messages read per batch when batching; the read-ahead is topped up
@@ -67,7 +74,7 @@ struct Flight {
     token: u64,
     /// `(seq, bytes)` of the messages it carries.
     msgs: Vec<(u64, u64)>,
-    telemetry: Telemetry,
+    publish: Prepared,
     sent: Instant,
 }
 
@@ -91,21 +98,28 @@ impl HubSink {
         let mut pacer = Pacer::new(self.options.max_messages_per_second);
         let mut durable = self.core.durable();
         let mut status = self.hub.watch_status();
+        // One timer for the "waiting for PUBACKs" line: a fresh sleep per
+        // turn of the loop would register a timer per PUBACK.
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             self.beat.beat_expecting(ACK_TIMEOUT * 2);
             if !self.drain_deliveries(&mut w.flights).await {
                 return;
             }
-            let st = status.borrow_and_update().clone();
-            self.note_status(&st);
-            if st.is_connected() && w.flights.len() < MAX_IN_FLIGHT {
+            let connected = status.borrow_and_update().is_connected();
+            if !connected {
+                let st = status.borrow().clone();
+                self.note_unreachable(&st);
+            }
+            if connected && w.flights.len() + REFILL_MIN <= MAX_IN_FLIGHT {
                 match self.fill(&mut w, &mut pacer).await {
                     Ok(true) => continue,
                     Ok(false) => {}
                     Err(()) => return,
                 }
             }
-            if st.is_connected()
+            if connected
                 && w.flights
                     .front()
                     .is_some_and(|f| f.sent.elapsed() >= ACK_TIMEOUT)
@@ -127,7 +141,7 @@ impl HubSink {
                 },
                 r = durable.changed() => if r.is_err() { return },
                 r = status.changed() => if r.is_err() { return },
-                () = tokio::time::sleep(Duration::from_secs(1)) => {
+                _ = tick.tick() => {
                     if let Some(f) = w.flights.front() {
                         debug!(in_flight = w.flights.len(), token = f.token, waiting = ?f.sent.elapsed(), "waiting for PUBACKs");
                     }
@@ -197,11 +211,7 @@ impl HubSink {
             self.core.count_duplicates(self.sink, n as u64);
         }
         for f in flights.iter_mut() {
-            if let Err(PublishError::Closed) = self
-                .hub
-                .publish_telemetry(&f.telemetry, Some(f.token))
-                .await
-            {
+            if let Err(PublishError::Closed) = self.hub.publish(&f.publish, Some(f.token)).await {
                 return false;
             }
             f.sent = Instant::now();
@@ -241,7 +251,7 @@ impl HubSink {
             MAX_IN_FLIGHT.saturating_sub(w.flights.len())
         };
         self.core.drop_done(self.sink, &mut w.ahead, next);
-        let mut bytes: usize = w.flights.iter().map(|f| f.telemetry.payload.len()).sum();
+        let mut bytes: usize = w.flights.iter().map(|f| f.publish.payload_len()).sum();
         let mut sent = 0;
         while !w.ahead.is_empty() && has_room(&w.flights, bytes) {
             let take = if batching {
@@ -249,30 +259,44 @@ impl HubSink {
             } else {
                 1
             };
-            let group: Vec<Stored> = w.ahead.drain(..take).collect();
-            let flight = flight(&group);
+            let mut group: Vec<Stored> = w.ahead.drain(..take).collect();
+            let msgs = group.iter().map(|m| (m.seq, m.encoded_len())).collect();
+            let telemetry = telemetry(&mut group);
+            let publish = match self.hub.prepare(&telemetry) {
+                Ok(p) => p,
+                Err(e) => {
+                    self.give_up(&mut group, telemetry, &e);
+                    continue;
+                }
+            };
             pacer.acquire().await;
-            match self
-                .hub
-                .publish_telemetry(&flight.telemetry, Some(flight.token))
-                .await
-            {
-                Ok(()) => {
-                    bytes += flight.telemetry.payload.len();
-                    w.flights.push_back(flight);
-                    sent += 1;
-                }
-                Err(PublishError::Closed) => return Err(()),
-                Err(e @ PublishError::TooLarge { .. }) => {
-                    for m in &group {
-                        if let Err(err) = self.core.give_up(self.sink, m, &e.to_string()) {
-                            warn!(error = %err, "cannot record a push failure");
-                        }
-                    }
-                }
+            let token = group[0].seq;
+            if let Err(PublishError::Closed) = self.hub.publish(&publish, Some(token)).await {
+                return Err(());
             }
+            bytes += publish.payload_len();
+            w.flights.push_back(Flight {
+                token,
+                msgs,
+                publish,
+                sent: Instant::now(),
+            });
+            sent += 1;
         }
         Ok(sent > 0)
+    }
+
+    /// Records the messages of a publish the hub cannot take as push
+    /// failures, each with its own body.
+    fn give_up(&self, group: &mut [Stored], telemetry: Telemetry, e: &PublishError) {
+        if let [single] = group {
+            single.body = telemetry.payload.to_vec();
+        }
+        for m in group.iter() {
+            if let Err(err) = self.core.give_up(self.sink, m, &e.to_string()) {
+                warn!(error = %err, "cannot record a push failure");
+            }
+        }
     }
 
     /// How many leading messages of `msgs` fit one batch: consecutive
@@ -294,17 +318,14 @@ impl HubSink {
         n
     }
 
-    fn note_status(&self, st: &HubStatus) {
-        let error = (!st.is_connected()).then(|| {
-            let since = humantime::format_rfc3339_seconds(st.since);
-            match &st.last_error {
-                Some(e) => format!("hub unreachable since {since}: {e}"),
-                None => format!("hub unreachable since {since}"),
-            }
-        });
-        if error.is_some() {
-            self.core.set_error(self.sink, error);
-        }
+    /// Records why the hub is unreachable (for failures and stats).
+    fn note_unreachable(&self, st: &HubStatus) {
+        let since = humantime::format_rfc3339_seconds(st.since);
+        let error = match &st.last_error {
+            Some(e) => format!("hub unreachable since {since}: {e}"),
+            None => format!("hub unreachable since {since}"),
+        };
+        self.core.set_error(self.sink, Some(error));
     }
 }
 
@@ -315,19 +336,21 @@ fn has_room(flights: &VecDeque<Flight>, bytes: usize) -> bool {
 }
 
 /// Moves the messages of the flight PUBACKed as `token` to `acked`.
+/// Flights are in token order (tokens are increasing sequence numbers),
+/// and PUBACKs mostly come in that order too.
 fn take_acked(flights: &mut VecDeque<Flight>, token: u64, acked: &mut Vec<(u64, u64)>) {
-    if let Some(i) = flights.iter().position(|f| f.token == token) {
+    if let Ok(i) = flights.binary_search_by_key(&token, |f| f.token) {
         if let Some(f) = flights.remove(i) {
             acked.extend_from_slice(&f.msgs);
         }
     }
 }
 
-/// One publish for `group` (one message, or a JSON array of several).
-fn flight(group: &[Stored]) -> Flight {
-    let first = &group[0];
-    let payload = if group.len() == 1 {
-        first.body.clone()
+/// The telemetry for `group` (one message, or a JSON array of several).
+/// A single message's body is moved into the payload, not copied.
+fn telemetry(group: &mut [Stored]) -> Telemetry {
+    let payload = if let [single] = group {
+        Bytes::from(std::mem::take(&mut single.body))
     } else {
         let mut p = Vec::with_capacity(group.iter().map(|m| m.body.len() + 1).sum::<usize>() + 1);
         p.push(b'[');
@@ -338,18 +361,14 @@ fn flight(group: &[Stored]) -> Flight {
             p.extend_from_slice(&m.body);
         }
         p.push(b']');
-        p
+        p.into()
     };
-    Flight {
-        token: first.seq,
-        msgs: group.iter().map(|m| (m.seq, m.encoded_len())).collect(),
-        telemetry: Telemetry {
-            message_id: id_str(&first.id, &mut [0; ID_LEN]).to_owned(),
-            message_type: first.message_type.clone(),
-            payload,
-            properties: Vec::new(),
-        },
-        sent: Instant::now(),
+    let first = &group[0];
+    Telemetry {
+        message_id: id_str(&first.id, &mut [0; ID_LEN]).to_owned(),
+        message_type: first.message_type.clone(),
+        payload,
+        properties: Vec::new(),
     }
 }
 
@@ -363,11 +382,9 @@ mod tests {
             .map(|&t| Flight {
                 token: t,
                 msgs: vec![(t, 10), (t + 1, 20)],
-                telemetry: Telemetry {
-                    message_id: String::new(),
-                    message_type: ATTRIBUTE.into(),
-                    payload: Vec::new(),
-                    properties: Vec::new(),
+                publish: Prepared {
+                    topic: String::new(),
+                    payload: Bytes::new(),
                 },
                 sent: Instant::now(),
             })

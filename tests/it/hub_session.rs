@@ -66,10 +66,11 @@ async fn connects_over_tls_with_a_password_and_publishes_telemetry() {
     let msg = Telemetry {
         message_id: "0b6e5a55-1f3c-4f55-9d3a-3d0b5f8c0001".into(),
         message_type: "attribute".into(),
-        payload: br#"{"attributeId":1}"#.to_vec(),
+        payload: br#"{"attributeId":1}"#.as_slice().into(),
         properties: vec![],
     };
-    hub.handle.publish_telemetry(&msg, Some(77)).await.unwrap();
+    let publish = hub.handle.prepare(&msg).unwrap();
+    hub.handle.publish(&publish, Some(77)).await.unwrap();
     let got = cloud
         .next_on("devices/dev1/messages/events/", WAIT)
         .await
