@@ -16,9 +16,10 @@
 //! - [`outbox`]: the durable store of attribute messages (ledger, store
 //!   engines, intake, delivery cursors per sink, TTL, push failures,
 //!   salvage); every accepted message reaches each sink or becomes a
-//!   failure.
+//!   failure. Attribute messages are `tether_protocol::afero`'s.
 //! - [`relay`]: the `RestApi` direct method run against the controller's
-//!   local REST API (path rules, limits, blobs, schedules, audit).
+//!   local REST API (path rules, limits, blobs, schedules, audit); its
+//!   payloads are `tether_protocol::relay`'s.
 //! - [`bridge`]: the afLib4 link to the MCU on a serial port, over the
 //!   `firmware-bridge` crate's sans-IO core.
 //! - [`admin`]: the local HTTP API: `/healthz`, `/metrics`, attribute

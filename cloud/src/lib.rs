@@ -9,7 +9,8 @@
 //!   device speaks.
 //! - [`serve()`] ([`serve`](mod@serve)): the Cloud Relay HTTP API; with
 //!   [`auth`] (bearer tokens, JWTs), [`problem`] (the §4 error table),
-//!   [`translate`] (HTTP ↔ method payload), [`blobs`] (the blob store on
+//!   [`translate`] (a client's body as payload text; the payloads are
+//!   [`tether_protocol::relay`]'s), [`blobs`] (the blob store on
 //!   disk) and [`upload`] (IoT Hub's file-upload URL layout on it, its
 //!   device credentials in `devices.rs`); the handlers share `state.rs`.
 //! - [`invoke`]: `tether-cloud invoke` / `request` from the command line.

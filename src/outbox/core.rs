@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
+use tether_protocol::time::unix_ms;
 use tokio::sync::watch;
 
 use crate::clock::SharedClock;
@@ -25,7 +26,7 @@ use super::ages::{AgeClock, Checkpoint};
 use super::counters::Counters;
 use super::keys::{self, SegKey};
 use super::ledger::{self, Ledger, Limits, Now};
-use super::message::{unix_ms, Stored};
+use super::message::Stored;
 use super::segment::{self, Segment};
 use super::store::{Batch, Storage, StoreError};
 

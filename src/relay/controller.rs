@@ -15,12 +15,12 @@ use reqwest::Url;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
+use tether_protocol::relay::{ForwardHeaders, HttpMethod};
 
 use crate::config::{ControllerConfig, Secret};
 
 use super::error::{Failure, RelayError};
 use super::path::CheckedPath;
-use super::request::{ForwardHeaders, HttpMethod};
 
 /// What the controller answered, with only the headers the cloud may see.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,6 +33,15 @@ pub struct ControllerReply {
     pub content_disposition: Option<String>,
     /// The body bytes.
     pub body: Vec<u8>,
+}
+
+fn reqwest_method(method: HttpMethod) -> reqwest::Method {
+    match method {
+        HttpMethod::Get => reqwest::Method::GET,
+        HttpMethod::Put => reqwest::Method::PUT,
+        HttpMethod::Post => reqwest::Method::POST,
+        HttpMethod::Delete => reqwest::Method::DELETE,
+    }
 }
 
 /// A client bound to one controller.
@@ -139,7 +148,7 @@ impl Controller {
         body: Option<Vec<u8>>,
         max_body: usize,
     ) -> Result<ControllerReply, Failure> {
-        let mut req = self.client.request(method.to_reqwest(), url);
+        let mut req = self.client.request(reqwest_method(method), url);
         if let Some(user) = &self.username {
             req = req.basic_auth(user, self.password.as_ref().map(Secret::expose));
         }
