@@ -54,7 +54,7 @@ impl Clock for ManualClock {
 /// A shareable clock handle.
 pub type SharedClock = Arc<dyn Clock>;
 
-pub use tether_protocol::time::unix_seconds;
+pub(crate) use tether_protocol::time::unix_seconds;
 
 /// The build time less a day: any earlier reading means the clock has not
 /// been set yet (no RTC, NTP not synced).

@@ -7,9 +7,9 @@
 //! - [`config`]: the TOML file, validated into typed settings before any
 //!   task starts; connection strings, secrets, the summary.
 //! - [`hub`]: the one MQTT session to the hub: auth (SAS, x509, password),
-//!   the decisions in [`hub::machine`] (no IO), the topic scheme of both
-//!   ends ([`hub::topics`], from the `tether-protocol` crate, with the
-//!   property bags and SAS tokens), reconnect with backoff, method routing,
+//!   the decisions in `hub::machine` (no IO), the topic scheme of both
+//!   ends ([`tether_protocol::topics`], with the property bags and SAS
+//!   tokens of that crate), reconnect with backoff, method routing,
 //!   telemetry, PUBACK notices; [`hub::provisioning`]: Azure DPS assigns
 //!   the hub and device id.
 //! - `backoff`: retry delays with jitter, for every retry loop.

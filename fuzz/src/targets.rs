@@ -72,7 +72,7 @@ fn relay_path(data: &[u8]) -> String {
 /// Lines are alternating keys and values; encoding then decoding must give
 /// them back exactly.
 fn property_bag(data: &[u8]) -> String {
-    use tether::hub::properties::{decode, encode};
+    use tether_protocol::properties::{decode, encode};
     let raw = text(data);
     let _ = decode(&raw);
     let lines: Vec<&str> = raw.split('\n').collect();

@@ -45,7 +45,7 @@ pub struct Settings {
 
 /// Bodies returned by one [`Core::read`] at most, so a backlog of large
 /// messages never sits in memory at once.
-pub const READ_BYTES: usize = 1 << 20;
+pub(crate) const READ_BYTES: usize = 1 << 20;
 /// Segments fetched per storage scan while reading.
 const READ_SEGMENTS: usize = 8;
 
@@ -60,7 +60,7 @@ pub(crate) struct State {
 
 impl State {
     /// The time for a ledger event.
-    pub fn now(&mut self) -> Now {
+    pub(crate) fn now(&mut self) -> Now {
         Now {
             store_ms: self.ages.now_ms(),
             wall_ms: unix_ms(self.ages.wall_now()),
@@ -68,7 +68,7 @@ impl State {
     }
 
     /// Adds the age-clock checkpoint, which goes with every write.
-    pub fn seal(&mut self, mut batch: Batch) -> Batch {
+    pub(crate) fn seal(&mut self, mut batch: Batch) -> Batch {
         batch.put(keys::CLOCK.to_vec(), self.ages.checkpoint().encode());
         batch
     }
@@ -84,12 +84,12 @@ pub(crate) struct Writing<'a> {
 
 impl Writing<'_> {
     /// The state, locked after the write order.
-    pub fn state(&self) -> MutexGuard<'_, State> {
+    pub(crate) fn state(&self) -> MutexGuard<'_, State> {
         self.core.lock()
     }
 
     /// Applies a batch the ledger produced (with the clock sealed in).
-    pub fn apply(&self, batch: Batch) -> Result<(), StoreError> {
+    pub(crate) fn apply(&self, batch: Batch) -> Result<(), StoreError> {
         self.core.storage.apply(batch)
     }
 }

@@ -19,7 +19,7 @@ use super::controller::ControllerReply;
 use super::error::Failure;
 
 /// Starts the text appended to a cut body.
-pub const TRUNCATION_MARKER: &str = "\n[truncated by tether: ";
+pub(crate) const TRUNCATION_MARKER: &str = "\n[truncated by tether: ";
 
 /// The body of a failure's answer: what tether could not do, for the
 /// caller.
@@ -31,7 +31,7 @@ struct ErrorBody<'a> {
 
 /// How a controller reply must be answered.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Shape {
+pub(crate) enum Shape {
     /// Inline; the ready answer.
     Inline(MethodResponse),
     /// Through file upload: 2xx, and too large, binary, or too long once
@@ -40,7 +40,7 @@ pub enum Shape {
 }
 
 /// Decides inline vs blob for `reply` and builds the inline answer.
-pub fn shape(reply: &ControllerReply, inline_limit: usize) -> Shape {
+pub(crate) fn shape(reply: &ControllerReply, inline_limit: usize) -> Shape {
     let success = (200..300).contains(&reply.status);
     if success {
         match std::str::from_utf8(&reply.body) {
@@ -60,7 +60,7 @@ pub fn shape(reply: &ControllerReply, inline_limit: usize) -> Shape {
 
 /// The inline answer when file upload is not available: the body as is
 /// when it is text and fits the hub's limit, otherwise 413.
-pub fn inline_without_upload(reply: &ControllerReply) -> Result<MethodResponse, Failure> {
+pub(crate) fn inline_without_upload(reply: &ControllerReply) -> Result<MethodResponse, Failure> {
     let refuse = |why: &str| {
         Failure::TooLarge(format!(
             "the controller's answer ({} bytes) {why}, and file upload is not configured",
@@ -76,7 +76,7 @@ pub fn inline_without_upload(reply: &ControllerReply) -> Result<MethodResponse, 
 }
 
 /// `{"status":..,"headers":{..},"body":"<text>"}`.
-pub fn inline(reply: &ControllerReply, text: &str) -> MethodResponse {
+pub(crate) fn inline(reply: &ControllerReply, text: &str) -> MethodResponse {
     answer(Answer {
         status: reply.status,
         headers: headers_of(reply),
@@ -86,7 +86,7 @@ pub fn inline(reply: &ControllerReply, text: &str) -> MethodResponse {
 
 /// `{"status":..,"headers":{..},"blobUrl":"<name>"}`, always with a
 /// Content-Type.
-pub fn blob(reply: &ControllerReply, blob_name: &str) -> MethodResponse {
+pub(crate) fn blob(reply: &ControllerReply, blob_name: &str) -> MethodResponse {
     answer(Answer {
         status: reply.status,
         headers: headers_of(reply),
@@ -95,7 +95,7 @@ pub fn blob(reply: &ControllerReply, blob_name: &str) -> MethodResponse {
 }
 
 /// The answer for a failure: same shape, JSON error text as the body.
-pub fn failure(f: &Failure) -> MethodResponse {
+pub(crate) fn failure(f: &Failure) -> MethodResponse {
     let detail = f.to_string();
     let body = serde_json::to_string(&ErrorBody {
         error: f.code(),
