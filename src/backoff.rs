@@ -12,7 +12,7 @@ use rand::Rng;
 /// Delays uniform in `[floor, ceiling]`, where the ceiling starts at `base`
 /// and doubles with each failure up to `cap`.
 #[derive(Debug, Clone)]
-pub struct Backoff {
+pub(crate) struct Backoff {
     base: Duration,
     cap: Duration,
     floor: Duration,
@@ -26,7 +26,7 @@ const MAX_DOUBLINGS: u32 = 16;
 impl Backoff {
     /// Starts at `base` and doubles up to `cap`; the floor is half of
     /// `base`, so even the first retry waits.
-    pub fn new(base: Duration, cap: Duration) -> Self {
+    pub(crate) fn new(base: Duration, cap: Duration) -> Self {
         Self {
             base,
             cap,
@@ -38,31 +38,31 @@ impl Backoff {
     /// The same with another floor: no delay is ever shorter (unless the
     /// cap is).
     #[must_use]
-    pub fn with_floor(mut self, floor: Duration) -> Self {
+    pub(crate) fn with_floor(mut self, floor: Duration) -> Self {
         self.floor = floor;
         self
     }
 
     /// Forgets past failures (after a connection that stayed up, a device
     /// that opened, a delivery that went through).
-    pub fn reset(&mut self) {
+    pub(crate) fn reset(&mut self) {
         self.attempt = 0;
     }
 
     /// The number of failures since the last reset.
-    pub fn attempts(&self) -> u32 {
+    pub(crate) fn attempts(&self) -> u32 {
         self.attempt
     }
 
     /// The delay before the next attempt.
-    pub fn next_delay(&mut self, rng: &mut impl Rng) -> Duration {
+    pub(crate) fn next_delay(&mut self, rng: &mut impl Rng) -> Duration {
         self.next_delay_at_least(Duration::ZERO, rng)
     }
 
     /// The delay before the next attempt, never below `floor` either: for
     /// failures that quick retries only make worse (refused credentials,
     /// throttling).
-    pub fn next_delay_at_least(&mut self, floor: Duration, rng: &mut impl Rng) -> Duration {
+    pub(crate) fn next_delay_at_least(&mut self, floor: Duration, rng: &mut impl Rng) -> Duration {
         let exp = self.attempt.min(MAX_DOUBLINGS);
         self.attempt = self.attempt.saturating_add(1);
         let floor = floor.max(self.floor).min(self.cap);

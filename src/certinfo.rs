@@ -8,14 +8,14 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
 
 /// `notAfter` of the first certificate in a PEM file, as Unix seconds.
-pub fn pem_file_not_after(path: &Path) -> Option<u64> {
+pub(crate) fn pem_file_not_after(path: &Path) -> Option<u64> {
     let data = std::fs::read(path).ok()?;
     let first = CertificateDer::pem_slice_iter(&data).next()?.ok()?;
     not_after(&first)
 }
 
 /// `notAfter` of a DER certificate, as Unix seconds.
-pub fn not_after(der: &[u8]) -> Option<u64> {
+pub(crate) fn not_after(der: &[u8]) -> Option<u64> {
     let (cert, _) = element(der, 0x30)?;
     let (mut tbs, _) = element(cert, 0x30)?;
     if tbs.first() == Some(&0xA0) {

@@ -54,12 +54,7 @@ impl Clock for ManualClock {
 /// A shareable clock handle.
 pub type SharedClock = Arc<dyn Clock>;
 
-/// Seconds since the Unix epoch; 0 for times before it.
-pub fn unix_seconds(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
+pub(crate) use tether_protocol::time::unix_seconds;
 
 /// The build time less a day: any earlier reading means the clock has not
 /// been set yet (no RTC, NTP not synced).

@@ -7,18 +7,19 @@
 //! - [`config`]: the TOML file, validated into typed settings before any
 //!   task starts; connection strings, secrets, the summary.
 //! - [`hub`]: the one MQTT session to the hub: auth (SAS, x509, password),
-//!   the decisions in [`hub::machine`] (no IO), the topic scheme of both
-//!   ends ([`hub::topics`], from the `tether-protocol` crate, with the
-//!   property bags and SAS tokens), reconnect with backoff, method routing,
+//!   the decisions in `hub::machine` (no IO), the topic scheme of both
+//!   ends ([`tether_protocol::topics`], with the property bags and SAS
+//!   tokens of that crate), reconnect with backoff, method routing,
 //!   telemetry, PUBACK notices; [`hub::provisioning`]: Azure DPS assigns
 //!   the hub and device id.
 //! - `backoff`: retry delays with jitter, for every retry loop.
 //! - [`outbox`]: the durable store of attribute messages (ledger, store
 //!   engines, intake, delivery cursors per sink, TTL, push failures,
 //!   salvage); every accepted message reaches each sink or becomes a
-//!   failure.
+//!   failure. Attribute messages are `tether_protocol::afero`'s.
 //! - [`relay`]: the `RestApi` direct method run against the controller's
-//!   local REST API (path rules, limits, blobs, schedules, audit).
+//!   local REST API (path rules, limits, blobs, schedules, audit); its
+//!   payloads are `tether_protocol::relay`'s.
 //! - [`bridge`]: the afLib4 link to the MCU on a serial port, over the
 //!   `firmware-bridge` crate's sans-IO core.
 //! - [`admin`]: the local HTTP API: `/healthz`, `/metrics`, attribute

@@ -9,11 +9,11 @@ use std::time::{Duration, SystemTime};
 use clap::{Parser, Subcommand};
 
 use tether::app;
-use tether::clock::unix_seconds;
 use tether::config::{self, connection_string::ConnectionAuth, ConnectionString};
-use tether::hub::sas;
 use tether::outbox::cli as outbox_cli;
 use tether::service::exit::EXIT_CONFIG;
+use tether_protocol::sas;
+use tether_protocol::time::unix_seconds;
 
 /// Edge gateway agent: tethers a controller to a cloud hub.
 #[derive(Parser)]

@@ -157,7 +157,7 @@ mod tests {
     #[test]
     fn static_tokens_and_jwts_are_checked() {
         let a = auth();
-        let now = tether::clock::unix_seconds(std::time::SystemTime::now());
+        let now = tether_protocol::time::unix_seconds(std::time::SystemTime::now());
         assert!(a.check(&bearer("static-token")).is_ok());
         assert!(a.check(&bearer("static-token2")).is_err());
         assert!(a.check(&HeaderMap::new()).is_err());

@@ -17,7 +17,7 @@ use sha2::Sha256;
 use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
 
-use tether::clock::unix_seconds;
+use tether_protocol::time::unix_seconds;
 use tether_protocol::Secret;
 
 use super::config::BlobConfig;

@@ -110,7 +110,7 @@ pub(crate) fn options(cfg: &BrokerConfig, client_id: &str) -> Result<MqttOptions
         opts.set_credentials(user.clone(), password.unwrap_or_default());
     }
     if ep.tls {
-        let tls = tether::tls::client_config(cfg.ca_file.as_deref(), None)?;
+        let tls = super::tls::client_config(cfg.ca_file.as_deref())?;
         opts.set_transport(Transport::Tls(TlsConfiguration::Rustls(tls)));
     }
     Ok(opts)

@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use super::config::{read_secret, read_tokens, BrokerConfig, DeviceAuth, ServeConfig};
 use super::error::CloudError;
 use super::invoke::{self, exit, RequestArgs};
+use super::process;
 
 /// Broker connection flags, shared by every cloud subcommand.
 #[derive(Args, Debug, Clone)]
@@ -281,18 +282,15 @@ fn serve_config(cmd: CloudCommand) -> Result<ServeConfig, CloudError> {
 }
 
 async fn serve_until_signal(cfg: ServeConfig) -> i32 {
-    tether::logging::init("info", tether::config::LogFormat::Text);
+    process::init_logging();
     let stop = CancellationToken::new();
     let handle = match super::serve(cfg, stop.clone()).await {
         Ok(h) => h,
         Err(e) => return usage(&e),
     };
-    match tether::service::signals::Signals::install() {
-        Ok(mut signals) => while signals.next().await != tether::service::signals::Signal::Stop {},
-        Err(e) => {
-            eprintln!("tether-cloud serve: cannot install signal handlers: {e}");
-            return 1;
-        }
+    if let Err(e) = process::stop_signal().await {
+        eprintln!("tether-cloud serve: cannot install signal handlers: {e}");
+        return 1;
     }
     stop.cancel();
     if tokio::time::timeout(Duration::from_secs(20), handle.stopped())

@@ -4,8 +4,6 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use tether::tls::TlsError;
-
 /// `serve` or `invoke` could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum CloudError {
@@ -29,9 +27,9 @@ pub enum CloudError {
         #[source]
         source: std::io::Error,
     },
-    /// The broker's TLS material is unusable.
-    #[error(transparent)]
-    Tls(#[from] TlsError),
+    /// The broker's TLS material is unusable; the text names the file.
+    #[error("broker TLS: {0}")]
+    Tls(String),
     /// The HTTP listener could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {

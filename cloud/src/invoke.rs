@@ -10,7 +10,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::broker::{Broker, CallError};
 use super::config::BrokerConfig;
-use super::translate::{self, BodyRef, ClientRequest, DeviceAnswer};
+use super::translate;
+use tether_protocol::relay::{
+    Answer, AnswerBody, ForwardHeaders, HttpMethod, RequestBody, RestRequest,
+};
 use tether_protocol::topics::cloud::is_topic_level;
 
 /// Exit codes of `invoke` and `request`.
@@ -89,47 +92,54 @@ pub async fn request(
     args: &RequestArgs,
     timeout: Duration,
 ) -> i32 {
-    let http_method = args.http_method.to_ascii_uppercase();
-    if !matches!(http_method.as_str(), "GET" | "PUT" | "POST" | "DELETE") {
+    let Ok(http_method) = HttpMethod::parse(&args.http_method) else {
         eprintln!("tether-cloud request: the method must be GET, PUT, POST or DELETE");
         return exit::USAGE;
-    }
+    };
     if !args.path.starts_with('/') {
         eprintln!("tether-cloud request: the path must start with /");
         return exit::USAGE;
     }
-    let with_body = translate::has_body(&http_method);
+    let with_body = http_method.has_body();
     let body = args.body.as_deref().filter(|_| with_body);
-    let req = ClientRequest {
+    let req = RestRequest {
         method: http_method,
         path: args.path.clone(),
-        accept: args.accept.clone(),
-        content_type: args.content_type.clone(),
-        content_disposition: None,
-        content_length: body.map(|b| b.len() as u64),
+        headers: ForwardHeaders {
+            accept: args.accept.clone(),
+            content_type: args.content_type.clone(),
+            content_disposition: None,
+        },
+        body: match body {
+            Some(b) => RequestBody::Inline(translate::decode_text(b, args.content_type.as_deref())),
+            None if with_body => RequestBody::Inline(String::new()),
+            None => RequestBody::None,
+        },
     };
-    let body = match body {
-        Some(b) => BodyRef::Inline(translate::decode_text(b, req.content_type.as_deref())),
-        None if with_body => BodyRef::Inline(String::new()),
-        None => BodyRef::None,
-    };
-    let payload = translate::request_payload(&req, &body);
+    let payload = req.encode(body.map(|b| b.len() as u64));
     let answer = match call(broker, device, &args.method_name, payload, timeout).await {
         Ok(a) => a,
         Err(code) => return code,
     };
-    match translate::parse_answer(&answer.payload) {
-        Ok(DeviceAnswer::Inline { status, body, .. }) => {
+    match Answer::parse(&answer.payload) {
+        Ok(Answer {
+            status,
+            body: AnswerBody::Inline(body),
+            ..
+        }) => {
             eprintln!("HTTP {status}");
             let mut out = std::io::stdout();
-            let _ = out.write_all(&body).and_then(|()| out.flush());
+            let _ = out.write_all(body.as_bytes()).and_then(|()| out.flush());
             if (200..300).contains(&status) {
                 exit::OK
             } else {
                 exit::DEVICE_STATUS
             }
         }
-        Ok(DeviceAnswer::Blob { name, .. }) => {
+        Ok(Answer {
+            body: AnswerBody::Blob(name),
+            ..
+        }) => {
             // Without `serve`, there is no blob store to read it from.
             eprintln!("HTTP 200");
             eprintln!(

@@ -6,14 +6,18 @@
 //! - [`broker`]: the one MQTT connection: UUID `$rid`s, answers matched
 //!   to their callers, presence from tether's retained status.
 //!   Its topics are [`tether_protocol::topics::cloud`], the same grammar the
-//!   device speaks.
+//!   device speaks; its TLS (Mozilla's roots plus `ca_file`) is `tls.rs`.
 //! - [`serve()`] ([`serve`](mod@serve)): the Cloud Relay HTTP API; with
 //!   [`auth`] (bearer tokens, JWTs), [`problem`] (the §4 error table),
-//!   [`translate`] (HTTP ↔ method payload), [`blobs`] (the blob store on
+//!   [`translate`] (a client's body as payload text; the payloads are
+//!   [`tether_protocol::relay`]'s), [`blobs`] (the blob store on
 //!   disk) and [`upload`] (IoT Hub's file-upload URL layout on it, its
 //!   device credentials in `devices.rs`); the handlers share `state.rs`.
 //! - [`invoke`]: `tether-cloud invoke` / `request` from the command line.
-//! - [`cli`]: the subcommands' flags; [`config`]: their settings.
+//! - [`cli`]: the subcommands' flags; [`config`]: their settings;
+//!   `process.rs`: the log and the stop signals of `serve`.
+//!
+//! The crate depends on `tether-protocol` only, not on the device daemon.
 //!
 //! In-process use (tests, the demo):
 //! ```no_run
@@ -41,8 +45,10 @@ mod devices;
 mod error;
 pub mod invoke;
 pub mod problem;
+mod process;
 pub mod serve;
 mod state;
+mod tls;
 pub mod translate;
 pub mod upload;
 

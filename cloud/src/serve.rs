@@ -30,8 +30,12 @@ use super::devices::DeviceCheck;
 use super::error::CloudError;
 use super::problem::ApiError;
 use super::state::App;
-use super::translate::{self, BodyRef, ClientRequest, DeviceAnswer};
+use super::translate;
 use super::upload::{self, stream_file};
+use tether_protocol::relay::answer::DEFAULT_BLOB_CONTENT_TYPE;
+use tether_protocol::relay::{
+    Answer, AnswerBody, AnswerHeaders, ForwardHeaders, HttpMethod, RequestBody, RestRequest,
+};
 use tether_protocol::topics::cloud::is_topic_level;
 
 /// How long devices may download a request blob (Cloud Relay's
@@ -178,7 +182,12 @@ async fn api(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    match relay(&app, &device, &method, &uri, &headers, body).await {
+    let Ok(method) = HttpMethod::parse(method.as_str()) else {
+        // axum routes HEAD with GET; the Cloud Relay routes only the four
+        // methods, so HEAD is refused as axum refuses any other method.
+        return StatusCode::METHOD_NOT_ALLOWED.into_response();
+    };
+    match relay(&app, &device, method, &uri, &headers, body).await {
         Ok(resp) => resp,
         Err(e) => e.into_response(),
     }
@@ -188,7 +197,7 @@ async fn api(
 async fn relay(
     app: &App,
     device: &str,
-    method: &Method,
+    method: HttpMethod,
     uri: &Uri,
     headers: &HeaderMap,
     body: Body,
@@ -206,19 +215,15 @@ async fn relay(
         .iter()
         .filter_map(|v| v.to_str().ok())
         .collect();
-    let req = ClientRequest {
-        method: method.as_str().to_string(),
-        path,
+    let forward = ForwardHeaders {
         accept: (!accept.is_empty()).then(|| accept.join(", ")),
         content_type: header_text(headers, "content-type"),
         content_disposition: header_text(headers, "content-disposition"),
-        content_length: header_text(headers, "content-length").and_then(|v| v.parse().ok()),
     };
-    let body = if translate::has_body(&req.method) {
-        let to_blob = translate::is_form(req.content_type.as_deref())
-            || req
-                .content_length
-                .is_some_and(|n| n > app.inline_limit as u64);
+    let content_length = header_text(headers, "content-length").and_then(|v| v.parse().ok());
+    let body = if method.has_body() {
+        let to_blob = translate::is_form(forward.content_type.as_deref())
+            || content_length.is_some_and(|n: u64| n > app.inline_limit as u64);
         let spooled = app
             .blobs
             .spool(body, device, &app.method_name, app.inline_limit, to_blob)
@@ -228,37 +233,45 @@ async fn relay(
                 other => ApiError::Internal(other.to_string()),
             })?;
         match spooled {
-            Spooled::Memory(bytes) => {
-                BodyRef::Inline(translate::decode_text(&bytes, req.content_type.as_deref()))
-            }
+            Spooled::Memory(bytes) => RequestBody::Inline(translate::decode_text(
+                &bytes,
+                forward.content_type.as_deref(),
+            )),
             Spooled::Blob { path, .. } => {
                 let sas = app.blobs.sas('r', SERVER_CONTAINER, &path, READ_TTL);
-                BodyRef::Blob(format!("{}/{SERVER_CONTAINER}/{path}{sas}", app.public_url))
+                RequestBody::Blob(format!("{}/{SERVER_CONTAINER}/{path}{sas}", app.public_url))
             }
         }
     } else {
-        BodyRef::None
+        RequestBody::None
     };
-    let payload = translate::request_payload(&req, &body);
+    let req = RestRequest {
+        method,
+        path,
+        headers: forward,
+        body,
+    };
+    let payload = req.encode(content_length);
     let answer = app
         .broker
         .call(device, &app.method_name, payload, timeout)
         .await?;
-    let parsed = translate::parse_answer(&answer.payload).map_err(ApiError::InvalidResult)?;
+    let parsed =
+        Answer::parse(&answer.payload).map_err(|e| ApiError::InvalidResult(e.to_string()))?;
     respond(app, device, parsed).await
 }
 
 /// The HTTP response for a device answer: only `Content-Type` and
 /// `Content-Disposition` pass (§5).
-async fn respond(app: &App, device: &str, answer: DeviceAnswer) -> Result<Response, ApiError> {
+async fn respond(app: &App, device: &str, answer: Answer) -> Result<Response, ApiError> {
     let invalid = |what: &str| ApiError::InvalidResult(what.to_string());
-    match answer {
-        DeviceAnswer::Inline {
-            status,
-            content_type,
-            content_disposition,
-            body,
-        } => {
+    let AnswerHeaders {
+        content_type,
+        content_disposition,
+    } = answer.headers;
+    match answer.body {
+        AnswerBody::Inline(body) => {
+            let status = answer.status;
             let status = StatusCode::from_u16(status).map_err(|_| invalid("bad status"))?;
             let mut resp = (status, body).into_response();
             let ct = content_type
@@ -277,20 +290,14 @@ async fn respond(app: &App, device: &str, answer: DeviceAnswer) -> Result<Respon
             }
             Ok(resp)
         }
-        DeviceAnswer::Blob {
-            content_type,
-            content_disposition,
-            name,
-        } => {
+        AnswerBody::Blob(name) => {
             let file = app
                 .blobs
                 .file(DEVICE_CONTAINER, &format!("{device}/{name}"))
                 .map_err(|e| ApiError::InvalidResult(e.to_string()))?;
             // The Cloud Relay answers 500 without a Content-Type; a
             // generic one is more useful.
-            let ct = content_type
-                .as_deref()
-                .unwrap_or("application/octet-stream");
+            let ct = content_type.as_deref().unwrap_or(DEFAULT_BLOB_CONTENT_TYPE);
             stream_file(&file, ct, content_disposition.as_deref())
                 .await
                 .map_err(|e| match e {

@@ -53,7 +53,7 @@ fn config(data: &[u8]) -> String {
 }
 
 fn relay_request(data: &[u8]) -> String {
-    let r = tether::relay::request::parse(data);
+    let r = tether_protocol::relay::RestRequest::parse(data);
     match &r {
         Ok(req) => format!("ok {:?}", req.method),
         Err(e) => format!("err {}", sig::<(), _>(&Err(format!("{e:?}")))),
@@ -72,7 +72,7 @@ fn relay_path(data: &[u8]) -> String {
 /// Lines are alternating keys and values; encoding then decoding must give
 /// them back exactly.
 fn property_bag(data: &[u8]) -> String {
-    use tether::hub::properties::{decode, encode};
+    use tether_protocol::properties::{decode, encode};
     let raw = text(data);
     let _ = decode(&raw);
     let lines: Vec<&str> = raw.split('\n').collect();
@@ -91,7 +91,7 @@ fn property_bag(data: &[u8]) -> String {
 }
 
 fn admin_attributes(data: &[u8]) -> String {
-    sig(&tether::outbox::message::parse_changes(data).map_err(|e| format!("{e:?}")))
+    sig(&tether_protocol::afero::parse_changes(data).map_err(|e| format!("{e:?}")))
 }
 
 fn aflib_message(data: &[u8]) -> String {

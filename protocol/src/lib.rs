@@ -8,13 +8,22 @@
 //!   and the cloud's ([`topics::cloud`]).
 //! - [`properties`]: the IoT Hub property bag (`k=v&k=v`, percent-encoded).
 //! - [`sas`]: Azure IoT Hub SAS tokens minted from a device key.
+//! - [`relay`]: the Cloud Relay's direct-method payloads, the REST request
+//!   ([`relay::RestRequest`]) and the device's answer ([`relay::Answer`]).
+//! - [`afero`]: Afero's attribute data types, the attribute changes the
+//!   daemon takes in and the Cloud Notify message it sends for each.
+//! - [`time`]: Unix seconds and milliseconds, as SAS expiries and Afero
+//!   timestamps write them.
 //! - [`Secret`]: a string that never reaches a log (`Debug` and `Display`
 //!   redact it).
 #![forbid(unsafe_code)]
 
+pub mod afero;
 pub mod properties;
+pub mod relay;
 pub mod sas;
 mod secret;
+pub mod time;
 pub mod topics;
 
 pub use secret::Secret;

@@ -14,8 +14,9 @@ use axum::{Json, Router};
 use serde_json::{json, Map, Value};
 
 use crate::clock::SharedClock;
-use crate::outbox::message::{id_str, parse_changes, ID_LEN};
+use crate::outbox::message::{id_str, ID_LEN};
 use crate::outbox::{Intake, IntakeError, NewMessage};
+use tether_protocol::afero::parse_changes;
 
 /// What the attribute route needs.
 pub struct AttributesApi {

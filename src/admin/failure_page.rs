@@ -10,17 +10,17 @@ use serde_json::Value;
 use crate::outbox::{FailureIds, FailureRow, PushFailure};
 
 /// Most failures in one answer; also a list's size without `limit`.
-pub const LIST_CAP: usize = 1000;
+pub(crate) const LIST_CAP: usize = 1000;
 /// Most stored bytes of failures in one answer (at least one failure is
 /// always given), so an answer stays small however large the messages.
-pub const LIST_BYTES: usize = 4 << 20;
+pub(crate) const LIST_BYTES: usize = 4 << 20;
 /// Failures read from the store per step while gathering a page.
-pub const CHUNK: usize = 32;
+pub(crate) const CHUNK: usize = 32;
 
 /// One failure with exactly the fields of Afero's failure API.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct AferoFailure {
+pub(crate) struct AferoFailure {
     /// A UUID (see [`FailureIds`]).
     pub partner_push_failure_id: String,
     /// The sink: `hub` or a webhook's name.
@@ -36,7 +36,7 @@ pub struct AferoFailure {
 impl AferoFailure {
     /// The API view of failure number `number`; the id comes from the
     /// number, never from the record (old records hold a decimal id there).
-    pub fn new(ids: &FailureIds, number: u64, f: PushFailure) -> Self {
+    pub(crate) fn new(ids: &FailureIds, number: u64, f: PushFailure) -> Self {
         Self {
             partner_push_failure_id: ids.uuid(number).to_string(),
             partner_id: f.partner_id,
@@ -49,7 +49,7 @@ impl AferoFailure {
 
 /// Listing order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Order {
+pub(crate) enum Order {
     /// Afero's order (the partner paths).
     OldestFirst,
     /// tether's `/v1/pushFailures` extension.
@@ -58,7 +58,7 @@ pub enum Order {
 
 /// Which failure numbers a list may show: above `after`, below `before`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Bounds {
+pub(crate) struct Bounds {
     /// Exclusive lower bound.
     pub after: Option<u64>,
     /// Exclusive upper bound.
@@ -67,7 +67,7 @@ pub struct Bounds {
 
 /// A parsed list query.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ListQuery {
+pub(crate) struct ListQuery {
     /// Page size, 1..=[`LIST_CAP`].
     pub limit: usize,
     /// The window.
@@ -90,7 +90,7 @@ pub struct QueryError {
 /// # Errors
 /// When `limit` is not a whole number of at least 1, or `after`/`before`
 /// is not a failure id of this store.
-pub fn parse_query(
+pub(crate) fn parse_query(
     q: &HashMap<String, String>,
     ids: &FailureIds,
     default_limit: usize,
@@ -129,7 +129,7 @@ pub fn parse_query(
 
 /// What a list gathered.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Page {
+pub(crate) struct Page {
     /// The failures, in the order asked for.
     pub rows: Vec<FailureRow>,
     /// Whether more failures lie beyond the last one.
@@ -143,7 +143,7 @@ pub struct Page {
 ///
 /// # Errors
 /// What `fetch` returns.
-pub fn gather<E>(
+pub(crate) fn gather<E>(
     order: Order,
     mut bounds: Bounds,
     partner: Option<&str>,
@@ -178,7 +178,7 @@ pub fn gather<E>(
 
 /// The `Link` header (RFC 8288) of an oldest-first page of `path` that
 /// has more: the next page starts after `last`, same `limit` and `before`.
-pub fn next_link(path: &str, last: &str, q: &ListQuery, ids: &FailureIds) -> String {
+pub(crate) fn next_link(path: &str, last: &str, q: &ListQuery, ids: &FailureIds) -> String {
     let before = q
         .bounds
         .before

@@ -18,13 +18,13 @@ use tokio::sync::oneshot;
 use crate::outbox::salvage::{SalvageError, Salvager};
 
 /// What the import route needs.
-pub struct ImportApi {
+pub(crate) struct ImportApi {
     /// The daemon's salvager.
     pub salvager: Arc<Salvager>,
 }
 
 /// The `/v1` route for imports.
-pub fn router(api: Arc<ImportApi>) -> Router {
+pub(crate) fn router(api: Arc<ImportApi>) -> Router {
     Router::new()
         .route("/outbox/import", post(import))
         .with_state(api)

@@ -88,7 +88,7 @@ impl Reply {
 /// 200 updated, 404 unknown attribute, 400 length exceeded, 403 forbidden,
 /// 409 conflict or refused by the MCU application (state 5 + reason 0xFD),
 /// 502 any other failure.
-pub fn status_for(state: u8, reason: u8) -> u16 {
+pub(crate) fn status_for(state: u8, reason: u8) -> u16 {
     use firmware_bridge::message::{reason as why, state as st};
     const CONFLICT: u8 = 4;
     match state {
@@ -142,7 +142,7 @@ fn parse_object(body: &[u8]) -> Result<Value, Reply> {
 ///
 /// # Errors
 /// A 400 [`Reply`] naming what is wrong.
-pub fn parse_set(body: &[u8]) -> Result<(u16, ValueInput), Reply> {
+pub(crate) fn parse_set(body: &[u8]) -> Result<(u16, ValueInput), Reply> {
     let doc = parse_object(body)?;
     let id = attribute_id(&doc)?;
     match (doc.get("value"), doc.get("attributeData")) {
@@ -160,13 +160,13 @@ pub fn parse_set(body: &[u8]) -> Result<(u16, ValueInput), Reply> {
 ///
 /// # Errors
 /// A 400 [`Reply`].
-pub fn parse_get(body: &[u8]) -> Result<u16, Reply> {
+pub(crate) fn parse_get(body: &[u8]) -> Result<u16, Reply> {
     attribute_id(&parse_object(body)?)
 }
 
 /// The SETs a desired-properties document asks for: `attributes` maps
 /// attribute ids (as strings) to values in their string form.
-pub fn parse_desired(doc: &Value) -> Vec<(u16, ValueInput)> {
+pub(crate) fn parse_desired(doc: &Value) -> Vec<(u16, ValueInput)> {
     let Some(attrs) = doc.get("attributes").and_then(Value::as_object) else {
         return Vec::new();
     };

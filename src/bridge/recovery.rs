@@ -63,14 +63,14 @@ impl fmt::Display for LinkLoss {
 
 /// The recovery policy plus the optional MCU reset line.
 #[derive(Debug)]
-pub struct Recovery<P> {
+pub(crate) struct Recovery<P> {
     mcu_reset: Option<P>,
     pulses: u64,
 }
 
 impl<P: OutputPin> Recovery<P> {
     /// A policy with or without a reset line.
-    pub fn new(mcu_reset: Option<P>) -> Self {
+    pub(crate) fn new(mcu_reset: Option<P>) -> Self {
         Self {
             mcu_reset,
             pulses: 0,
@@ -87,7 +87,7 @@ impl<P: OutputPin> Recovery<P> {
     ///
     /// # Errors
     /// The pin's error kind when a write fails; the line is left as is.
-    pub async fn recover(&mut self, loss: &LinkLoss) -> Result<bool, ErrorKind> {
+    pub(crate) async fn recover(&mut self, loss: &LinkLoss) -> Result<bool, ErrorKind> {
         let Some(pin) = self.mcu_reset.as_mut() else {
             return Ok(false);
         };

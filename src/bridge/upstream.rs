@@ -23,7 +23,7 @@ const UPSTREAM_QUEUE: usize = 1024;
 
 /// One attribute value on its way upstream: the outbox's own type, so the
 /// bridge and the admin API build messages the same way.
-pub use crate::outbox::message::AttributeChange;
+pub use tether_protocol::afero::AttributeChange;
 
 /// Accepts attribute messages for the cloud (implemented by the outbox).
 pub trait Upstream: Send + Sync {

@@ -10,7 +10,7 @@ use sha2::Sha256;
 use super::{ClientCert, SecretBytes};
 
 /// The DPS endpoint every ID scope can use.
-pub const GLOBAL_ENDPOINT: &str = "global.azure-devices-provisioning.net";
+pub(crate) const GLOBAL_ENDPOINT: &str = "global.azure-devices-provisioning.net";
 
 /// How tether registers with DPS.
 #[derive(Debug, Clone)]
@@ -58,7 +58,7 @@ pub enum ProvisioningAuth {
 /// The device key of `registration_id` in an enrollment group with
 /// `group_key`: HMAC-SHA256(group key, registration id), as the Azure SDKs
 /// derive it (their `ComputeDerivedSymmetricKey`).
-pub fn derive_device_key(group_key: &[u8], registration_id: &str) -> SecretBytes {
+pub(crate) fn derive_device_key(group_key: &[u8], registration_id: &str) -> SecretBytes {
     let mut mac =
         Hmac::<Sha256>::new_from_slice(group_key).expect("HMAC-SHA256 accepts keys of any length");
     mac.update(registration_id.as_bytes());

@@ -121,7 +121,7 @@ pub(super) struct Ctx {
 
 impl Ctx {
     /// `p` resolved against the config directory.
-    pub fn path(&self, p: PathBuf) -> PathBuf {
+    pub(super) fn path(&self, p: PathBuf) -> PathBuf {
         if p.is_absolute() {
             p
         } else {
@@ -131,7 +131,7 @@ impl Ctx {
 
     /// Resolves a file the daemon will read later (certificate, CA, profile)
     /// and checks now that it can be read, so a typo fails at start-up.
-    pub fn readable_file(&self, key: &str, p: PathBuf) -> Result<PathBuf, ConfigError> {
+    pub(super) fn readable_file(&self, key: &str, p: PathBuf) -> Result<PathBuf, ConfigError> {
         let path = self.path(p);
         let file_err = |source| ConfigError::File {
             key: key.to_owned(),
@@ -151,7 +151,7 @@ impl Ctx {
 
     /// A secret given inline as `section.name` or in a file as
     /// `section.name_file`, never both.
-    pub fn secret(
+    pub(super) fn secret(
         &mut self,
         section: &str,
         name: &str,
@@ -201,7 +201,7 @@ impl Ctx {
     }
 
     /// Records a warning about `key`.
-    pub fn warn(&mut self, key: &str, message: impl std::fmt::Display) {
+    pub(super) fn warn(&mut self, key: &str, message: impl std::fmt::Display) {
         self.warnings.push(format!("{key}: {message}"));
     }
 }

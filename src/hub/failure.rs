@@ -9,7 +9,7 @@ use rumqttc::{ConnectReturnCode, ConnectionError, StateError};
 use super::machine::Failure;
 
 /// Classifies `err` for a connection to `target` (`host:port`).
-pub fn classify(err: &ConnectionError, target: &str) -> (Failure, String) {
+pub(crate) fn classify(err: &ConnectionError, target: &str) -> (Failure, String) {
     match err {
         ConnectionError::ConnectionRefused(code) => refused(*code, target),
         ConnectionError::Tls(e) => match tls_cause(e) {
@@ -45,7 +45,7 @@ pub fn classify(err: &ConnectionError, target: &str) -> (Failure, String) {
 /// Whether tether itself dropped the connection because a packet from the
 /// broker could not be read (as opposed to the broker or the network
 /// closing it).
-pub fn is_unreadable_packet(err: &ConnectionError) -> bool {
+pub(crate) fn is_unreadable_packet(err: &ConnectionError) -> bool {
     matches!(
         err,
         ConnectionError::MqttState(StateError::Deserialization(_))

@@ -10,9 +10,9 @@
 //!   `inbound` dispatch;
 //!   `refusal`: oversize or malformed inbound messages, refused alone.
 //! - `tracker`: maps packet ids to delivery tokens (PUBACK notices).
-//! - [`machine`]: every decision of the session (reconnect delays, quick
+//! - `machine`: every decision of the session (reconnect delays, quick
 //!   drops, the silence watchdog, renewal timing, status), with no IO;
-//!   its [`machine::renewal`] says when a token is renewed, whatever the
+//!   its `machine::renewal` says when a token is renewed, whatever the
 //!   wall clock does;
 //!   `failure`: rumqttc's errors as failure classes and sentences.
 //! - [`provisioning`]: Azure DPS assigns the hub and device id; the
@@ -24,7 +24,7 @@ pub(crate) mod failure;
 mod handle;
 mod hold;
 mod inbound;
-pub mod machine;
+pub(crate) mod machine;
 pub mod methods;
 pub(crate) mod options;
 pub mod provisioning;
@@ -33,7 +33,7 @@ mod session;
 pub(crate) mod tracker;
 
 // The wire formats live in tether-protocol, shared with the cloud side.
-pub use tether_protocol::{properties, sas, topics};
+pub(crate) use tether_protocol::{properties, sas, topics};
 
 pub use handle::{HubHandle, Prepared, PublishError, ReconfigureError, Telemetry};
 pub use machine::Failure;

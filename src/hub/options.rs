@@ -13,17 +13,17 @@ use super::topics::Topics;
 
 /// Largest packet either way: 256 KiB telemetry (the hub's limit) plus
 /// room for the topic and property bag.
-pub const MAX_PACKET_BYTES: usize = 256 * 1024 + 8 * 1024;
+pub(crate) const MAX_PACKET_BYTES: usize = 256 * 1024 + 8 * 1024;
 /// QoS 1 publishes awaiting PUBACK at once (also the packet-id range):
 /// the outbox's window ([`crate::outbox::hub_sink::MAX_IN_FLIGHT`]) plus
 /// room for the session's own publishes (reported properties).
-pub const MAX_IN_FLIGHT: u16 = 160;
+pub(crate) const MAX_IN_FLIGHT: u16 = 160;
 /// Requests queued towards the event loop.
-pub const REQUEST_CAPACITY: usize = 256;
+pub(crate) const REQUEST_CAPACITY: usize = 256;
 
 /// Where and how the session connects.
 #[derive(Debug, Clone)]
-pub struct Target {
+pub(crate) struct Target {
     /// Host for TCP and TLS (SNI, certificate name).
     pub host: String,
     /// Port.
@@ -50,7 +50,7 @@ pub enum OptionsError {
 }
 
 /// The connection target for `cfg`.
-pub fn target(cfg: &HubConfig) -> Target {
+pub(crate) fn target(cfg: &HubConfig) -> Target {
     let ws = cfg.transport == WireTransport::WebSocket;
     match &cfg.endpoint {
         HubEndpoint::Azure(a) => Target {
@@ -83,7 +83,7 @@ fn client_cert(cfg: &HubConfig) -> Option<&ClientCert> {
 ///
 /// # Errors
 /// When TLS files cannot be loaded or the proxy setting is malformed.
-pub fn build(
+pub(crate) fn build(
     cfg: &HubConfig,
     client_id: &str,
     topics: &Topics,

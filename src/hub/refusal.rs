@@ -71,7 +71,7 @@ pub enum MethodRefusal {
 }
 
 /// Whether `body` is one JSON document (without building it).
-pub fn is_json(body: &[u8]) -> bool {
+pub(crate) fn is_json(body: &[u8]) -> bool {
     serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok()
 }
 

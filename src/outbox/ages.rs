@@ -23,11 +23,10 @@
 
 use std::time::{Duration, SystemTime};
 
+use tether_protocol::time::unix_ms;
 use tokio::time::Instant;
 
 use crate::clock::{is_plausible, SharedClock};
-
-use super::message::unix_ms;
 
 /// A point on the machine's boot clock: the kernel's boot id and the time
 /// since boot (`CLOCK_BOOTTIME`, which also counts suspend). Two points

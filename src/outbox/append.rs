@@ -82,7 +82,7 @@ pub(crate) enum Request {
 
 impl Request {
     /// Messages it carries.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         match self {
             Request::New(m) => m.len(),
             Request::Import(b) => b.messages.len() + b.failures.len(),

@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
+use tether_protocol::time::unix_ms;
 use tokio::sync::watch;
 
 use crate::clock::SharedClock;
@@ -25,7 +26,7 @@ use super::ages::{AgeClock, Checkpoint};
 use super::counters::Counters;
 use super::keys::{self, SegKey};
 use super::ledger::{self, Ledger, Limits, Now};
-use super::message::{unix_ms, Stored};
+use super::message::Stored;
 use super::segment::{self, Segment};
 use super::store::{Batch, Storage, StoreError};
 
@@ -44,7 +45,7 @@ pub struct Settings {
 
 /// Bodies returned by one [`Core::read`] at most, so a backlog of large
 /// messages never sits in memory at once.
-pub const READ_BYTES: usize = 1 << 20;
+pub(crate) const READ_BYTES: usize = 1 << 20;
 /// Segments fetched per storage scan while reading.
 const READ_SEGMENTS: usize = 8;
 
@@ -59,7 +60,7 @@ pub(crate) struct State {
 
 impl State {
     /// The time for a ledger event.
-    pub fn now(&mut self) -> Now {
+    pub(crate) fn now(&mut self) -> Now {
         Now {
             store_ms: self.ages.now_ms(),
             wall_ms: unix_ms(self.ages.wall_now()),
@@ -67,7 +68,7 @@ impl State {
     }
 
     /// Adds the age-clock checkpoint, which goes with every write.
-    pub fn seal(&mut self, mut batch: Batch) -> Batch {
+    pub(crate) fn seal(&mut self, mut batch: Batch) -> Batch {
         batch.put(keys::CLOCK.to_vec(), self.ages.checkpoint().encode());
         batch
     }
@@ -83,12 +84,12 @@ pub(crate) struct Writing<'a> {
 
 impl Writing<'_> {
     /// The state, locked after the write order.
-    pub fn state(&self) -> MutexGuard<'_, State> {
+    pub(crate) fn state(&self) -> MutexGuard<'_, State> {
         self.core.lock()
     }
 
     /// Applies a batch the ledger produced (with the clock sealed in).
-    pub fn apply(&self, batch: Batch) -> Result<(), StoreError> {
+    pub(crate) fn apply(&self, batch: Batch) -> Result<(), StoreError> {
         self.core.storage.apply(batch)
     }
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 /// Process-wide counters, updated without the core lock.
 #[derive(Debug, Default)]
-pub struct Counters {
+pub(crate) struct Counters {
     accepted: AtomicU64,
     rejected_full: AtomicU64,
     rejected_disk: AtomicU64,
@@ -24,22 +24,22 @@ pub struct Counters {
 
 impl Counters {
     /// Counts durably accepted messages.
-    pub fn accepted(&self, n: u64) {
+    pub(crate) fn accepted(&self, n: u64) {
         self.accepted.fetch_add(n, Ordering::Relaxed);
     }
 
     /// Messages accepted since start.
-    pub fn accepted_total(&self) -> u64 {
+    pub(crate) fn accepted_total(&self) -> u64 {
         self.accepted.load(Ordering::Relaxed)
     }
 
     /// A request refused by `reject-new`.
-    pub fn rejected_full(&self) {
+    pub(crate) fn rejected_full(&self) {
         self.rejected_full.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Records one group commit (flush + fdatasync) and whether it worked.
-    pub fn flushed(&self, took: Duration, ok: bool, disk_full: bool) {
+    pub(crate) fn flushed(&self, took: Duration, ok: bool, disk_full: bool) {
         let us = took.as_micros().min(u128::from(u64::MAX)) as u64;
         self.flushes.fetch_add(1, Ordering::Relaxed);
         self.flush_micros.fetch_add(us, Ordering::Relaxed);
@@ -52,7 +52,7 @@ impl Counters {
 
     /// Records that messages were lost with the store (set aside, replaced
     /// or truncated between runs), saying what happened.
-    pub fn store_lost(&self, what: String) {
+    pub(crate) fn store_lost(&self, what: String) {
         self.store_lost.fetch_add(1, Ordering::Relaxed);
         *self
             .store_loss
@@ -61,7 +61,7 @@ impl Counters {
     }
 
     /// What the last store loss was, if any since start.
-    pub fn store_loss(&self) -> Option<String> {
+    pub(crate) fn store_loss(&self) -> Option<String> {
         self.store_loss
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -69,12 +69,12 @@ impl Counters {
     }
 
     /// Whether the last write failed.
-    pub fn write_failing(&self) -> bool {
+    pub(crate) fn write_failing(&self) -> bool {
         self.write_failing.load(Ordering::Relaxed)
     }
 
     /// The counts since start, for `/metrics`.
-    pub fn totals(&self) -> Totals {
+    pub(crate) fn totals(&self) -> Totals {
         let load = |n: &AtomicU64| n.load(Ordering::Relaxed);
         Totals {
             rejected_full: load(&self.rejected_full),
@@ -89,7 +89,7 @@ impl Counters {
 
 /// [`Counters`]' counts at one moment.
 #[derive(Debug, Default, Clone, Copy)]
-pub struct Totals {
+pub(crate) struct Totals {
     /// Requests refused by `reject-new`.
     pub rejected_full: u64,
     /// Group commits that failed because the disk was full.
@@ -106,7 +106,7 @@ pub struct Totals {
 
 /// Per-sink counters, kept under the core lock.
 #[derive(Debug, Default, Clone, Copy)]
-pub struct SinkCounters {
+pub(crate) struct SinkCounters {
     /// Delivered (PUBACK or 2xx).
     pub delivered: u64,
     /// Sent again.

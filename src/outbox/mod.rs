@@ -2,7 +2,8 @@
 //! hub, optional webhooks) or becomes a push failure that the admin API
 //! lists, deletes and replays.
 //!
-//! - [`message`]: Afero's attribute message shape, intake checks, records.
+//! - [`message`]: messages on their way in (Afero attribute messages are
+//!   `tether_protocol::afero`'s), the checks before storing, records.
 //! - [`store`]: the storage trait, the hardened sled engine, format versions;
 //!   `migrate` converts a format-1 store (one key per message).
 //! - [`keys`]: the key layout; [`segment`]: the messages of one group
@@ -92,7 +93,7 @@ pub use self::failure_record::{FailureRow, PushFailure};
 pub use self::hub_sink::HubSinkOptions;
 pub use self::intake::Intake;
 pub use self::maintain::{SinkStats, Stats};
-pub use self::message::{AttributeChange, NewMessage};
+pub use self::message::NewMessage;
 pub use self::store::{Storage, StoreError};
 pub use self::webhook::{WebhookConfig, WebhookError};
 

@@ -7,7 +7,7 @@ use tokio::time::Instant;
 
 /// Limits publishes to `rate` per second; unlimited when `None`.
 #[derive(Debug)]
-pub struct Pacer {
+pub(crate) struct Pacer {
     rate: Option<f64>,
     tokens: f64,
     last: Instant,
@@ -15,7 +15,7 @@ pub struct Pacer {
 
 impl Pacer {
     /// A pacer for `per_second` messages (`None` = unlimited).
-    pub fn new(per_second: Option<u32>) -> Self {
+    pub(crate) fn new(per_second: Option<u32>) -> Self {
         let rate = per_second.filter(|r| *r > 0).map(f64::from);
         Self {
             rate,
@@ -25,7 +25,7 @@ impl Pacer {
     }
 
     /// Waits until one more message may go.
-    pub async fn acquire(&mut self) {
+    pub(crate) async fn acquire(&mut self) {
         let Some(rate) = self.rate else { return };
         let now = Instant::now();
         self.tokens = (self.tokens + now.duration_since(self.last).as_secs_f64() * rate).min(rate);

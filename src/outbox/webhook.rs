@@ -51,7 +51,7 @@ pub(crate) struct Webhook {
 }
 
 impl Webhook {
-    pub fn new(cfg: WebhookConfig) -> Result<Self, WebhookError> {
+    pub(crate) fn new(cfg: WebhookConfig) -> Result<Self, WebhookError> {
         let invalid = |reason: String| WebhookError::Invalid {
             name: cfg.name.clone(),
             reason,

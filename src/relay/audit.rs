@@ -7,7 +7,7 @@ use std::time::Duration;
 
 /// Facts gathered while serving a call.
 #[derive(Debug, Default, Clone)]
-pub struct Audit {
+pub(crate) struct Audit {
     /// HTTP method, once known.
     pub method: Option<&'static str>,
     /// The redacted path, once known.
@@ -24,7 +24,7 @@ pub struct Audit {
 
 impl Audit {
     /// Emits the line.
-    pub fn log(&self, rid: &str, connection: u64, status: u16, took: Duration) {
+    pub(crate) fn log(&self, rid: &str, connection: u64, status: u16, took: Duration) {
         tracing::info!(
             target: "tether::relay::audit",
             rid = %escape(rid),
@@ -49,7 +49,7 @@ const SECRET_NAMES: [&str; 10] = [
 
 /// The path for the log: the fragment dropped, secret-looking query values
 /// replaced by `***`, control characters escaped.
-pub fn redact(raw: &str) -> String {
+pub(crate) fn redact(raw: &str) -> String {
     let without_fragment = raw.split_once('#').map_or(raw, |(p, _)| p);
     let redacted = match without_fragment.split_once('?') {
         None => without_fragment.to_string(),

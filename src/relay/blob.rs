@@ -40,7 +40,7 @@ struct Notification<'a> {
 
 /// The HTTPS client for the cloud side: blob downloads and uploads.
 #[derive(Debug)]
-pub struct Cloud {
+pub(crate) struct Cloud {
     client: reqwest::Client,
     uploader: Uploader,
     /// `{scheme}://{host}` of the file-upload API, `None` when disabled.
@@ -52,7 +52,7 @@ impl Cloud {
     ///
     /// # Errors
     /// An unreadable `ca_file` or an unusable upload URL.
-    pub fn new(uploader: Uploader, timeout: Duration) -> Result<Self, RelayError> {
+    pub(crate) fn new(uploader: Uploader, timeout: Duration) -> Result<Self, RelayError> {
         let (ca_file, base) = match &uploader {
             Uploader::Azure {
                 host_name, ca_file, ..
@@ -97,7 +97,7 @@ impl Cloud {
     }
 
     /// Whether responses can be uploaded.
-    pub fn can_upload(&self) -> bool {
+    pub(crate) fn can_upload(&self) -> bool {
         self.base.is_some()
     }
 
@@ -108,7 +108,7 @@ impl Cloud {
     /// [`Failure::InvalidRequest`] for an unusable URL,
     /// [`Failure::TooLarge`] past `max` bytes, [`Failure::BlobDownload`]
     /// otherwise.
-    pub async fn download(&self, sas_url: &str, max: usize) -> Result<Vec<u8>, Failure> {
+    pub(crate) async fn download(&self, sas_url: &str, max: usize) -> Result<Vec<u8>, Failure> {
         let url = Url::parse(sas_url)
             .map_err(|e| Failure::InvalidRequest(format!("blobUrl is not a URL: {e}")))?;
         let host = url.host_str().unwrap_or_default();
@@ -144,7 +144,7 @@ impl Cloud {
     /// [`Failure::Upload`] when any step before the notification fails;
     /// a failed notification after a good upload is only logged, as the
     /// blob is in place for the Cloud Relay to read.
-    pub async fn upload(
+    pub(crate) async fn upload(
         &self,
         name: &str,
         content_type: &str,

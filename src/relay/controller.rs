@@ -15,16 +15,16 @@ use reqwest::Url;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
+use tether_protocol::relay::{ForwardHeaders, HttpMethod};
 
 use crate::config::{ControllerConfig, Secret};
 
 use super::error::{Failure, RelayError};
 use super::path::CheckedPath;
-use super::request::{ForwardHeaders, HttpMethod};
 
 /// What the controller answered, with only the headers the cloud may see.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ControllerReply {
+pub(crate) struct ControllerReply {
     /// HTTP status.
     pub status: u16,
     /// `Content-Type`, when sent.
@@ -35,9 +35,18 @@ pub struct ControllerReply {
     pub body: Vec<u8>,
 }
 
+fn reqwest_method(method: HttpMethod) -> reqwest::Method {
+    match method {
+        HttpMethod::Get => reqwest::Method::GET,
+        HttpMethod::Put => reqwest::Method::PUT,
+        HttpMethod::Post => reqwest::Method::POST,
+        HttpMethod::Delete => reqwest::Method::DELETE,
+    }
+}
+
 /// A client bound to one controller.
 #[derive(Debug)]
-pub struct Controller {
+pub(crate) struct Controller {
     client: reqwest::Client,
     base: Url,
     username: Option<String>,
@@ -50,7 +59,7 @@ impl Controller {
     /// # Errors
     /// A base URL that is not http(s), `accept_invalid_certs` for a host
     /// that is not loopback or link-local, or an unreadable `ca_file`.
-    pub fn new(cfg: &ControllerConfig, timeout: Duration) -> Result<Self, RelayError> {
+    pub(crate) fn new(cfg: &ControllerConfig, timeout: Duration) -> Result<Self, RelayError> {
         let bad = |reason: &str| RelayError::BaseUrl {
             url: cfg.base_url.clone(),
             reason: reason.to_string(),
@@ -102,7 +111,7 @@ impl Controller {
     /// [`Failure::InvalidRequest`] if the result would leave the
     /// controller: impossible for a checked path, kept as a second line of
     /// defence.
-    pub fn url_for(&self, path: &CheckedPath) -> Result<Url, Failure> {
+    pub(crate) fn url_for(&self, path: &CheckedPath) -> Result<Url, Failure> {
         let joined = format!(
             "{}{}",
             self.base.as_str().trim_end_matches('/'),
@@ -131,7 +140,7 @@ impl Controller {
     /// # Errors
     /// [`Failure::Timeout`], [`Failure::Tls`], [`Failure::Unreachable`], or
     /// [`Failure::TooLarge`] for an answer over `max_body` bytes.
-    pub async fn send(
+    pub(crate) async fn send(
         &self,
         method: HttpMethod,
         url: Url,
@@ -139,7 +148,7 @@ impl Controller {
         body: Option<Vec<u8>>,
         max_body: usize,
     ) -> Result<ControllerReply, Failure> {
-        let mut req = self.client.request(method.to_reqwest(), url);
+        let mut req = self.client.request(reqwest_method(method), url);
         if let Some(user) = &self.username {
             req = req.basic_auth(user, self.password.as_ref().map(Secret::expose));
         }
@@ -186,7 +195,7 @@ impl Controller {
 ///
 /// # Errors
 /// [`Failure::TooLarge`] past `max`, or the classified transport error.
-pub async fn read_bounded(
+pub(crate) async fn read_bounded(
     resp: &mut reqwest::Response,
     max: usize,
     what: &str,
@@ -206,7 +215,7 @@ pub async fn read_bounded(
 }
 
 /// Maps a transport error to the failure answered to the cloud.
-pub fn classify(err: reqwest::Error) -> Failure {
+pub(crate) fn classify(err: reqwest::Error) -> Failure {
     let tls = tls_cause(&err);
     let timed_out = err.is_timeout();
     // The URL may carry query values the audit log would redact.
@@ -246,7 +255,7 @@ fn tls_cause(err: &(dyn std::error::Error + 'static)) -> Option<String> {
 }
 
 /// `outer: inner: innermost`, for the answer's `detail`.
-pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+pub(crate) fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
     let mut parts = vec![err.to_string()];
     let mut cur = err.source();
     while let Some(e) = cur {
@@ -262,7 +271,7 @@ pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
 /// Whether `host` is loopback or link-local, where skipping certificate
 /// checks cannot be exploited from the network. `localhost` counts
 /// (RFC 6761 reserves it for loopback).
-pub fn is_local(host: &str) -> bool {
+pub(crate) fn is_local(host: &str) -> bool {
     if host.eq_ignore_ascii_case("localhost") {
         return true;
     }

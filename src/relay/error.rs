@@ -1,6 +1,8 @@
 //! The relay's two error types: [`RelayError`] when it cannot be built,
 //! [`Failure`] when one call cannot be served (and becomes an answer).
 
+use tether_protocol::relay::RequestError;
+
 use super::path::PathError;
 
 /// The relay could not be built from its configuration.
@@ -85,6 +87,15 @@ pub enum Failure {
     /// The response body could not be uploaded.
     #[error("response upload failed: {0}")]
     Upload(String),
+}
+
+impl From<RequestError> for Failure {
+    fn from(e: RequestError) -> Self {
+        match e {
+            RequestError::Invalid(why) => Failure::InvalidRequest(why),
+            RequestError::MethodNotAllowed(name) => Failure::MethodNotAllowed(name),
+        }
+    }
 }
 
 impl Failure {

@@ -19,7 +19,7 @@ use crate::hub::methods::MethodResponse;
 
 /// At most `max_concurrent` calls run; at most `max_queued` wait.
 #[derive(Debug)]
-pub struct Limiter {
+pub(crate) struct Limiter {
     slots: Semaphore,
     waiting: AtomicUsize,
     max_queued: usize,
@@ -27,11 +27,11 @@ pub struct Limiter {
 
 /// Every slot and queue place is taken.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Full;
+pub(crate) struct Full;
 
 impl Limiter {
     /// A limiter; `max_concurrent` is at least 1.
-    pub fn new(max_concurrent: usize, max_queued: usize) -> Self {
+    pub(crate) fn new(max_concurrent: usize, max_queued: usize) -> Self {
         Self {
             slots: Semaphore::new(max_concurrent.max(1)),
             waiting: AtomicUsize::new(0),
@@ -46,7 +46,7 @@ impl Limiter {
     ///
     /// # Errors
     /// [`Full`] at once when no slot is free and the queue is full.
-    pub async fn acquire(&self) -> Result<SemaphorePermit<'_>, Full> {
+    pub(crate) async fn acquire(&self) -> Result<SemaphorePermit<'_>, Full> {
         if let Ok(permit) = self.slots.try_acquire() {
             return Ok(permit);
         }
@@ -82,14 +82,14 @@ enum Entry {
 }
 
 /// The de-duplication cache, bounded in time and size.
-pub struct Dedup {
+pub(crate) struct Dedup {
     entries: Mutex<HashMap<Key, Entry>>,
     ttl: Duration,
     capacity: usize,
 }
 
 /// What to do with a call.
-pub enum Admission<'a> {
+pub(crate) enum Admission<'a> {
     /// First time: serve it, then [`Ticket::finish`].
     Fresh(Ticket<'a>),
     /// Already answered: send this again.
@@ -100,7 +100,7 @@ pub enum Admission<'a> {
 
 impl Dedup {
     /// A cache keeping answers for `ttl`, at most `capacity` of them.
-    pub fn new(ttl: Duration, capacity: usize) -> Self {
+    pub(crate) fn new(ttl: Duration, capacity: usize) -> Self {
         Self {
             entries: Mutex::new(HashMap::new()),
             ttl,
@@ -109,7 +109,7 @@ impl Dedup {
     }
 
     /// Admits a call. An empty `rid` is never de-duplicated.
-    pub fn admit(&self, connection: u64, rid: &str) -> Admission<'_> {
+    pub(crate) fn admit(&self, connection: u64, rid: &str) -> Admission<'_> {
         if rid.is_empty() {
             return Admission::Fresh(Ticket {
                 dedup: self,
@@ -164,7 +164,7 @@ impl Dedup {
 
 /// The right to serve a call. Dropping it unfinished (cancelled call)
 /// forgets the call, so a repeat is served afresh.
-pub struct Ticket<'a> {
+pub(crate) struct Ticket<'a> {
     dedup: &'a Dedup,
     key: Option<Key>,
     tx: Option<watch::Sender<Option<MethodResponse>>>,
@@ -174,7 +174,7 @@ impl Ticket<'_> {
     /// Hands `resp` to waiting duplicates and, when `remember` is set,
     /// keeps it for later ones. Transient answers (busy) are not kept: a
     /// repeat deserves a new try.
-    pub fn finish(mut self, resp: &MethodResponse, remember: bool) {
+    pub(crate) fn finish(mut self, resp: &MethodResponse, remember: bool) {
         if let Some(tx) = self.tx.take() {
             tx.send_replace(Some(resp.clone()));
         }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 /// Upper bounds of the latency buckets, in seconds. They span a fast
 /// local GET to the 25 s request timeout.
-pub const LATENCY_BUCKETS: [f64; 12] = [
+pub(crate) const LATENCY_BUCKETS: [f64; 12] = [
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 25.0,
 ];
 

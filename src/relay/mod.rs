@@ -3,7 +3,8 @@
 //! controller's local REST API and answers with the result.
 //!
 //! Map:
-//! - [`request`]: the payload, parsed tolerantly.
+//! - the payloads are [`tether_protocol::relay`]'s: the request, parsed
+//!   tolerantly, and the answer.
 //! - [`path`]: what a path may be (pure checks).
 //! - `controller`: the HTTP client for the controller (auth, TLS).
 //! - `response`: the answer's shape, inline vs blob, truncation.
@@ -23,7 +24,6 @@ mod error;
 pub(crate) mod limits;
 pub(crate) mod metrics;
 pub mod path;
-pub mod request;
 pub(crate) mod response;
 pub(crate) mod schedule;
 mod uploader;
@@ -31,6 +31,9 @@ mod uploader;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tether_protocol::relay::answer::DEFAULT_BLOB_CONTENT_TYPE;
+use tether_protocol::relay::request::encode_body;
+use tether_protocol::relay::{ForwardHeaders, HttpMethod, RequestBody, RestRequest};
 use tokio::time::{timeout_at, Instant};
 
 use crate::clock::{SharedClock, SystemClock};
@@ -46,7 +49,6 @@ use audit::Audit;
 use blob::Cloud;
 use controller::Controller;
 use limits::{Admission, Dedup, Limiter};
-use request::{HttpMethod, RequestBody, RestRequest};
 use response::Shape;
 
 /// Largest request blob or controller response carried, by default.
@@ -153,9 +155,9 @@ impl Relay {
             }
         };
         let mut audit = Audit::default();
-        let outcome = match request::parse(&call.payload) {
+        let outcome = match RestRequest::parse(&call.payload) {
             Ok(req) => self.run(req, started, &mut audit).await,
-            Err(f) => Err(f),
+            Err(e) => Err(e.into()),
         };
         let resp = self.finish(outcome, &mut audit);
         // Busy is transient: a repeat of this rid deserves a new try.
@@ -178,7 +180,7 @@ impl Relay {
         let mut audit = Audit::default();
         let outcome = match HttpMethod::parse(method) {
             Ok(method) => {
-                let headers = request::ForwardHeaders {
+                let headers = ForwardHeaders {
                     accept: None,
                     content_type: body.filter(|_| method.has_body()).map(|b| {
                         if serde_json::from_str::<serde_json::Value>(b).is_ok() {
@@ -199,7 +201,7 @@ impl Relay {
                 };
                 self.run(req, started, &mut audit).await
             }
-            Err(f) => Err(f),
+            Err(e) => Err(e.into()),
         };
         let resp = self.finish(outcome, &mut audit);
         self.metrics
@@ -292,7 +294,7 @@ impl Relay {
             Some(match &req.body {
                 RequestBody::None => Vec::new(),
                 RequestBody::Inline(text) => {
-                    request::encode_body(text, req.headers.content_type.as_deref())?
+                    encode_body(text, req.headers.content_type.as_deref())?
                 }
                 RequestBody::Blob(url) => self.cloud.download(url, self.max_body_bytes).await?,
             })
@@ -312,7 +314,7 @@ impl Relay {
                 let content_type = reply
                     .content_type
                     .clone()
-                    .unwrap_or_else(|| response::DEFAULT_BLOB_CONTENT_TYPE.to_string());
+                    .unwrap_or_else(|| DEFAULT_BLOB_CONTENT_TYPE.to_string());
                 let bytes = std::mem::take(&mut reply.body);
                 let uploaded = self.cloud.upload(&name, &content_type, bytes).await;
                 self.metrics.upload(uploaded.is_ok());

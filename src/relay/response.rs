@@ -1,7 +1,5 @@
-//! The answer payload (cloud-relay.md §2), always in the modern form: root
-//! `status`, `headers` with only `Content-Type` and `Content-Disposition`,
-//! then `body` (text) or `blobUrl` (a blob name relative to the device's
-//! upload folder).
+//! How a controller reply is answered (cloud-relay.md §2); the payload
+//! itself is [`tether_protocol::relay::Answer`].
 //!
 //! Why each rule:
 //! - Binary data cannot go inline (no base64 in the protocol), and IoT Hub
@@ -12,44 +10,19 @@
 //!   limit with a visible marker.
 
 use serde::Serialize;
+use tether_protocol::relay::answer::MAX_PAYLOAD_BYTES;
+use tether_protocol::relay::{Answer, AnswerBody, AnswerHeaders};
 
 use crate::hub::methods::MethodResponse;
 
 use super::controller::ControllerReply;
 use super::error::Failure;
 
-/// Keep serialized answers under this; IoT Hub's limit is 128 KiB and the
-/// rest is headroom for the MQTT and hub framing (§7.1).
-pub const MAX_PAYLOAD_BYTES: usize = 120 * 1024;
-
-/// Content-Type of blob answers without one: the Cloud Relay needs a
-/// Content-Type for blob answers (a null one makes it answer 500).
-pub const DEFAULT_BLOB_CONTENT_TYPE: &str = "application/octet-stream";
-
 /// Starts the text appended to a cut body.
-pub const TRUNCATION_MARKER: &str = "\n[truncated by tether: ";
+pub(crate) const TRUNCATION_MARKER: &str = "\n[truncated by tether: ";
 
-#[derive(Serialize)]
-struct Payload<'a> {
-    status: u16,
-    headers: Headers<'a>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    body: Option<&'a str>,
-    #[serde(rename = "blobUrl", skip_serializing_if = "Option::is_none")]
-    blob_url: Option<&'a str>,
-}
-
-#[derive(Serialize)]
-struct Headers<'a> {
-    #[serde(rename = "Content-Type", skip_serializing_if = "Option::is_none")]
-    content_type: Option<&'a str>,
-    #[serde(
-        rename = "Content-Disposition",
-        skip_serializing_if = "Option::is_none"
-    )]
-    content_disposition: Option<&'a str>,
-}
-
+/// The body of a failure's answer: what tether could not do, for the
+/// caller.
 #[derive(Serialize)]
 struct ErrorBody<'a> {
     error: &'a str,
@@ -58,7 +31,7 @@ struct ErrorBody<'a> {
 
 /// How a controller reply must be answered.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Shape {
+pub(crate) enum Shape {
     /// Inline; the ready answer.
     Inline(MethodResponse),
     /// Through file upload: 2xx, and too large, binary, or too long once
@@ -67,7 +40,7 @@ pub enum Shape {
 }
 
 /// Decides inline vs blob for `reply` and builds the inline answer.
-pub fn shape(reply: &ControllerReply, inline_limit: usize) -> Shape {
+pub(crate) fn shape(reply: &ControllerReply, inline_limit: usize) -> Shape {
     let success = (200..300).contains(&reply.status);
     if success {
         match std::str::from_utf8(&reply.body) {
@@ -87,7 +60,7 @@ pub fn shape(reply: &ControllerReply, inline_limit: usize) -> Shape {
 
 /// The inline answer when file upload is not available: the body as is
 /// when it is text and fits the hub's limit, otherwise 413.
-pub fn inline_without_upload(reply: &ControllerReply) -> Result<MethodResponse, Failure> {
+pub(crate) fn inline_without_upload(reply: &ControllerReply) -> Result<MethodResponse, Failure> {
     let refuse = |why: &str| {
         Failure::TooLarge(format!(
             "the controller's answer ({} bytes) {why}, and file upload is not configured",
@@ -103,55 +76,40 @@ pub fn inline_without_upload(reply: &ControllerReply) -> Result<MethodResponse, 
 }
 
 /// `{"status":..,"headers":{..},"body":"<text>"}`.
-pub fn inline(reply: &ControllerReply, text: &str) -> MethodResponse {
-    answer(
-        reply.status,
-        &Payload {
-            status: reply.status,
-            headers: headers_of(reply),
-            body: Some(text),
-            blob_url: None,
-        },
-    )
+pub(crate) fn inline(reply: &ControllerReply, text: &str) -> MethodResponse {
+    answer(Answer {
+        status: reply.status,
+        headers: headers_of(reply),
+        body: AnswerBody::Inline(text.to_string()),
+    })
 }
 
 /// `{"status":..,"headers":{..},"blobUrl":"<name>"}`, always with a
 /// Content-Type.
-pub fn blob(reply: &ControllerReply, blob_name: &str) -> MethodResponse {
-    let mut headers = headers_of(reply);
-    headers.content_type = headers.content_type.or(Some(DEFAULT_BLOB_CONTENT_TYPE));
-    answer(
-        reply.status,
-        &Payload {
-            status: reply.status,
-            headers,
-            body: None,
-            blob_url: Some(blob_name),
-        },
-    )
+pub(crate) fn blob(reply: &ControllerReply, blob_name: &str) -> MethodResponse {
+    answer(Answer {
+        status: reply.status,
+        headers: headers_of(reply),
+        body: AnswerBody::Blob(blob_name.to_string()),
+    })
 }
 
 /// The answer for a failure: same shape, JSON error text as the body.
-pub fn failure(f: &Failure) -> MethodResponse {
+pub(crate) fn failure(f: &Failure) -> MethodResponse {
     let detail = f.to_string();
     let body = serde_json::to_string(&ErrorBody {
         error: f.code(),
         detail: &detail,
     })
     .unwrap_or_default();
-    let status = f.status();
-    answer(
-        status,
-        &Payload {
-            status,
-            headers: Headers {
-                content_type: Some("application/json"),
-                content_disposition: None,
-            },
-            body: Some(&body),
-            blob_url: None,
+    answer(Answer {
+        status: f.status(),
+        headers: AnswerHeaders {
+            content_type: Some("application/json".into()),
+            content_disposition: None,
         },
-    )
+        body: AnswerBody::Inline(body),
+    })
 }
 
 /// A non-2xx answer, inline, cut to `inline_limit` bytes (and further if
@@ -187,18 +145,17 @@ fn floor_char_boundary(s: &str, at: usize) -> usize {
     i
 }
 
-fn headers_of(reply: &ControllerReply) -> Headers<'_> {
-    Headers {
-        content_type: reply.content_type.as_deref(),
-        content_disposition: reply.content_disposition.as_deref(),
+fn headers_of(reply: &ControllerReply) -> AnswerHeaders {
+    AnswerHeaders {
+        content_type: reply.content_type.clone(),
+        content_disposition: reply.content_disposition.clone(),
     }
 }
 
-fn answer(status: u16, payload: &Payload<'_>) -> MethodResponse {
+fn answer(answer: Answer) -> MethodResponse {
     MethodResponse {
-        status,
-        // Serializing these plain structs cannot fail.
-        body: serde_json::to_vec(payload).unwrap_or_default(),
+        status: answer.status,
+        body: answer.encode(),
     }
 }
 
@@ -234,23 +191,6 @@ mod tests {
             text(&a),
             r#"{"status":200,"headers":{"Content-Type":"application/json;charset=UTF-8"},"body":"{\"apiRevision\":\"8.0\"}"}"#
         );
-    }
-
-    #[test]
-    fn spec_example_blob_is_byte_exact() {
-        let mut r = reply(200, Some("application/zip"), b"PK");
-        r.content_disposition = Some("attachment; filename=\"backup.zip\"".into());
-        let a = blob(&r, "RestApi/7c9e6679-7425-40de-944b-e07fc1f90ae7");
-        assert_eq!(
-            text(&a),
-            r#"{"status":200,"headers":{"Content-Type":"application/zip","Content-Disposition":"attachment; filename=\"backup.zip\""},"blobUrl":"RestApi/7c9e6679-7425-40de-944b-e07fc1f90ae7"}"#
-        );
-    }
-
-    #[test]
-    fn blob_answers_always_name_a_content_type() {
-        let a = blob(&reply(200, None, b""), "RestApi/x");
-        assert!(text(&a).contains(r#""Content-Type":"application/octet-stream""#));
     }
 
     #[test]

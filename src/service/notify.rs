@@ -15,17 +15,17 @@ use crate::hub::HubStatus;
 use super::Liveness;
 
 /// Tells systemd the service is ready.
-pub fn ready() {
+pub(crate) fn ready() {
     send(&[NotifyState::Ready]);
 }
 
 /// Tells systemd the service is stopping.
-pub fn stopping() {
+pub(crate) fn stopping() {
     send(&[NotifyState::Stopping]);
 }
 
 /// Tells systemd a reload is in progress / done.
-pub fn reloading(done: bool) {
+pub(crate) fn reloading(done: bool) {
     if done {
         send(&[NotifyState::Ready]);
     } else {
@@ -36,13 +36,13 @@ pub fn reloading(done: bool) {
 /// Asks systemd for `more` time to finish starting (or stopping), and
 /// feeds the watchdog: a long step before READY (a store migration) must
 /// not be taken for a hang.
-pub fn extend_timeout(more: Duration) {
+pub(crate) fn extend_timeout(more: Duration) {
     let usec = u32::try_from(more.as_micros()).unwrap_or(u32::MAX);
     send(&[NotifyState::ExtendTimeoutUsec(usec), NotifyState::Watchdog]);
 }
 
 /// Sets the one-line status `systemctl status` shows.
-pub fn status(text: &str) {
+pub(crate) fn status(text: &str) {
     send(&[NotifyState::Status(text)]);
 }
 
@@ -53,14 +53,14 @@ fn send(states: &[NotifyState<'_>]) {
 }
 
 /// The watchdog interval systemd asked for, if any.
-pub fn watchdog_interval() -> Option<Duration> {
+pub(crate) fn watchdog_interval() -> Option<Duration> {
     let mut usec = 0;
     sd_notify::watchdog_enabled(false, &mut usec).then(|| Duration::from_micros(usec))
 }
 
 /// Feeds the watchdog while `liveness` reports no stalled loop and mirrors
 /// the hub status into STATUS=. Runs until `shutdown`.
-pub async fn run(
+pub(crate) async fn run(
     liveness: Liveness,
     mut hub: watch::Receiver<HubStatus>,
     shutdown: CancellationToken,

@@ -26,7 +26,7 @@ fn keys() -> Keys {
 }
 
 fn token(keys: &Keys, aud: &str, exp_from_now: i64) -> String {
-    let now = tether::clock::unix_seconds(SystemTime::now()) as i64;
+    let now = tether_protocol::time::unix_seconds(SystemTime::now()) as i64;
     let claims =
         serde_json::json!({"iss": ISSUER, "aud": aud, "sub": "ops", "exp": now + exp_from_now});
     jsonwebtoken::encode(&Header::new(Algorithm::ES256), &claims, &keys.signing).unwrap()

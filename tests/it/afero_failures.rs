@@ -353,7 +353,7 @@ async fn ids_survive_a_restart_and_old_decimal_ids_still_resolve() {
 }
 
 fn ms_now() -> u64 {
-    tether::outbox::message::unix_ms(SystemTime::now())
+    tether_protocol::time::unix_ms(SystemTime::now())
 }
 
 /// tether in process with the sinks `hub` and `acme` (no delivery tasks)

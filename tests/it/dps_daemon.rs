@@ -12,7 +12,7 @@ use tether::app::Daemon;
 use tether::clock::ManualClock;
 use tether::hub::credentials::azure_username;
 use tether::hub::provisioning::auth;
-use tether::hub::sas;
+use tether_protocol::sas;
 use tether_testkit::dps::{Dps, Reply, Request};
 use tether_testkit::{Broker, BrokerOptions};
 use tokio_util::sync::CancellationToken;

@@ -330,7 +330,7 @@ async fn c2d_messages_are_routed_by_type() {
         .unwrap()
         .unwrap();
     assert_eq!(
-        tether::hub::properties::get(&m.properties, "$.mid"),
+        tether_protocol::properties::get(&m.properties, "$.mid"),
         Some("m2")
     );
     assert_eq!(&m.payload[..], br#"{"attributeId":1,"value":"true"}"#);

@@ -145,7 +145,7 @@ async fn undelivered_messages_become_failures_that_list_show_delete_and_replay()
 async fn wall_clock_jumps_neither_expire_nor_immortalise_messages() {
     let mut broker = Broker::start(BrokerOptions::new());
     broker.stop();
-    let now = tether::clock::unix_seconds(std::time::SystemTime::now());
+    let now = tether_protocol::time::unix_seconds(std::time::SystemTime::now());
     let clock = ManualClock::at_unix(now);
     let rig = Rig::start(
         broker.plain_port(),

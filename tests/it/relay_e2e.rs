@@ -9,8 +9,9 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use tether::clock::ManualClock;
 use tether::hub::credentials::azure_username;
-use tether::hub::{sas, HubStatus, Router};
+use tether::hub::{HubStatus, Router};
 use tether::relay::{Relay, Uploader};
+use tether_protocol::sas;
 use tether_testkit::http::{eclypse_tls, ECLYPSE_PASSWORD, ECLYPSE_USER};
 use tether_testkit::{Broker, BrokerOptions, TestCa};
 

@@ -16,10 +16,12 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tether::clock::{unix_seconds, ManualClock};
+use tether::clock::ManualClock;
 use tether::hub::credentials::azure_username;
 use tether::hub::Failure;
-use tether::hub::{sas, HubStatus, Router};
+use tether::hub::{HubStatus, Router};
+use tether_protocol::sas;
+use tether_protocol::time::unix_seconds;
 use tether_testkit::hub::{stop as stop_hub, wait_for};
 use tether_testkit::{Broker, BrokerOptions};
 

@@ -18,11 +18,11 @@ use super::Assignment;
 
 /// The shortest wait DPS's `retry-after` can impose: a `0` must not turn
 /// polling into a busy loop.
-pub const MIN_RETRY_AFTER: Duration = Duration::from_secs(1);
+pub(crate) const MIN_RETRY_AFTER: Duration = Duration::from_secs(1);
 
 /// What the machine needs to know.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Settings {
+pub(crate) struct Settings {
     /// The registration id (the request's `registrationId`).
     pub registration_id: String,
     /// Custom data for the request.
@@ -35,7 +35,7 @@ pub struct Settings {
 
 /// What the driver does next.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Action {
+pub(crate) enum Action {
     /// Subscribe to this filter (QoS 1), then report [`Machine::subscribed`].
     Subscribe(String),
     /// Publish at QoS 1.
@@ -79,7 +79,7 @@ enum Stage {
 
 /// One registration's state.
 #[derive(Debug)]
-pub struct Machine {
+pub(crate) struct Machine {
     settings: Settings,
     stage: Stage,
     rid: u64,
@@ -88,7 +88,7 @@ pub struct Machine {
 
 impl Machine {
     /// A registration about to connect.
-    pub fn new(settings: Settings) -> Self {
+    pub(crate) fn new(settings: Settings) -> Self {
         Self {
             settings,
             stage: Stage::Connecting,
@@ -98,12 +98,12 @@ impl Machine {
     }
 
     /// The next action, if any.
-    pub fn poll_action(&mut self) -> Option<Action> {
+    pub(crate) fn poll_action(&mut self) -> Option<Action> {
         self.actions.pop_front()
     }
 
     /// CONNACK (accepted).
-    pub fn connected(&mut self, now: Duration) {
+    pub(crate) fn connected(&mut self, now: Duration) {
         if self.stage != Stage::Connecting {
             return;
         }
@@ -114,7 +114,7 @@ impl Machine {
     }
 
     /// The SUBACK; `granted` false when the filter was refused.
-    pub fn subscribed(&mut self, now: Duration, granted: bool) {
+    pub(crate) fn subscribed(&mut self, now: Duration, granted: bool) {
         if self.stage != Stage::Subscribing {
             return;
         }
@@ -126,7 +126,7 @@ impl Machine {
     }
 
     /// A message arrived on `topic`.
-    pub fn message(&mut self, now: Duration, topic: &str, payload: &[u8]) {
+    pub(crate) fn message(&mut self, now: Duration, topic: &str, payload: &[u8]) {
         let Stage::Awaiting(rid, request) = &self.stage else {
             return;
         };
@@ -145,7 +145,7 @@ impl Machine {
     }
 
     /// The time asked for with [`Action::WaitUntil`] has come.
-    pub fn timeout(&mut self, now: Duration) {
+    pub(crate) fn timeout(&mut self, now: Duration) {
         match &self.stage {
             Stage::Pausing(request) => {
                 let request = request.clone();

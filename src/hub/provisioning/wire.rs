@@ -10,23 +10,23 @@ use serde_json::{json, Value};
 use crate::hub::properties;
 
 /// Where every answer arrives.
-pub const RESPONSE_FILTER: &str = "$dps/registrations/res/#";
+pub(crate) const RESPONSE_FILTER: &str = "$dps/registrations/res/#";
 const RESPONSE_PREFIX: &str = "$dps/registrations/res/";
 
 /// The register request's topic.
-pub fn register_topic(rid: &str) -> String {
+pub(crate) fn register_topic(rid: &str) -> String {
     format!("$dps/registrations/PUT/iotdps-register/?$rid={rid}")
 }
 
 /// The operation status request's topic.
-pub fn poll_topic(rid: &str, operation_id: &str) -> String {
+pub(crate) fn poll_topic(rid: &str, operation_id: &str) -> String {
     format!(
         "$dps/registrations/GET/iotdps-get-operationstatus/?$rid={rid}&operationId={operation_id}"
     )
 }
 
 /// The register request's body: `{"registrationId": ..., "payload": ...}`.
-pub fn register_body(registration_id: &str, payload: Option<&Value>) -> Vec<u8> {
+pub(crate) fn register_body(registration_id: &str, payload: Option<&Value>) -> Vec<u8> {
     let mut body = json!({ "registrationId": registration_id });
     if let (Some(p), Some(map)) = (payload, body.as_object_mut()) {
         map.insert("payload".into(), p.clone());
@@ -37,7 +37,7 @@ pub fn register_body(registration_id: &str, payload: Option<&Value>) -> Vec<u8> 
 /// Whether `id` can go into a topic unchanged: DPS's operation ids are
 /// made of these characters, and anything else (`+`, `#`, `&`, `/`) would
 /// change the topic's meaning.
-pub fn is_topic_safe(id: &str) -> bool {
+pub(crate) fn is_topic_safe(id: &str) -> bool {
     !id.is_empty()
         && id
             .chars()
@@ -46,7 +46,7 @@ pub fn is_topic_safe(id: &str) -> bool {
 
 /// One answer from DPS.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Response {
+pub(crate) struct Response {
     /// The HTTP-like status in the topic.
     pub status: u16,
     /// The request id it answers.
@@ -61,7 +61,7 @@ pub struct Response {
 /// reads it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(default, rename_all = "camelCase")]
-pub struct Body {
+pub(crate) struct Body {
     /// The operation to poll.
     pub operation_id: Option<String>,
     /// `assigning`, `assigned`, `failed`, `disabled`, `unassigned`.
@@ -77,7 +77,7 @@ pub struct Body {
 /// `DeviceRegistrationResult`, as far as tether reads it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(default, rename_all = "camelCase")]
-pub struct RegistrationState {
+pub(crate) struct RegistrationState {
     /// The hub's host name.
     pub assigned_hub: Option<String>,
     /// The device id in that hub.
@@ -94,7 +94,7 @@ pub struct RegistrationState {
 ///
 /// # Errors
 /// A message saying what is wrong with an answer that cannot be read.
-pub fn parse(topic: &str, payload: &[u8]) -> Option<Result<Response, String>> {
+pub(crate) fn parse(topic: &str, payload: &[u8]) -> Option<Result<Response, String>> {
     let rest = topic.strip_prefix(RESPONSE_PREFIX)?;
     Some(parse_rest(rest, payload))
 }

@@ -18,10 +18,10 @@ use super::{Ledger, Now};
 /// `store.max_bytes`: the engine's space amplification (about 2x for
 /// sled) then keeps the disk under the cap even for messages that do not
 /// compress; compressible ones take far less.
-pub const LIVE_SHARE: u64 = 2;
+pub(super) const LIVE_SHARE: u64 = 2;
 /// When the disk is at the cap but the live data is below this share of
 /// it, freed space is being reused and new data fits: accept.
-pub const REUSE_SHARE: u64 = 8;
+pub(super) const REUSE_SHARE: u64 = 8;
 const DROP_REASON: &str = "dropped: the outbox reached store.max_bytes (full_policy = drop-oldest)";
 /// Segment keys looked at per step while dropping.
 const DROP_STEP: usize = 16;
@@ -46,7 +46,7 @@ impl Ledger {
     /// `disk` is the store's size on disk as last measured. Imported
     /// messages keep their id, UTC time and age (stamped back on this
     /// store's clock); their failures get new numbers.
-    pub fn append(
+    pub(crate) fn append(
         &mut self,
         store: &dyn Storage,
         jobs: Vec<Request>,
@@ -295,7 +295,7 @@ impl Ledger {
     /// Undoes a group that did not reach the disk: its messages count as
     /// done everywhere and its segments are removed, so nothing
     /// half-written is sent. Returns the batch to apply.
-    pub fn rollback(
+    pub(crate) fn rollback(
         &mut self,
         written: &[(u64, u64)],
         segments: &[SegKey],

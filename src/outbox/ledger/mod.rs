@@ -28,7 +28,7 @@ pub(crate) use self::sink::SinkState;
 /// The time of an event: the age clock (ages, expiry) and the wall clock
 /// (failure timestamps, message `utc`), both in ms.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Now {
+pub(crate) struct Now {
     /// Store clock ([`super::ages`]).
     pub store_ms: u64,
     /// Wall clock, ms since the epoch.
@@ -37,7 +37,7 @@ pub struct Now {
 
 /// The settings the ledger decides with.
 #[derive(Debug, Clone)]
-pub struct Limits {
+pub(crate) struct Limits {
     /// `store.ttl` in ms.
     pub ttl_ms: u64,
     /// `store.ttl` as configured, for failure messages.
@@ -73,7 +73,7 @@ impl Ledger {
     ///
     /// # Errors
     /// On I/O errors, or [`StoreError::Corrupt`] when a counter is unreadable.
-    pub fn load(
+    pub(crate) fn load(
         store: &dyn Storage,
         sinks: &[String],
         limits: Limits,
@@ -117,7 +117,7 @@ impl Ledger {
     }
 
     /// Adds the counters and every cursor to `batch`.
-    pub fn persist(&mut self, batch: &mut Batch) {
+    pub(crate) fn persist(&mut self, batch: &mut Batch) {
         batch.put(keys::NEXT.to_vec(), self.next_seq.to_be_bytes().to_vec());
         batch.put(keys::LIVE.to_vec(), keys::pair(self.live_n, self.live_b));
         batch.put(keys::FAILS.to_vec(), keys::pair(self.next_fid, self.fail_n));
@@ -128,14 +128,14 @@ impl Ledger {
     }
 
     /// Adds only the counters (failure bookkeeping leaves cursors alone).
-    pub fn persist_counters(&self, batch: &mut Batch) {
+    pub(crate) fn persist_counters(&self, batch: &mut Batch) {
         batch.put(keys::NEXT.to_vec(), self.next_seq.to_be_bytes().to_vec());
         batch.put(keys::LIVE.to_vec(), keys::pair(self.live_n, self.live_b));
         batch.put(keys::FAILS.to_vec(), keys::pair(self.next_fid, self.fail_n));
     }
 
     /// The lowest cursor: everything below is done for every sink.
-    pub fn min_cursor(&self) -> u64 {
+    pub(crate) fn min_cursor(&self) -> u64 {
         self.sinks
             .iter()
             .map(|s| s.cursor)
@@ -145,7 +145,7 @@ impl Ledger {
 
     /// Marks every message of `key` done for every sink (an unreadable
     /// segment is skipped rather than blocking every sink for good).
-    pub fn skip_unreadable(&mut self, key: SegKey, error: &str) {
+    pub(crate) fn skip_unreadable(&mut self, key: SegKey, error: &str) {
         tracing::error!(
             first = key.first,
             last = key.last,
@@ -165,7 +165,7 @@ impl Ledger {
     /// `from..to` still to be done for `sink`, and at most `max_bytes` of
     /// bodies (at least one). Messages addressed to another sink are marked
     /// done on the way.
-    pub fn pick(
+    pub(crate) fn pick(
         &mut self,
         sink: usize,
         segments: &[&super::segment::Segment],
@@ -202,7 +202,7 @@ impl Ledger {
 
     /// Records that `sink` delivered these `(seq, bytes)`; returns how many
     /// were not already done (expired or dropped meanwhile).
-    pub fn delivered(&mut self, sink: usize, msgs: &[(u64, u64)]) -> usize {
+    pub(crate) fn delivered(&mut self, sink: usize, msgs: &[(u64, u64)]) -> usize {
         let s = &mut self.sinks[sink];
         let n = msgs.iter().filter(|(seq, b)| s.mark_done(*seq, *b)).count();
         s.counters.delivered += n as u64;
@@ -212,7 +212,7 @@ impl Ledger {
     }
 
     /// Records a failure of `msg` for `sink` into `batch` and marks it done.
-    pub fn record_failure(
+    pub(crate) fn record_failure(
         &mut self,
         batch: &mut Batch,
         sink: usize,
@@ -245,7 +245,7 @@ impl Ledger {
 
     /// Stores a failure carried over from another store under a new
     /// number, stamped `store_ms` on this store's clock; returns its key.
-    pub fn import_failure(
+    pub(crate) fn import_failure(
         &mut self,
         batch: &mut Batch,
         store_ms: u64,
@@ -263,7 +263,13 @@ impl Ledger {
 
     /// A permanent refusal of `msg` by `sink`: a failure at once. `None`
     /// when it was already done.
-    pub fn give_up(&mut self, sink: usize, msg: &Stored, error: &str, now: Now) -> Option<Batch> {
+    pub(crate) fn give_up(
+        &mut self,
+        sink: usize,
+        msg: &Stored,
+        error: &str,
+        now: Now,
+    ) -> Option<Batch> {
         if self.sinks[sink].is_done(msg.seq) {
             return None;
         }
@@ -274,7 +280,7 @@ impl Ledger {
     }
 
     /// Removes the failures `ids` (which exist): the batch to apply.
-    pub fn forget_failures(&mut self, ids: &[Vec<u8>]) -> Batch {
+    pub(crate) fn forget_failures(&mut self, ids: &[Vec<u8>]) -> Batch {
         let mut batch = Batch::default();
         for k in ids {
             batch.del(k.clone());
@@ -290,7 +296,7 @@ impl Ledger {
 ///
 /// # Errors
 /// On storage errors.
-pub fn store_next(store: &dyn Storage) -> Result<u64, StoreError> {
+pub(crate) fn store_next(store: &dyn Storage) -> Result<u64, StoreError> {
     let last = store.scan_keys(&[keys::SEG], &keys::SEG_END, 1, true)?;
     let after_last = last
         .first()
@@ -308,7 +314,12 @@ pub fn store_next(store: &dyn Storage) -> Result<u64, StoreError> {
 ///
 /// # Errors
 /// On storage errors.
-pub fn segments(store: &dyn Storage, from: u64, to: u64, limit: usize) -> Result<Rows, StoreError> {
+pub(crate) fn segments(
+    store: &dyn Storage,
+    from: u64,
+    to: u64,
+    limit: usize,
+) -> Result<Rows, StoreError> {
     if from >= to || limit == 0 {
         return Ok(Vec::new());
     }

@@ -10,7 +10,7 @@ use crate::outbox::store::Batch;
 
 /// Done ranges persisted with a cursor at most: beyond them a restart
 /// forgets (and resends: at least once), so the record stays small.
-pub const MAX_SAVED_RANGES: usize = 32;
+pub(super) const MAX_SAVED_RANGES: usize = 32;
 
 /// A run of finished messages `start..end` and their bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,13 +22,13 @@ struct Run {
 /// Finished sequence numbers above a cursor, as disjoint ranges, so a
 /// long run (a replay addressed to another sink) costs one entry.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct DoneSet {
+pub(crate) struct DoneSet {
     runs: BTreeMap<u64, Run>,
 }
 
 impl DoneSet {
     /// Whether `seq` is in the set.
-    pub fn contains(&self, seq: u64) -> bool {
+    pub(crate) fn contains(&self, seq: u64) -> bool {
         self.runs
             .range(..=seq)
             .next_back()
@@ -36,7 +36,7 @@ impl DoneSet {
     }
 
     /// Whether every seq in `first..=last` is in the set.
-    pub fn covers(&self, first: u64, last: u64) -> bool {
+    pub(crate) fn covers(&self, first: u64, last: u64) -> bool {
         self.runs
             .range(..=first)
             .next_back()
@@ -44,7 +44,7 @@ impl DoneSet {
     }
 
     /// Adds `seq` (not yet in the set), merging with its neighbours.
-    pub fn insert(&mut self, seq: u64, bytes: u64) {
+    pub(crate) fn insert(&mut self, seq: u64, bytes: u64) {
         self.insert_run(seq, seq + 1, bytes);
     }
 
@@ -93,7 +93,7 @@ pub(crate) struct SinkState {
 
 impl SinkState {
     /// A sink starting at `cursor` with nothing pending.
-    pub fn new(name: &str, cursor: u64) -> Self {
+    pub(crate) fn new(name: &str, cursor: u64) -> Self {
         Self {
             name: name.to_string(),
             cursor,
@@ -105,17 +105,17 @@ impl SinkState {
         }
     }
 
-    pub fn is_done(&self, seq: u64) -> bool {
+    pub(crate) fn is_done(&self, seq: u64) -> bool {
         seq < self.cursor || self.done.contains(seq)
     }
 
     /// Whether every message in `first..=last` is done.
-    pub fn all_done(&self, first: u64, last: u64) -> bool {
+    pub(crate) fn all_done(&self, first: u64, last: u64) -> bool {
         last < self.cursor || self.done.covers(first.max(self.cursor), last)
     }
 
     /// Marks `seq` done; false when it already was.
-    pub fn mark_done(&mut self, seq: u64, bytes: u64) -> bool {
+    pub(crate) fn mark_done(&mut self, seq: u64, bytes: u64) -> bool {
         if self.is_done(seq) {
             return false;
         }
@@ -135,7 +135,7 @@ impl SinkState {
 
     /// Writes the cursor, the depth a restart will find, and the first
     /// [`MAX_SAVED_RANGES`] done runs; later runs count as pending again.
-    pub fn persist(&self, batch: &mut Batch) {
+    pub(crate) fn persist(&self, batch: &mut Batch) {
         let (mut n, mut b) = (self.pending_n, self.pending_b);
         let mut saved = Vec::new();
         for (i, (&start, run)) in self.done.runs.iter().enumerate() {
@@ -157,7 +157,7 @@ impl SinkState {
 
     /// Reads what [`SinkState::persist`] wrote (format 1 wrote the first
     /// 24 bytes only); `None` when malformed.
-    pub fn decode(name: &str, v: &[u8]) -> Option<Self> {
+    pub(crate) fn decode(name: &str, v: &[u8]) -> Option<Self> {
         let [cursor, n, b] = keys::u64s::<3>(v)?;
         let rest = &v[24..];
         if !rest.len().is_multiple_of(24) {

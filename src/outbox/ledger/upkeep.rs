@@ -32,7 +32,7 @@ impl Ledger {
     ///
     /// # Errors
     /// On storage errors.
-    pub fn expire(
+    pub(crate) fn expire(
         &mut self,
         store: &dyn Storage,
         now: Now,
@@ -109,7 +109,7 @@ impl Ledger {
     ///
     /// # Errors
     /// On storage errors.
-    pub fn compact(&mut self, store: &dyn Storage) -> Result<Option<Batch>, StoreError> {
+    pub(crate) fn compact(&mut self, store: &dyn Storage) -> Result<Option<Batch>, StoreError> {
         let min = self.min_cursor();
         let rows = store.scan_keys(&[keys::SEG], &keys::seg_from(min), COMPACT_STEP, false)?;
         let mut batch = Batch::default();

@@ -14,7 +14,7 @@ const MAX_PAYLOAD: usize = 1 << 20;
 /// What the source store says about itself, sent first.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Header {
+pub(crate) struct Header {
     /// The store layout (`k:format`).
     pub format: u32,
     /// `k:id`, when the store has one.
@@ -32,7 +32,7 @@ pub struct Header {
 
 /// One frame of the stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Frame {
+pub(crate) enum Frame {
     /// The source store's header.
     Header(Header),
     /// A message record (`m` key) as stored: its sequence number and bytes.
@@ -75,7 +75,7 @@ fn numbered(n: u64, record: &[u8]) -> Vec<u8> {
 ///
 /// # Errors
 /// When `out` fails (the reader is gone).
-pub fn write(out: &mut impl Write, frame: &Frame) -> io::Result<()> {
+pub(crate) fn write(out: &mut impl Write, frame: &Frame) -> io::Result<()> {
     let (tag, payload) = match frame {
         Frame::Header(h) => (HEADER, serde_json::to_vec(h).map_err(io::Error::other)?),
         Frame::Message { seq, record } => (MESSAGE, numbered(*seq, record)),
@@ -95,7 +95,7 @@ pub fn write(out: &mut impl Write, frame: &Frame) -> io::Result<()> {
 ///
 /// # Errors
 /// When reading fails, or the bytes are not a frame (`InvalidData`).
-pub fn read(input: &mut impl Read) -> io::Result<Option<Frame>> {
+pub(crate) fn read(input: &mut impl Read) -> io::Result<Option<Frame>> {
     let mut head = [0u8; 5];
     if !fill(input, &mut head)? {
         return Ok(None);

@@ -21,7 +21,7 @@ pub(crate) struct Undo {
 
 impl Undo {
     /// Whether there is nothing to undo.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.batch.is_empty()
     }
 }

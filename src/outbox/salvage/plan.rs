@@ -96,7 +96,7 @@ pub struct ImportBatch {
 }
 
 /// Builds import groups from one source's export stream.
-pub struct Plan {
+pub(crate) struct Plan {
     key: Vec<u8>,
     progress: Progress,
     source_now_ms: u64,
@@ -112,7 +112,12 @@ pub struct Plan {
 impl Plan {
     /// A plan for the source `header` whose progress so far is `progress`,
     /// with the source's clock at `source_now_ms`.
-    pub fn new(key: Vec<u8>, header: &Header, progress: Progress, source_now_ms: u64) -> Self {
+    pub(crate) fn new(
+        key: Vec<u8>,
+        header: &Header,
+        progress: Progress,
+        source_now_ms: u64,
+    ) -> Self {
         let finished_below = header.cursors.iter().map(|(_, c)| *c).min().unwrap_or(0);
         Self {
             key,
@@ -127,12 +132,12 @@ impl Plan {
     }
 
     /// Where the export should start.
-    pub fn resume(&self) -> Resume {
+    pub(crate) fn resume(&self) -> Resume {
         self.progress.resume
     }
 
     /// A message record from the stream.
-    pub fn message(&mut self, seq: u64, record: &[u8]) {
+    pub(crate) fn message(&mut self, seq: u64, record: &[u8]) {
         if seq <= self.progress.resume.after_seq {
             return;
         }
@@ -164,7 +169,7 @@ impl Plan {
     }
 
     /// A push failure record from the stream.
-    pub fn failure(&mut self, id: u64, record: &[u8]) {
+    pub(crate) fn failure(&mut self, id: u64, record: &[u8]) {
         if id <= self.progress.resume.after_failure {
             return;
         }
@@ -182,7 +187,7 @@ impl Plan {
     }
 
     /// The next group, once it is large enough.
-    pub fn full_batch(&mut self) -> Option<ImportBatch> {
+    pub(crate) fn full_batch(&mut self) -> Option<ImportBatch> {
         (self.messages.len() + self.failures.len() >= GROUP || self.bytes >= GROUP_BYTES)
             .then(|| self.take())
     }
@@ -190,7 +195,7 @@ impl Plan {
     /// The last group, marking the salvage done: `stopped` says why the
     /// stream ended early, and what the source counted but the stream never
     /// reached counts as unreadable.
-    pub fn finish(&mut self, stopped: Option<String>) -> ImportBatch {
+    pub(crate) fn finish(&mut self, stopped: Option<String>) -> ImportBatch {
         let mut last = self.take();
         let p = &mut self.progress;
         if let Some(why) = stopped {
@@ -220,7 +225,7 @@ impl Plan {
 
 /// The progress key's source name: the store's id, or else the directory's
 /// name (stores from before ids).
-pub fn source_name(header: &Header, dir_name: &str) -> String {
+pub(crate) fn source_name(header: &Header, dir_name: &str) -> String {
     header
         .store_id
         .clone()

@@ -29,7 +29,7 @@ pub struct Resume {
 
 /// Reading stopped.
 #[derive(Debug, thiserror::Error)]
-pub enum ExportError {
+pub(crate) enum ExportError {
     /// The engine failed while reading the store.
     #[error("{0}")]
     Store(#[from] StoreError),
@@ -48,7 +48,7 @@ pub enum ExportError {
 ///
 /// # Errors
 /// When the engine fails.
-pub fn header(storage: &dyn Storage, format: u32) -> Result<Header, StoreError> {
+pub(crate) fn header(storage: &dyn Storage, format: u32) -> Result<Header, StoreError> {
     let pair = |key: &[u8]| -> Result<[u64; 2], StoreError> {
         Ok(storage
             .get(key)?
@@ -79,7 +79,7 @@ pub fn header(storage: &dyn Storage, format: u32) -> Result<Header, StoreError> 
 ///
 /// # Errors
 /// When the engine fails (what was sent before stays valid) or `out` does.
-pub fn export(
+pub(crate) fn export(
     storage: &dyn Storage,
     format: u32,
     from: Resume,

@@ -467,7 +467,7 @@ fn ended(child: &mut Child) -> End {
 const SIGABRT: i32 = 6;
 
 /// Set-aside stores in `root` not yet marked done, oldest name first.
-pub fn pending(root: &Path) -> Vec<PathBuf> {
+pub(crate) fn pending(root: &Path) -> Vec<PathBuf> {
     let Ok(entries) = std::fs::read_dir(root) else {
         return Vec::new();
     };

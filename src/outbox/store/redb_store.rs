@@ -19,7 +19,7 @@ use redb::{Database, Durability, ReadableDatabase, TableDefinition, WriteTransac
 use super::{Batch, Op, Rows, Storage, StoreError};
 
 /// The file inside the store directory.
-pub const FILE: &str = "outbox.redb";
+pub(super) const FILE: &str = "outbox.redb";
 
 /// The single ordered keyspace (see `outbox::keys`).
 const TABLE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("outbox");

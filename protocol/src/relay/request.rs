@@ -1,12 +1,26 @@
-//! The cloud's request payload (cloud-relay.md §1), parsed tolerantly:
-//! unknown keys are ignored, key lookup is case-insensitive (the API sends
-//! `content-Type`, `content-Length`, ...), and values of a near-miss type
-//! are converted rather than refused where the meaning is clear.
+//! The cloud's request payload (cloud-relay.md §1).
+//!
+//! The cloud writes it the way the Cloud Relay does ([`RestRequest::encode`]:
+//! Newtonsoft's camel-cased keys, content headers only with a body). The
+//! device reads it tolerantly ([`RestRequest::parse`]): unknown keys are
+//! ignored, key lookup is case-insensitive (the API sends `content-Type`,
+//! `content-Length`, ...), and values of a near-miss type are converted
+//! rather than refused where the meaning is clear.
 
-use reqwest::header::HeaderValue;
+use serde::Serialize;
 use serde_json::{Map, Value};
 
-use super::error::Failure;
+/// Why a request payload cannot be served as it is.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RequestError {
+    /// The payload is not a request we can read; the text says which part
+    /// is wrong.
+    #[error("{0}")]
+    Invalid(String),
+    /// Not GET, PUT, POST or DELETE.
+    #[error("method {0:?} is not allowed: only GET, PUT, POST and DELETE are relayed")]
+    MethodNotAllowed(String),
+}
 
 /// The four methods the Cloud Relay routes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,14 +39,14 @@ impl HttpMethod {
     /// Parses a method name case-insensitively.
     ///
     /// # Errors
-    /// [`Failure::MethodNotAllowed`] for anything else.
-    pub fn parse(name: &str) -> Result<Self, Failure> {
+    /// [`RequestError::MethodNotAllowed`] for anything else.
+    pub fn parse(name: &str) -> Result<Self, RequestError> {
         match name.trim().to_ascii_uppercase().as_str() {
             "GET" => Ok(Self::Get),
             "PUT" => Ok(Self::Put),
             "POST" => Ok(Self::Post),
             "DELETE" => Ok(Self::Delete),
-            _ => Err(Failure::MethodNotAllowed(name.to_string())),
+            _ => Err(RequestError::MethodNotAllowed(name.to_string())),
         }
     }
 
@@ -51,22 +65,14 @@ impl HttpMethod {
     pub fn has_body(self) -> bool {
         matches!(self, Self::Put | Self::Post)
     }
-
-    pub(crate) fn to_reqwest(self) -> reqwest::Method {
-        match self {
-            Self::Get => reqwest::Method::GET,
-            Self::Put => reqwest::Method::PUT,
-            Self::Post => reqwest::Method::POST,
-            Self::Delete => reqwest::Method::DELETE,
-        }
-    }
 }
 
-/// The headers that may reach the controller. `Content-Length` is not
-/// here: it is recomputed from the bytes actually sent.
+/// The headers that travel with a request. `Content-Length` is not here:
+/// the device recomputes it from the bytes actually sent (§7.2), so only
+/// the cloud's writer takes it ([`RestRequest::encode`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ForwardHeaders {
-    /// `Accept`.
+    /// `Accept`, all values joined with `", "`.
     pub accept: Option<String>,
     /// `Content-Type` (POST and PUT only).
     pub content_type: Option<String>,
@@ -85,12 +91,13 @@ pub enum RequestBody {
     Blob(String),
 }
 
-/// One parsed request.
+/// One REST request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RestRequest {
     /// The method.
     pub method: HttpMethod,
-    /// The path as sent (checked later by [`super::path::check`]).
+    /// The path as sent (`Remote-Query`, verbatim); the device checks it
+    /// before use.
     pub path: String,
     /// Headers to forward.
     pub headers: ForwardHeaders,
@@ -98,79 +105,124 @@ pub struct RestRequest {
     pub body: RequestBody,
 }
 
-/// Parses a method payload.
-///
-/// # Errors
-/// [`Failure::InvalidRequest`] for JSON that is not an object or lacks
-/// `path`/`method`, or holds a header value that cannot go on the wire;
-/// [`Failure::MethodNotAllowed`] for other methods.
-pub fn parse(payload: &[u8]) -> Result<RestRequest, Failure> {
-    let root: Value = serde_json::from_slice(payload)
-        .map_err(|e| Failure::InvalidRequest(format!("payload is not JSON: {e}")))?;
-    let Value::Object(root) = root else {
-        return Err(Failure::InvalidRequest(
-            "payload is not a JSON object".into(),
-        ));
-    };
-    let path = match get(&root, "path") {
-        Some(Value::String(p)) if !p.is_empty() => p.clone(),
-        Some(Value::String(_)) | None | Some(Value::Null) => {
-            return Err(Failure::InvalidRequest("payload has no \"path\"".into()))
+/// Key names as Newtonsoft's camel-casing writes them: only the leading
+/// capitals are lowered, hence `content-Type`.
+#[derive(Serialize)]
+struct Payload<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    body: Option<&'a str>,
+    #[serde(rename = "blobUrl", skip_serializing_if = "Option::is_none")]
+    blob_url: Option<&'a str>,
+    path: &'a str,
+    method: &'a str,
+    headers: PayloadHeaders<'a>,
+}
+
+#[derive(Serialize)]
+struct PayloadHeaders<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    accept: Option<&'a str>,
+    #[serde(rename = "content-Type", skip_serializing_if = "Option::is_none")]
+    content_type: Option<&'a str>,
+    #[serde(
+        rename = "content-Disposition",
+        skip_serializing_if = "Option::is_none"
+    )]
+    content_disposition: Option<&'a str>,
+    #[serde(rename = "content-Length", skip_serializing_if = "Option::is_none")]
+    content_length: Option<u64>,
+}
+
+impl RestRequest {
+    /// The payload as the Cloud Relay writes it; `content_length` is the
+    /// client's byte count. Content headers and the length go only with
+    /// POST and PUT (§1 step 1).
+    pub fn encode(&self, content_length: Option<u64>) -> Vec<u8> {
+        let with_body = self.method.has_body();
+        fn content(v: &Option<String>, with_body: bool) -> Option<&str> {
+            v.as_deref().filter(|_| with_body)
         }
-        Some(_) => return Err(Failure::InvalidRequest("\"path\" is not a string".into())),
-    };
-    let method = match get(&root, "method") {
-        Some(Value::String(m)) => HttpMethod::parse(m)?,
-        None | Some(Value::Null) => {
-            return Err(Failure::InvalidRequest("payload has no \"method\"".into()))
-        }
-        Some(_) => return Err(Failure::InvalidRequest("\"method\" is not a string".into())),
-    };
-    let headers = match get(&root, "headers") {
-        Some(Value::Object(h)) => h.clone(),
-        // v1.0 of the API required headers; later ones may omit them.
-        None | Some(Value::Null) => Map::new(),
-        Some(_) => {
-            return Err(Failure::InvalidRequest(
-                "\"headers\" is not an object".into(),
-            ))
-        }
-    };
-    let mut forward = ForwardHeaders {
-        accept: header(&headers, "accept")?,
-        content_type: None,
-        content_disposition: None,
-    };
-    let mut body = RequestBody::None;
-    if method.has_body() {
-        forward.content_type = header(&headers, "content-type")?;
-        forward.content_disposition = header(&headers, "content-disposition")?;
-        // The API sends either `blobUrl` or `body`; should both come, the
-        // blob is the complete one (inline bodies may be lossy).
-        body = match (get(&root, "blobUrl"), get(&root, "body")) {
-            (Some(Value::String(url)), _) => RequestBody::Blob(url.clone()),
-            (Some(v), _) if !v.is_null() => {
-                return Err(Failure::InvalidRequest(
-                    "\"blobUrl\" is not a string".into(),
-                ))
-            }
-            (_, Some(b)) => match text_of(b) {
-                Some(text) => RequestBody::Inline(text),
-                None => RequestBody::None,
-            },
-            _ => RequestBody::None,
+        let (body, blob_url) = match &self.body {
+            RequestBody::None => (None, None),
+            RequestBody::Inline(text) => (Some(text.as_str()), None),
+            RequestBody::Blob(url) => (None, Some(url.as_str())),
         };
+        let payload = Payload {
+            body,
+            blob_url,
+            path: &self.path,
+            method: self.method.as_str(),
+            headers: PayloadHeaders {
+                accept: self.headers.accept.as_deref(),
+                content_type: content(&self.headers.content_type, with_body),
+                content_disposition: content(&self.headers.content_disposition, with_body),
+                content_length: content_length.filter(|_| with_body),
+            },
+        };
+        // Serializing plain strings and numbers cannot fail.
+        serde_json::to_vec(&payload).unwrap_or_default()
     }
-    Ok(RestRequest {
-        method,
-        path,
-        headers: forward,
-        body,
-    })
+
+    /// Parses a method payload.
+    ///
+    /// # Errors
+    /// [`RequestError::Invalid`] for JSON that is not an object or lacks
+    /// `path`/`method`, or holds a header value that cannot go on the wire;
+    /// [`RequestError::MethodNotAllowed`] for other methods.
+    pub fn parse(payload: &[u8]) -> Result<Self, RequestError> {
+        let invalid = |why: &str| RequestError::Invalid(why.to_string());
+        let root: Value = serde_json::from_slice(payload)
+            .map_err(|e| RequestError::Invalid(format!("payload is not JSON: {e}")))?;
+        let Value::Object(root) = root else {
+            return Err(invalid("payload is not a JSON object"));
+        };
+        let path = match get(&root, "path") {
+            Some(Value::String(p)) if !p.is_empty() => p.clone(),
+            Some(Value::String(_)) | None | Some(Value::Null) => {
+                return Err(invalid("payload has no \"path\""))
+            }
+            Some(_) => return Err(invalid("\"path\" is not a string")),
+        };
+        let method = match get(&root, "method") {
+            Some(Value::String(m)) => HttpMethod::parse(m)?,
+            None | Some(Value::Null) => return Err(invalid("payload has no \"method\"")),
+            Some(_) => return Err(invalid("\"method\" is not a string")),
+        };
+        let headers = match get(&root, "headers") {
+            Some(Value::Object(h)) => h.clone(),
+            // v1.0 of the API required headers; later ones may omit them.
+            None | Some(Value::Null) => Map::new(),
+            Some(_) => return Err(invalid("\"headers\" is not an object")),
+        };
+        let mut forward = ForwardHeaders {
+            accept: header(&headers, "accept")?,
+            content_type: None,
+            content_disposition: None,
+        };
+        let mut body = RequestBody::None;
+        if method.has_body() {
+            forward.content_type = header(&headers, "content-type")?;
+            forward.content_disposition = header(&headers, "content-disposition")?;
+            // The API sends either `blobUrl` or `body`; should both come, the
+            // blob is the complete one (inline bodies may be lossy).
+            body = match (get(&root, "blobUrl"), get(&root, "body")) {
+                (Some(Value::String(url)), _) => RequestBody::Blob(url.clone()),
+                (Some(v), _) if !v.is_null() => return Err(invalid("\"blobUrl\" is not a string")),
+                (_, Some(b)) => text_of(b).map_or(RequestBody::None, RequestBody::Inline),
+                _ => RequestBody::None,
+            };
+        }
+        Ok(Self {
+            method,
+            path,
+            headers: forward,
+            body,
+        })
+    }
 }
 
 /// Looks a key up case-insensitively (first match in key order).
-fn get<'a>(map: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
+pub(crate) fn get<'a>(map: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
     map.get(key).or_else(|| {
         map.iter()
             .find(|(k, _)| k.eq_ignore_ascii_case(key))
@@ -180,7 +232,7 @@ fn get<'a>(map: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
 
 /// A header's value as text: strings as-is, arrays of strings joined with
 /// `", "` (how ASP.NET joins repeated Accept values), numbers printed.
-fn header(headers: &Map<String, Value>, name: &str) -> Result<Option<String>, Failure> {
+fn header(headers: &Map<String, Value>, name: &str) -> Result<Option<String>, RequestError> {
     let value = match get(headers, name) {
         None | Some(Value::Null) => return Ok(None),
         Some(Value::Array(items)) => items
@@ -194,9 +246,21 @@ fn header(headers: &Map<String, Value>, name: &str) -> Result<Option<String>, Fa
         },
     };
     // A CR or LF here would split the header; refuse rather than send.
-    HeaderValue::from_str(&value)
-        .map_err(|_| Failure::InvalidRequest(format!("header {name:?} has an invalid value")))?;
+    if !is_header_value(&value) {
+        return Err(RequestError::Invalid(format!(
+            "header {name:?} has an invalid value"
+        )));
+    }
     Ok(Some(value))
+}
+
+/// What an HTTP header value may hold, as the `http` crate's
+/// `HeaderValue::from_str` decides it: tabs and every byte from space up,
+/// except DEL.
+fn is_header_value(value: &str) -> bool {
+    value
+        .bytes()
+        .all(|b| (b >= b' ' && b != 0x7f) || b == b'\t')
 }
 
 /// Text of a JSON value: strings verbatim, objects and arrays compact,
@@ -215,12 +279,12 @@ fn text_of(value: &Value) -> Option<String> {
 /// to UTF-8 for charsets it cannot read).
 ///
 /// # Errors
-/// [`Failure::InvalidRequest`] when the text has characters the charset
+/// [`RequestError::Invalid`] when the text has characters the charset
 /// cannot represent.
-pub fn encode_body(text: &str, content_type: Option<&str>) -> Result<Vec<u8>, Failure> {
+pub fn encode_body(text: &str, content_type: Option<&str>) -> Result<Vec<u8>, RequestError> {
     let charset = content_type.and_then(charset_of).unwrap_or_default();
     let unrepresentable = || {
-        Failure::InvalidRequest(format!(
+        RequestError::Invalid(format!(
             "body has characters that charset {charset:?} cannot represent"
         ))
     };
@@ -257,7 +321,7 @@ mod tests {
     use super::*;
 
     fn parsed(json: &str) -> RestRequest {
-        parse(json.as_bytes()).unwrap_or_else(|e| panic!("{json} refused: {e}"))
+        RestRequest::parse(json.as_bytes()).unwrap_or_else(|e| panic!("{json} refused: {e}"))
     }
 
     #[test]
@@ -356,8 +420,9 @@ mod tests {
             HttpMethod::Delete
         );
         for m in ["PATCH", "HEAD", "OPTIONS", "TRACE", "CONNECT", ""] {
-            let err = parse(format!(r#"{{"path":"/x","method":"{m}"}}"#).as_bytes()).unwrap_err();
-            assert_eq!(err.status(), 405, "{m}");
+            let err = RestRequest::parse(format!(r#"{{"path":"/x","method":"{m}"}}"#).as_bytes())
+                .unwrap_err();
+            assert_eq!(err, RequestError::MethodNotAllowed(m.into()), "{m}");
         }
     }
 
@@ -378,8 +443,8 @@ mod tests {
             r#"{"path":"/x","method":"POST","blobUrl":5}"#,
             r#"{"path":"/x","method":"GET","headers":{"accept":"a\r\nX-Evil: 1"}}"#,
         ] {
-            let err = parse(p.as_bytes()).unwrap_err();
-            assert_eq!(err.status(), 400, "{p}: {err}");
+            let err = RestRequest::parse(p.as_bytes()).unwrap_err();
+            assert!(matches!(err, RequestError::Invalid(_)), "{p}: {err}");
         }
     }
 
@@ -406,17 +471,46 @@ mod tests {
             encode_body("é", Some("text/plain; charset=x-unknown")).unwrap(),
             "é".as_bytes()
         );
+        assert!(matches!(
+            encode_body("€", Some("text/plain; charset=latin1")),
+            Err(RequestError::Invalid(_))
+        ));
+        assert!(matches!(
+            encode_body("é", Some("text/plain; charset=us-ascii")),
+            Err(RequestError::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn requests_are_written_with_the_cloud_relay_key_names_and_get_drops_content() {
+        let mut req = RestRequest {
+            method: HttpMethod::Post,
+            path: "/api/rest/v1/some/resource?x=1".into(),
+            headers: ForwardHeaders {
+                accept: Some("application/json".into()),
+                content_type: Some("application/json; charset=utf-8".into()),
+                content_disposition: None,
+            },
+            body: RequestBody::Inline(r#"{"value":21.5}"#.into()),
+        };
         assert_eq!(
-            encode_body("€", Some("text/plain; charset=latin1"))
-                .unwrap_err()
-                .status(),
-            400
+            String::from_utf8(req.encode(Some(14))).unwrap(),
+            r#"{"body":"{\"value\":21.5}","path":"/api/rest/v1/some/resource?x=1","method":"POST","headers":{"accept":"application/json","content-Type":"application/json; charset=utf-8","content-Length":14}}"#
         );
+        assert_eq!(RestRequest::parse(&req.encode(Some(14))).unwrap(), req);
+        req.method = HttpMethod::Get;
+        req.body = RequestBody::None;
         assert_eq!(
-            encode_body("é", Some("text/plain; charset=us-ascii"))
-                .unwrap_err()
-                .status(),
-            400
+            String::from_utf8(req.encode(Some(14))).unwrap(),
+            r#"{"path":"/api/rest/v1/some/resource?x=1","method":"GET","headers":{"accept":"application/json"}}"#
         );
+    }
+
+    #[test]
+    fn header_values_follow_the_http_rule() {
+        assert!(is_header_value("a\tb é ~"));
+        for bad in ["a\rb", "a\nb", "a\u{7f}", "\0"] {
+            assert!(!is_header_value(bad), "{bad:?}");
+        }
     }
 }
