@@ -9,18 +9,18 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
 
 /// A delivery token: the caller's id for a tracked publish.
-pub type Token = u64;
+pub(crate) type Token = u64;
 
 /// The order in which QoS 1 requests were handed to rumqttc; shared between
 /// publishers (push) and the session task (pop). `None` marks an untracked
 /// QoS 1 publish (presence, reported properties).
 #[derive(Debug, Clone, Default)]
-pub struct Queued(Arc<Mutex<VecDeque<Option<Token>>>>);
+pub(crate) struct Queued(Arc<Mutex<VecDeque<Option<Token>>>>);
 
 impl Queued {
     /// Runs `send` with the queue locked and records `token` only if it
     /// succeeded, so the order of records is the order of the channel.
-    pub fn push_with<E>(
+    pub(crate) fn push_with<E>(
         &self,
         token: Option<Token>,
         send: impl FnOnce() -> Result<(), E>,
@@ -47,7 +47,7 @@ impl Queued {
 
 /// Packet-id bookkeeping for one session task.
 #[derive(Debug, Default)]
-pub struct Tracker {
+pub(crate) struct Tracker {
     queued: Queued,
     in_flight: HashMap<u16, Option<Token>>,
     collided: Option<(u16, Option<Token>)>,
@@ -55,7 +55,7 @@ pub struct Tracker {
 
 impl Tracker {
     /// A tracker reading from `queued`.
-    pub fn new(queued: Queued) -> Self {
+    pub(crate) fn new(queued: Queued) -> Self {
         Self {
             queued,
             in_flight: HashMap::new(),
@@ -64,7 +64,7 @@ impl Tracker {
     }
 
     /// rumqttc wrote a QoS 1 publish with `pkid`.
-    pub fn on_outgoing_publish(&mut self, pkid: u16) {
+    pub(crate) fn on_outgoing_publish(&mut self, pkid: u16) {
         if pkid == 0 || self.in_flight.contains_key(&pkid) {
             // QoS 0, or a retransmission of a publish already mapped.
             return;
@@ -81,13 +81,13 @@ impl Tracker {
 
     /// rumqttc parked a publish because `pkid` is still unacknowledged; it
     /// sends it (as `Outgoing::Publish(pkid)`) once that PUBACK arrives.
-    pub fn on_await_ack(&mut self, pkid: u16) {
+    pub(crate) fn on_await_ack(&mut self, pkid: u16) {
         let entry = self.queued.pop().flatten();
         self.collided = Some((pkid, entry));
     }
 
     /// A PUBACK arrived; returns the token it confirms, if tracked.
-    pub fn on_puback(&mut self, pkid: u16) -> Option<Token> {
+    pub(crate) fn on_puback(&mut self, pkid: u16) -> Option<Token> {
         self.in_flight.remove(&pkid).flatten()
     }
 
@@ -95,7 +95,7 @@ impl Tracker {
     /// pulled back out of its channel without sending them (they are the
     /// oldest queued records). Everything in flight is forgotten: the owner
     /// of the tokens resends what was not confirmed.
-    pub fn on_connection_lost(&mut self, drained: usize) {
+    pub(crate) fn on_connection_lost(&mut self, drained: usize) {
         self.queued.drop_front(drained);
         self.in_flight.clear();
         self.collided = None;

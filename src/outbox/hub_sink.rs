@@ -29,7 +29,7 @@ use super::pacing::Pacer;
 /// 128 gave 11-19k; 256 no more (BENCHMARKS.md, durable throughput). rumqttc's own
 /// window ([`crate::hub::options::MAX_IN_FLIGHT`]) is larger, so other QoS 1
 /// publishes (reported properties) still find a packet id.
-pub const MAX_IN_FLIGHT: usize = 128;
+pub(crate) const MAX_IN_FLIGHT: usize = 128;
 /// Payload bytes in flight at most (at least one publish), so a window of
 /// large messages stays bounded in memory: rumqttc holds a copy of each
 /// until its PUBACK, and so do we, to resend it.
@@ -42,7 +42,7 @@ const _: () = assert!(MAX_IN_FLIGHT < crate::hub::options::MAX_IN_FLIGHT as usiz
 /// backlog) sends at once.
 const REFILL_MIN: usize = MAX_IN_FLIGHT / 4;
 /// A publish without PUBACK for this long while connected is sent again.
-pub const ACK_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const ACK_TIMEOUT: Duration = Duration::from_secs(30);
 /// Messages read per batch when batching; the read-ahead is topped up
 /// below this so a batch is never cut short by the end of the buffer.
 const BATCH_READ: usize = 64;
@@ -89,7 +89,7 @@ pub(crate) struct HubSink {
 }
 
 impl HubSink {
-    pub async fn run(mut self) {
+    pub(crate) async fn run(mut self) {
         let mut w = Window {
             flights: VecDeque::new(),
             ahead: VecDeque::new(),

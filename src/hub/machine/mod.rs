@@ -11,7 +11,7 @@
 //! touches a socket, so every decision is unit-tested with made-up times.
 
 mod drops;
-pub mod renewal;
+pub(crate) mod renewal;
 mod status;
 #[cfg(test)]
 mod tests;
@@ -32,7 +32,7 @@ pub use status::{ConnState, HubStatus};
 /// The time of an event on both clocks: `mono` (since any fixed origin,
 /// never jumps) measures intervals, `wall` is what tokens and status show.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Now {
+pub(crate) struct Now {
     /// Monotonic time since the driver's origin.
     pub mono: Duration,
     /// The wall clock.
@@ -64,17 +64,17 @@ impl Failure {
 }
 
 /// Lowest delay for network failures: never a busy loop.
-pub const NETWORK_FLOOR: Duration = Duration::from_millis(250);
+pub(crate) const NETWORK_FLOOR: Duration = Duration::from_millis(250);
 /// Lowest delay after auth, TLS or throttling failures.
-pub const SLOW_FLOOR: Duration = Duration::from_secs(10);
+pub(crate) const SLOW_FLOOR: Duration = Duration::from_secs(10);
 /// Reconnect delays start at this ceiling and double up to [`BACKOFF_CAP`].
-pub const BACKOFF_BASE: Duration = Duration::from_secs(1);
+pub(crate) const BACKOFF_BASE: Duration = Duration::from_secs(1);
 /// The longest reconnect delay.
-pub const BACKOFF_CAP: Duration = Duration::from_secs(60);
+pub(crate) const BACKOFF_CAP: Duration = Duration::from_secs(60);
 
 /// What the machine needs to know about the connection it drives.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Settings {
+pub(crate) struct Settings {
     /// `host:port`, for messages.
     pub target: String,
     /// The device id, named when another client seems to use it.
@@ -85,7 +85,7 @@ pub struct Settings {
 
 /// The credential in use, as far as timing goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TokenLife {
+pub(crate) struct TokenLife {
     /// When it stops being valid.
     pub expires_at: Option<SystemTime>,
     /// When to reconnect with a fresh one (80 % of a minted token's life).
@@ -94,7 +94,7 @@ pub struct TokenLife {
 
 /// A connection attempt failed or a live connection was lost.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Lost {
+pub(crate) struct Lost {
     /// Its class, for the backoff floor.
     pub failure: Failure,
     /// What happened, said plainly.
@@ -107,7 +107,7 @@ pub struct Lost {
 
 /// How loud a log line is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Level {
+pub(crate) enum Level {
     /// Detail for debugging.
     Debug,
     /// Normal life.
@@ -120,7 +120,7 @@ pub enum Level {
 
 /// What the driver does next.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Action {
+pub(crate) enum Action {
     /// Subscribe to every inbound topic, then report the SUBSCRIBE's packet
     /// id ([`Machine::subscribe_sent`]) and its SUBACK ([`Machine::suback`]).
     Subscribe,
@@ -134,7 +134,7 @@ pub enum Action {
 
 /// What [`Machine::handle_timeout`] found due.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Timer {
+pub(crate) enum Timer {
     /// The SAS token is due for renewal: disconnect, so the next connect
     /// presents a fresh one (reported as [`Machine::lost`]).
     RenewToken,
@@ -145,13 +145,13 @@ pub enum Timer {
 
 /// A connection that dies sooner than this after CONNACK counts as a quick
 /// drop; [`QUICK_DROPS_TO_WARN`] in a row get a diagnosis.
-pub const QUICK_DROP: Duration = Duration::from_secs(10);
+pub(crate) const QUICK_DROP: Duration = Duration::from_secs(10);
 /// Quick drops in a row before the log says what they probably mean.
-pub const QUICK_DROPS_TO_WARN: u32 = 3;
+pub(crate) const QUICK_DROPS_TO_WARN: u32 = 3;
 
 /// The hub session's state and decisions.
 #[derive(Debug)]
-pub struct Machine {
+pub(crate) struct Machine {
     settings: Settings,
     backoff: Backoff,
     rng: StdRng,
@@ -187,7 +187,7 @@ impl Subscriptions {
 
 impl Machine {
     /// A machine for `settings`, drawing jitter from `rng`, started at `now`.
-    pub fn new(settings: Settings, rng: StdRng, now: Now) -> Self {
+    pub(crate) fn new(settings: Settings, rng: StdRng, now: Now) -> Self {
         Self {
             settings,
             backoff: Backoff::new(BACKOFF_BASE, BACKOFF_CAP).with_floor(NETWORK_FLOOR),
@@ -207,27 +207,27 @@ impl Machine {
     }
 
     /// The status to publish.
-    pub fn status(&self) -> &HubStatus {
+    pub(crate) fn status(&self) -> &HubStatus {
         &self.status
     }
 
     /// The number of the current (or last) connection, from 1.
-    pub fn connection(&self) -> u64 {
+    pub(crate) fn connection(&self) -> u64 {
         self.connection
     }
 
     /// Whether a CONNACK was received and the connection not lost since.
-    pub fn is_connected(&self) -> bool {
+    pub(crate) fn is_connected(&self) -> bool {
         self.connected_at.is_some()
     }
 
     /// The next action, if any.
-    pub fn poll_action(&mut self) -> Option<Action> {
+    pub(crate) fn poll_action(&mut self) -> Option<Action> {
         self.actions.pop_front()
     }
 
     /// When [`Machine::handle_timeout`] wants to be called (monotonic).
-    pub fn poll_timeout(&self) -> Option<Duration> {
+    pub(crate) fn poll_timeout(&self) -> Option<Duration> {
         let renewal = self.renewal.map(|(_, check_at)| check_at);
         match (self.silence_deadline(), renewal) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -236,7 +236,7 @@ impl Machine {
     }
 
     /// Checks the silence watchdog and the renewal deadline.
-    pub fn handle_timeout(&mut self, now: Now) -> Option<Timer> {
+    pub(crate) fn handle_timeout(&mut self, now: Now) -> Option<Timer> {
         if let Some(deadline) = self.silence_deadline() {
             if now.mono >= deadline {
                 return Some(Timer::LinkDead(self.silence_message(now)));
@@ -260,7 +260,7 @@ impl Machine {
     }
 
     /// The wall clock reads before this build: connecting waits for NTP.
-    pub fn clock_not_set(&mut self, now: Now) {
+    pub(crate) fn clock_not_set(&mut self, now: Now) {
         if self.clock_told {
             return;
         }
@@ -279,7 +279,7 @@ impl Machine {
 
     /// A new configuration applies from the next connect: past failures
     /// say nothing about it.
-    pub fn reconfigured(&mut self, settings: Settings) {
+    pub(crate) fn reconfigured(&mut self, settings: Settings) {
         self.log(
             Level::Info,
             format!("applying the new hub configuration ({})", settings.target),
@@ -289,14 +289,14 @@ impl Machine {
     }
 
     /// A credential was made for the next connect.
-    pub fn token_issued(&mut self, now: Now, token: TokenLife) {
+    pub(crate) fn token_issued(&mut self, now: Now, token: TokenLife) {
         self.status.credential_expired = false;
         self.use_token(now, token);
     }
 
     /// No valid credential can be made (`error` says why); `fallback` is
     /// presented anyway, if there is one, so the hub says so too.
-    pub fn token_refused(&mut self, now: Now, error: String, fallback: Option<TokenLife>) {
+    pub(crate) fn token_refused(&mut self, now: Now, error: String, fallback: Option<TokenLife>) {
         if !self.status.credential_expired {
             self.log(Level::Error, error.clone());
         }
@@ -308,7 +308,7 @@ impl Machine {
     }
 
     /// A connection attempt starts.
-    pub fn connecting(&mut self, now: Now) {
+    pub(crate) fn connecting(&mut self, now: Now) {
         self.clock_told = false;
         if self.status.state != ConnState::Disconnected {
             self.set_state(now, ConnState::Connecting, None);
@@ -320,7 +320,7 @@ impl Machine {
     }
 
     /// CONNACK (accepted).
-    pub fn connack(&mut self, now: Now) {
+    pub(crate) fn connack(&mut self, now: Now) {
         self.connection += 1;
         self.connected_at = Some(now.mono);
         self.last_incoming = now.mono;
@@ -337,7 +337,7 @@ impl Machine {
     }
 
     /// The SUBSCRIBE could not even be queued.
-    pub fn subscribe_failed(&mut self, error: &str) {
+    pub(crate) fn subscribe_failed(&mut self, error: &str) {
         self.subscriptions.unsent = 0;
         self.subscriptions.refused += 1;
         self.log(
@@ -347,7 +347,7 @@ impl Machine {
     }
 
     /// The SUBSCRIBE went out with packet id `pkid`.
-    pub fn subscribe_sent(&mut self, pkid: u16) {
+    pub(crate) fn subscribe_sent(&mut self, pkid: u16) {
         if self.subscriptions.unsent == 0 {
             return;
         }
@@ -356,7 +356,7 @@ impl Machine {
     }
 
     /// The SUBACK for `pkid`: `refused` of its `filters` were refused.
-    pub fn suback(&mut self, pkid: u16, filters: usize, refused: usize) {
+    pub(crate) fn suback(&mut self, pkid: u16, filters: usize, refused: usize) {
         let Some(at) = self.subscriptions.awaiting.iter().position(|p| *p == pkid) else {
             return;
         };
@@ -377,18 +377,18 @@ impl Machine {
     }
 
     /// Anything arrived from the broker (a PINGRESP included).
-    pub fn packet_seen(&mut self, now: Now) {
+    pub(crate) fn packet_seen(&mut self, now: Now) {
         self.last_incoming = now.mono;
     }
 
     /// An inbound message was refused for `reason`.
-    pub fn inbound_refused(&mut self, reason: Reason) {
+    pub(crate) fn inbound_refused(&mut self, reason: Reason) {
         self.status.inbound_refused.add(reason);
     }
 
     /// A connection attempt failed or a live connection was lost: decides
     /// the delay ([`Action::RetryAfter`]) and the line to log.
-    pub fn lost(&mut self, now: Now, lost: Lost) {
+    pub(crate) fn lost(&mut self, now: Now, lost: Lost) {
         let was_connected = self.connected_at.take();
         self.renewal = None;
         self.status.disconnects += 1;
@@ -432,7 +432,7 @@ impl Machine {
     }
 
     /// The session stopped (shutdown).
-    pub fn stopped(&mut self, now: Now) {
+    pub(crate) fn stopped(&mut self, now: Now) {
         self.connected_at = None;
         self.renewal = None;
         self.status.subscribed = false;

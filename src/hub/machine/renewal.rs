@@ -10,11 +10,11 @@
 use std::time::{Duration, SystemTime};
 
 /// How often the wall clock is compared with `renew_at`.
-pub const CHECK: Duration = Duration::from_secs(1);
+pub(crate) const CHECK: Duration = Duration::from_secs(1);
 
 /// The renewal deadline of one token on both clocks.
 #[derive(Debug, Clone, Copy)]
-pub struct RenewalDue {
+pub(crate) struct RenewalDue {
     wall_at: SystemTime,
     /// On the monotonic clock the machine is given (since any origin).
     mono_at: Duration,
@@ -22,7 +22,7 @@ pub struct RenewalDue {
 
 /// What the renewal timer does next.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Step {
+pub(crate) enum Step {
     /// Reconnect with fresh credentials now.
     Renew,
     /// Look again after this long.
@@ -32,7 +32,7 @@ pub enum Step {
 impl RenewalDue {
     /// The deadline for a token to be renewed at `renew_at`, scheduled
     /// when the clocks read `wall_now` and `mono_now`.
-    pub fn new(renew_at: SystemTime, wall_now: SystemTime, mono_now: Duration) -> Self {
+    pub(crate) fn new(renew_at: SystemTime, wall_now: SystemTime, mono_now: Duration) -> Self {
         let life = renew_at.duration_since(wall_now).unwrap_or_default();
         Self {
             wall_at: renew_at,
@@ -41,7 +41,7 @@ impl RenewalDue {
     }
 
     /// Whether renewal is due when the clocks read `wall_now` and `mono_now`.
-    pub fn step(&self, wall_now: SystemTime, mono_now: Duration) -> Step {
+    pub(crate) fn step(&self, wall_now: SystemTime, mono_now: Duration) -> Step {
         if wall_now >= self.wall_at || mono_now >= self.mono_at {
             return Step::Renew;
         }
