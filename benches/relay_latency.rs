@@ -59,13 +59,14 @@ async fn main() {
     });
     let (hub, stop) = tether_testkit::hub::start(&cfg, router, Arc::new(SystemClock));
     let mut status = hub.handle.watch_status();
-    tokio::time::timeout(WAIT, status.wait_for(HubStatus::is_connected))
+    // Subscribed, not just connected: a call sent earlier would find no
+    // method subscription and never be answered.
+    tokio::time::timeout(WAIT, status.wait_for(HubStatus::is_subscribed))
         .await
-        .expect("hub connects")
+        .expect("hub connects and subscribes")
         .unwrap();
     let mut cloud =
         tether_testkit::cloud(broker.plain_port(), &["devices/dev1/methods/res/#"]).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
 
     let direct_client = reqwest::Client::new();
     let url = format!("{}/api/rest/v1/info", controller.base_url());
