@@ -112,7 +112,7 @@ impl HubSink {
                 let st = status.borrow().clone();
                 self.note_unreachable(&st);
             }
-            if connected && w.flights.len() + REFILL_MIN <= MAX_IN_FLIGHT {
+            if connected && wants_refill(w.flights.len()) {
                 match self.fill(&mut w, &mut pacer).await {
                     Ok(true) => continue,
                     Ok(false) => {}
@@ -329,6 +329,12 @@ impl HubSink {
     }
 }
 
+/// Whether to top up a window holding `in_flight` publishes: once at least
+/// [`REFILL_MIN`] are free.
+fn wants_refill(in_flight: usize) -> bool {
+    in_flight + REFILL_MIN <= MAX_IN_FLIGHT
+}
+
 /// Whether the window takes another publish: below both bounds, or empty
 /// (one message larger than the byte bound still goes out alone).
 fn has_room(flights: &VecDeque<Flight>, bytes: usize) -> bool {
@@ -401,6 +407,14 @@ mod tests {
         take_acked(&mut f, 99, &mut acked);
         assert_eq!(acked, [(3, 10), (4, 20), (1, 10), (2, 20)]);
         assert_eq!(f.iter().map(|f| f.token).collect::<Vec<_>>(), [5]);
+    }
+
+    #[test]
+    fn a_full_window_is_topped_up_in_bursts_and_one_with_room_at_once() {
+        assert!(wants_refill(0), "an idle window sends at once");
+        assert!(wants_refill(MAX_IN_FLIGHT - REFILL_MIN));
+        assert!(!wants_refill(MAX_IN_FLIGHT - REFILL_MIN + 1));
+        assert!(!wants_refill(MAX_IN_FLIGHT));
     }
 
     #[test]
