@@ -13,9 +13,11 @@
 //!   telemetry, PUBACK notices; [`hub::provisioning`]: Azure DPS assigns
 //!   the hub and device id.
 //! - `backoff`: retry delays with jitter, for every retry loop.
-//! - [`outbox`]: the durable store of attribute messages (ledger, store
-//!   engines, intake, delivery cursors per sink, TTL, push failures,
-//!   salvage); every accepted message reaches each sink or becomes a
+//! - [`outbox`]: the daemon's side of the durable outbox: delivery to the
+//!   hub and to webhooks, its metrics and `/healthz`, the CLI's client.
+//!   The store itself (ledger, store engines, intake, delivery cursors
+//!   per sink, TTL, push failures, salvage) is the `tether-outbox` crate
+//!   (`outbox/`): every accepted message reaches each sink or becomes a
 //!   failure. Attribute messages are `tether_protocol::afero`'s.
 //! - [`relay`]: the `RestApi` direct method run against the controller's
 //!   local REST API (path rules, limits, blobs, schedules, audit); its
@@ -28,7 +30,8 @@
 //!   liveness beats, exit codes.
 //! - [`tls`]: rustls client configuration (ring provider).
 //! - `certinfo`: a certificate's expiry, for the metrics.
-//! - [`clock`]: injected wall-clock time.
+//! - [`clock`]: injected wall-clock time (`tether_outbox::clock`, whose
+//!   ages need it too; the daemon's API takes its `SharedClock`).
 //! - [`logging`]: the tracing subscriber (colour only on a terminal).
 //!
 //! The cloud side for plain brokers is the `tether-cloud` crate (`cloud/`),
@@ -41,7 +44,6 @@ pub mod app;
 pub(crate) mod backoff;
 pub mod bridge;
 pub(crate) mod certinfo;
-pub mod clock;
 pub mod config;
 pub mod hub;
 pub mod logging;
@@ -49,3 +51,5 @@ pub mod outbox;
 pub mod relay;
 pub mod service;
 pub mod tls;
+
+pub use tether_outbox::clock;

@@ -12,6 +12,7 @@ use tether::app;
 use tether::config::{self, connection_string::ConnectionAuth, ConnectionString};
 use tether::outbox::cli as outbox_cli;
 use tether::service::exit::EXIT_CONFIG;
+use tether_outbox::HUB_SINK;
 use tether_protocol::sas;
 use tether_protocol::time::unix_seconds;
 
@@ -72,7 +73,7 @@ enum FailuresAction {
     /// List one partner's failures, oldest first (Afero's order).
     List {
         /// The partner: `hub` or a webhook's name.
-        #[arg(long, default_value = tether::outbox::HUB_SINK)]
+        #[arg(long, default_value = HUB_SINK)]
         partner: String,
         /// Page size (default: the server's cap, 1000).
         #[arg(long)]
@@ -86,7 +87,7 @@ enum FailuresAction {
         /// Failure id (`partnerPushFailureId`).
         id: String,
         /// The partner the failure belongs to.
-        #[arg(long, default_value = tether::outbox::HUB_SINK)]
+        #[arg(long, default_value = HUB_SINK)]
         partner: String,
     },
     /// Delete one failure.
@@ -94,7 +95,7 @@ enum FailuresAction {
         /// Failure id (`partnerPushFailureId`).
         id: String,
         /// The partner the failure belongs to.
-        #[arg(long, default_value = tether::outbox::HUB_SINK)]
+        #[arg(long, default_value = HUB_SINK)]
         partner: String,
     },
     /// Send a failed message again (or all of them with --all).
@@ -161,7 +162,7 @@ fn main() -> ExitCode {
                     partner,
                     ..
                 } => outbox_cli::Command::Replay {
-                    partner: partner.unwrap_or_else(|| tether::outbox::HUB_SINK.into()),
+                    partner: partner.unwrap_or_else(|| HUB_SINK.into()),
                     id,
                 },
                 FailuresAction::Replay {
@@ -173,7 +174,7 @@ fn main() -> ExitCode {
         Command::Outbox { config, action } => match action {
             OutboxAction::Stats => outbox_cli::run(&config, &outbox_cli::Command::Stats),
             OutboxAction::Import { dir } => outbox_cli::import(&config, &dir),
-            OutboxAction::Export { dir } => tether::outbox::salvage::export::run(&dir),
+            OutboxAction::Export { dir } => tether_outbox::salvage::export::run(&dir),
         },
     };
     ExitCode::from(u8::try_from(code).unwrap_or(1))

@@ -4,9 +4,9 @@
 use std::net::SocketAddr;
 
 use serde_json::Value;
+use tether_outbox::Stats;
 
 use super::error::DemoError;
-use tether::outbox::Stats;
 
 /// A client for one tether's admin API.
 pub struct Admin {

@@ -4,12 +4,12 @@
 use std::time::Duration;
 
 use serde_json::Value;
+use tether_outbox::Stats;
 use tokio::time::Instant;
 
 use super::admin::Admin;
 use super::error::DemoError;
 use super::observer::Observer;
-use tether::outbox::Stats;
 
 /// Every wait in a step.
 pub(super) const WAIT: Duration = Duration::from_secs(15);

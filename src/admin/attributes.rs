@@ -12,11 +12,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
 use serde_json::{json, Map, Value};
+use tether_outbox::message::{id_str, ID_LEN};
+use tether_outbox::{Intake, IntakeError, NewMessage};
+use tether_protocol::afero::parse_changes;
 
 use crate::clock::SharedClock;
-use crate::outbox::message::{id_str, ID_LEN};
-use crate::outbox::{Intake, IntakeError, NewMessage};
-use tether_protocol::afero::parse_changes;
 
 /// What the attribute route needs.
 pub struct AttributesApi {

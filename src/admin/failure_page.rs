@@ -6,8 +6,7 @@ use std::collections::HashMap;
 
 use serde::Serialize;
 use serde_json::Value;
-
-use crate::outbox::{FailureIds, FailureRow, PushFailure};
+use tether_outbox::{FailureIds, FailureRow, PushFailure};
 
 /// Most failures in one answer; also a list's size without `limit`.
 pub(crate) const LIST_CAP: usize = 1000;

@@ -35,13 +35,13 @@ use axum::{Json, Router};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC};
 use serde::Deserialize;
 use serde_json::json;
+use tether_outbox::{Core, Intake, IntakeError, PushFailure, StoreError};
 
 use super::attributes::intake_error;
 use super::failure_page::{
     gather, next_link, parse_query, AferoFailure, ListQuery, Order, Page, QueryError, CHUNK,
     LIST_BYTES, LIST_CAP,
 };
-use crate::outbox::{Core, Intake, IntakeError, PushFailure, StoreError};
 
 /// Page size of `/v1/pushFailures` without `limit`.
 const LEGACY_PAGE: usize = 50;

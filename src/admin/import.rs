@@ -13,9 +13,8 @@ use axum::routing::post;
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
+use tether_outbox::salvage::{SalvageError, Salvager};
 use tokio::sync::oneshot;
-
-use crate::outbox::salvage::{SalvageError, Salvager};
 
 /// What the import route needs.
 pub(crate) struct ImportApi {

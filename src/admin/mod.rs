@@ -19,13 +19,13 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{json, Value};
+use tether_protocol::time::unix_seconds;
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::clock::unix_seconds;
 use crate::config::{AdminListen, Secret};
 use crate::hub::HubStatus;
 

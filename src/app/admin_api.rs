@@ -2,6 +2,8 @@
 
 use std::sync::Arc;
 
+use tether_outbox::salvage::Salvager;
+use tether_outbox::Outbox;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -11,8 +13,7 @@ use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::hub::provisioning::ProvisioningHealth;
 use crate::hub::HubHandle;
-use crate::outbox::salvage::Salvager;
-use crate::outbox::{metrics::OutboxMetrics, Outbox};
+use crate::outbox::metrics::OutboxMetrics;
 use crate::relay::Relay;
 
 use super::components::client_cert_not_after;

@@ -6,6 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Map, Value};
+use tether_outbox::message::NewMessage;
+use tether_outbox::{Intake, Outbox};
+use tether_protocol::time::unix_seconds;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -13,13 +16,12 @@ use tracing::warn;
 
 use crate::bridge::{AttributeChange, Upstream};
 use crate::certinfo;
-use crate::clock::{unix_seconds, SharedClock};
+use crate::clock::SharedClock;
 use crate::config::{AzureAuth, Config, HubEndpoint};
 use crate::hub::credentials::CredentialSource;
 use crate::hub::methods::BoxFuture;
 use crate::hub::{Delivery, HubHandle, Router};
-use crate::outbox::message::NewMessage;
-use crate::outbox::{HubSinkOptions, Intake, Outbox};
+use crate::outbox::{spawn_hub_sink, spawn_upkeep, spawn_webhook, HubSinkOptions};
 use crate::relay::{self, EndpointAuth, Relay, RelayError, Uploader};
 use crate::service::Liveness;
 
@@ -141,7 +143,8 @@ pub(super) fn outbox_tasks(
     shutdown: &CancellationToken,
 ) -> Result<Vec<JoinHandle<()>>, String> {
     let mut tasks = vec![
-        outbox.spawn_hub_sink(
+        spawn_hub_sink(
+            outbox,
             hub,
             deliveries,
             HubSinkOptions {
@@ -151,15 +154,15 @@ pub(super) fn outbox_tasks(
             liveness.register("outbox hub delivery", Duration::from_secs(120)),
             shutdown.child_token(),
         ),
-        outbox.spawn_upkeep(
+        spawn_upkeep(
+            outbox,
             liveness.register("outbox upkeep", Duration::from_secs(120)),
             shutdown.child_token(),
         ),
     ];
     for w in &cfg.webhooks {
         let beat = liveness.register("outbox webhook", Duration::from_secs(300));
-        let task = outbox
-            .spawn_webhook(w.clone(), beat, shutdown.child_token())
+        let task = spawn_webhook(outbox, w.clone(), beat, shutdown.child_token())
             .map_err(|e| e.to_string())?;
         tasks.push(task);
     }

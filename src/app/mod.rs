@@ -13,6 +13,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use tether_outbox::salvage::Salvager;
+use tether_outbox::Outbox;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
@@ -21,14 +23,15 @@ use crate::bridge::BridgeHandle;
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::{self, Config};
 use crate::hub::{self, HubHandle, Router};
-use crate::outbox::salvage::Salvager;
-use crate::outbox::Outbox;
 use crate::service::exit::{EXIT_CONFIG, EXIT_FAILURE};
 use crate::service::{notify, signals::Signal, signals::Signals, Liveness};
 use crate::{logging, tls};
 
 /// How long shutdown may take before tasks are abandoned.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// How much more start-up time systemd is given each time a long step
+/// before READY (an outbox store migration) reports progress.
+const START_EXTEND_BY: Duration = Duration::from_secs(30);
 
 /// Runs the daemon with the config at `path`; returns the exit code.
 pub fn run(path: &Path) -> i32 {
@@ -167,7 +170,8 @@ impl Daemon {
             ..cfg.clone()
         };
         let webhooks: Vec<String> = cfg.webhooks.iter().map(|w| w.name.clone()).collect();
-        let outbox = Outbox::open(&cfg.store, &webhooks, self.clock.clone())
+        let progress = || notify::extend_timeout(START_EXTEND_BY);
+        let outbox = Outbox::open(&cfg.store, &webhooks, self.clock.clone(), &progress)
             .map_err(|e| StartError::failure(format!("cannot open the outbox: {e}")))?;
         let salvager = self.salvager(cfg, &outbox);
         let mut router = Router::new();

@@ -21,6 +21,9 @@ pub use error::ConfigError;
 pub use provisioning::{ProvisioningAuth, ProvisioningConfig};
 pub use resolve::{load, parse};
 pub use summary::summary;
+// The `[store]` settings are the outbox crate's types; reading them from the
+// file (defaults, checks, error messages) is done here like every section.
+pub use tether_outbox::config::{FullPolicy, StoreConfig, StoreEngine};
 pub use tether_protocol::Secret;
 
 /// Everything tether needs to run, validated.
@@ -234,29 +237,6 @@ pub struct ScheduleConfig {
     pub body: Option<String>,
 }
 
-/// Durable outbox settings.
-#[derive(Debug, Clone)]
-pub struct StoreConfig {
-    /// Directory holding the sled database; default `/var/lib/tether`.
-    pub path: PathBuf,
-    /// Retention before a message becomes a push failure; default 24 h.
-    pub ttl: Duration,
-    /// Cap on the store's size on disk; default 256 MiB.
-    pub max_bytes: u64,
-    /// What to do when full; default `drop-oldest`.
-    pub full_policy: FullPolicy,
-    /// Storage engine; default sled.
-    pub engine: StoreEngine,
-    /// The engine's page cache; default 4 MiB.
-    pub cache_bytes: u64,
-    /// Batch several messages into one publish up to this size; 0 = off.
-    pub batch_max_bytes: usize,
-    /// How long push failures are kept; default 24 h.
-    pub failure_ttl: Duration,
-    /// Free-form map added to every attribute message (`extendedData`).
-    pub extended_data: serde_json::Map<String, serde_json::Value>,
-}
-
 /// One `[[webhook]]`: an outbox sink POSTing each message's JSON.
 #[derive(Debug, Clone)]
 pub struct WebhookConfig {
@@ -276,25 +256,6 @@ pub struct WebhookConfig {
     pub ca_file: Option<PathBuf>,
     /// Per-request timeout; default 10 s.
     pub timeout: Duration,
-}
-
-/// Outbox policy when `store.max_bytes` is reached.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FullPolicy {
-    /// Drop the oldest messages (recorded as failures).
-    DropOldest,
-    /// Refuse new messages with 503 + Retry-After.
-    RejectNew,
-}
-
-/// `store.engine`: which embedded database holds the outbox.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StoreEngine {
-    /// sled 0.34 in the store directory (the default).
-    Sled,
-    /// redb 4 in `<store dir>/outbox.redb`: memory bounded by
-    /// `cache_bytes` whatever the backlog.
-    Redb,
 }
 
 /// afLib4 serial bridge settings.

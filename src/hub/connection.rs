@@ -10,7 +10,7 @@ use rumqttc::{Event, Outgoing, QoS, Request};
 use serde_json::Value;
 use tracing::warn;
 
-use crate::clock::unix_seconds;
+use tether_protocol::time::unix_seconds;
 
 use super::failure::{classify, is_unreadable_packet};
 use super::machine::{Failure, Lost};

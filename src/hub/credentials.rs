@@ -4,7 +4,8 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::clock::unix_seconds;
+use tether_protocol::time::unix_seconds;
+
 use crate::config::{AzureAuth, AzureHub, BrokerHub, HubEndpoint, Secret, SecretBytes};
 
 use super::sas;

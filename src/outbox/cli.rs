@@ -120,7 +120,7 @@ pub fn import(config_path: &Path, dir: &Path) -> i32 {
         );
         return 1;
     }
-    if crate::outbox::store::engine_in(dir).is_none() {
+    if tether_outbox::store::engine_in(dir).is_none() {
         eprintln!(
             "tether: {} is not an outbox store (it has no sled `db` file and no redb \
              `outbox.redb` file)",

@@ -15,12 +15,13 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use bytes::Bytes;
+use tether_outbox::message::{id_str, Stored, ID_LEN};
+use tether_outbox::{Core, SinkId, READ_BYTES};
+use tether_protocol::afero::ATTRIBUTE;
 
 use crate::hub::{Delivery, HubHandle, HubStatus, Prepared, PublishError, Telemetry};
 use crate::service::Beat;
 
-use super::core::{Core, SinkId, READ_BYTES};
-use super::message::{id_str, Stored, ATTRIBUTE, ID_LEN};
 use super::pacing::Pacer;
 
 /// Unacknowledged publishes at most (each may carry a batch). The sink is
@@ -48,7 +49,7 @@ pub(crate) const ACK_TIMEOUT: Duration = Duration::from_secs(30);
 const BATCH_READ: usize = 64;
 /// Messages read from the store at once, ahead of the window: one scan
 /// serves hundreds of publishes instead of one per PUBACK. Bounded in bytes
-/// by [`super::core::READ_BYTES`].
+/// by [`READ_BYTES`].
 const READ_AHEAD: usize = 512;
 
 /// Hub delivery settings.

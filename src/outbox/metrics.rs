@@ -4,11 +4,10 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 
 use serde_json::json;
+use tether_outbox::{Core, SinkStats};
 
 use crate::admin::metrics::family;
 use crate::admin::{HealthCheck, RenderMetrics};
-
-use super::core::Core;
 
 /// `/metrics` and `/healthz` for the outbox.
 pub struct OutboxMetrics(pub Arc<Core>);
@@ -24,9 +23,9 @@ fn labelled(out: &mut String, name: &str, kind: &str, help: &str, rows: &[(Strin
 impl RenderMetrics for OutboxMetrics {
     fn render(&self, out: &mut String) {
         let s = self.0.stats();
-        let c = &self.0.counters;
+        let c = self.0.counters();
         let t = c.totals();
-        let per = |f: &dyn Fn(&super::SinkStats) -> f64| -> Vec<(String, f64)> {
+        let per = |f: &dyn Fn(&SinkStats) -> f64| -> Vec<(String, f64)> {
             s.sinks
                 .iter()
                 .map(|k| (format!("sink=\"{}\"", k.name), f(k)))
@@ -184,7 +183,7 @@ impl RenderMetrics for OutboxMetrics {
 impl HealthCheck for OutboxMetrics {
     fn check(&self) -> (&'static str, bool, serde_json::Value) {
         let s = self.0.stats();
-        let writable = !self.0.counters.write_failing();
+        let writable = !self.0.counters().write_failing();
         let oldest = s
             .sinks
             .iter()
@@ -199,8 +198,8 @@ impl HealthCheck for OutboxMetrics {
                 "messages": s.messages,
                 "diskBytes": s.disk_bytes,
                 "failures": s.failures,
-                "storeLoss": self.0.counters.store_loss(),
-                "salvage": self.0.counters.salvage.view(),
+                "storeLoss": self.0.store_loss(),
+                "salvage": self.0.counters().salvage.view(),
             }),
         )
     }

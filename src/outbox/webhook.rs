@@ -9,15 +9,14 @@ use std::time::Duration;
 
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE};
 use reqwest::Url;
+use tether_outbox::message::Stored;
+use tether_outbox::{Core, SinkId};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::backoff::Backoff;
 pub use crate::config::WebhookConfig;
 use crate::service::Beat;
-
-use super::core::{Core, SinkId};
-use super::message::Stored;
 
 /// A webhook could not be set up.
 #[derive(Debug, thiserror::Error)]

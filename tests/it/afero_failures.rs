@@ -24,7 +24,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use tether::admin::{self, Admin, Bound};
 use tether::clock::SystemClock;
-use tether::outbox::{FailureIds, Outbox};
+use tether_outbox::{FailureIds, Outbox};
 use tether_testkit::http::{Reply, Server};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -369,7 +369,8 @@ impl Local {
     async fn start() -> Local {
         let dir = tempfile::tempdir().unwrap();
         let cfg = tether::config::parse(&config_text(1, dir.path(), "", None), dir.path()).unwrap();
-        let outbox = Outbox::open(&cfg.store, &["acme".into()], Arc::new(SystemClock)).unwrap();
+        let outbox =
+            Outbox::open(&cfg.store, &["acme".into()], Arc::new(SystemClock), &|| {}).unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let (_, hub) = tokio::sync::watch::channel(tether::hub::HubStatus::new(SystemTime::now()));

@@ -12,8 +12,8 @@ use std::time::Duration;
 use crate::outbox_rig::{Rig, RigOptions, Subscriber, EVENTS};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
-use tether::outbox::store::{Batch, Rows, SledStorage};
-use tether::outbox::{IntakeError, Storage, StoreError};
+use tether_outbox::store::{Batch, Rows, SledStorage};
+use tether_outbox::{IntakeError, Storage, StoreError};
 use tether_testkit::{Broker, BrokerOptions};
 
 const MIB: u64 = 1 << 20;

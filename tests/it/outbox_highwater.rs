@@ -10,11 +10,13 @@ use std::time::Duration;
 
 use tether::admin::metrics::RenderMetrics;
 use tether::admin::HealthCheck;
-use tether::config::StoreConfig;
-use tether::outbox::highwater::{self, STATE_FILE};
 use tether::outbox::metrics::OutboxMetrics;
-use tether::outbox::Outbox;
+use tether::outbox::spawn_upkeep;
 use tether::service::Beat;
+use tether_outbox::clock::SystemClock;
+use tether_outbox::config::StoreConfig;
+use tether_outbox::highwater::{self, STATE_FILE};
+use tether_outbox::Outbox;
 use tokio_util::sync::CancellationToken;
 
 use crate::outbox_rig::{config_text, test_message};
@@ -30,7 +32,7 @@ fn store_config(root: &Path) -> StoreConfig {
 /// holds sled's lock).
 async fn open(cfg: &StoreConfig) -> Outbox {
     for _ in 0..100 {
-        match Outbox::open(cfg, &[], std::sync::Arc::new(tether::clock::SystemClock)) {
+        match Outbox::open(cfg, &[], std::sync::Arc::new(SystemClock), &|| {}) {
             Ok(o) => return o,
             Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
         }
@@ -45,7 +47,7 @@ async fn run(cfg: &StoreConfig, n: usize) -> (Vec<u64>, Option<String>) {
     let outbox = open(cfg).await;
     let loss = outbox.core.store_loss();
     let stop = CancellationToken::new();
-    let upkeep = outbox.spawn_upkeep(Beat::detached(), stop.clone());
+    let upkeep = spawn_upkeep(&outbox, Beat::detached(), stop.clone());
     let mut seqs = Vec::new();
     for chunk in 0..n.div_ceil(10) {
         let msgs = (0..10.min(n - chunk * 10)).map(test_message).collect();

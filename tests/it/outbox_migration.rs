@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use crate::outbox_rig::{client, daemon_config, wait_healthy, Subscriber, Tether, EVENTS};
 use rand::Rng;
-use tether::outbox::store::{RedbStorage, SledStorage, Storage};
+use tether_outbox::store::{RedbStorage, SledStorage, Storage};
 use tether_testkit::{Broker, BrokerOptions};
 
 const MESSAGES: u64 = 50_000;

@@ -18,7 +18,7 @@ use crate::chaos_rig::long;
 use crate::powercut_rig::{after_ops, at, Op, PowerCut, Rules};
 use crate::powercut_run::{PowerRun, START_OPS};
 use rand::Rng;
-use tether::outbox::store::{RedbStorage, SledStorage, Storage, FORMAT_VERSION};
+use tether_outbox::store::{RedbStorage, SledStorage, Storage, FORMAT_VERSION};
 
 /// Messages in the format-1 store (five migration steps).
 const MESSAGES: u64 = 20_000;

@@ -24,7 +24,7 @@ use crate::powercut_rig::{after_ops, at, Op, PowerCut, Rules, Trigger};
 use crate::powercut_run::{PowerRun, START_OPS};
 use rand::Rng;
 use serde_json::Value;
-use tether::outbox::store::SET_ASIDE_PREFIX as ASIDE;
+use tether_outbox::store::SET_ASIDE_PREFIX as ASIDE;
 
 /// Messages in the store that is set aside and salvaged (some 40 import
 /// groups).

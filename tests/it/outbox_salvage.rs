@@ -21,8 +21,8 @@ use crate::chaos_rig::{long, tally, wait_drained};
 use crate::outbox_rig::{client, daemon_config, wait_healthy, Subscriber, Tether, EVENTS};
 use rand::Rng;
 use serde_json::Value;
-use tether::outbox::keys;
-use tether::outbox::store::{Batch, RedbStorage, SledStorage, Storage};
+use tether_outbox::keys;
+use tether_outbox::store::{Batch, RedbStorage, SledStorage, Storage};
 use tether_testkit::{Broker, BrokerOptions};
 
 /// Waits until the admin API answers (the hub may be down).
@@ -300,7 +300,7 @@ async fn a_corrupt_store_is_set_aside_and_its_readable_messages_delivered() {
     for (k, v) in rows.iter().step_by(10) {
         b.put(k.clone(), b"\x07garbage".to_vec());
         let key = keys::SegKey::decode(k).unwrap();
-        let seg = tether::outbox::segment::decode(key, v).unwrap();
+        let seg = tether_outbox::segment::decode(key, v).unwrap();
         damaged.extend(seg.records.iter().map(|m| m.id.to_string()));
     }
     s.apply(b).unwrap();

@@ -20,9 +20,9 @@ use std::collections::VecDeque;
 use std::time::{Duration, SystemTime};
 
 use rand::rngs::StdRng;
+use tether_protocol::time::unix_seconds;
 
 use crate::backoff::Backoff;
-use crate::clock::unix_seconds;
 
 use super::refusal::Reason;
 use drops::QuickDrops;

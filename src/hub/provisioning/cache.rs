@@ -9,9 +9,9 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+use tether_outbox::store::durable;
 
 use crate::config::ProvisioningConfig;
-use crate::outbox::store::durable;
 
 use super::Assignment;
 

@@ -9,13 +9,14 @@ use std::path::{Path, PathBuf};
 
 use rand::rngs::StdRng;
 use rand::SeedableRng;
+use tether_protocol::time::unix_seconds;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use crate::backoff::Backoff;
-use crate::clock::{unix_seconds, SharedClock};
+use crate::clock::SharedClock;
 use crate::config::{HubConfig, HubEndpoint, ProvisioningConfig};
 use crate::hub::machine::{ConnState, HubStatus};
 use crate::hub::{Failure, HubHandle};

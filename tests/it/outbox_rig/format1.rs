@@ -1,10 +1,10 @@
 //! A store in the format-1 layout (one `m` + seq key per message), written
 //! directly, for the migration tests.
 
-use tether::outbox::ages::Checkpoint;
-use tether::outbox::keys;
-use tether::outbox::message::Stored;
-use tether::outbox::store::{Batch, Storage};
+use tether_outbox::ages::Checkpoint;
+use tether_outbox::keys;
+use tether_outbox::message::Stored;
+use tether_outbox::store::{Batch, Storage};
 
 /// Writes `messages` attribute messages in the format-1 layout (`m` + seq
 /// keys, the counters, a hub cursor, the age-clock checkpoint, format 1)

@@ -18,8 +18,9 @@ use tether::admin::{self, Admin, Bound};
 use tether::clock::{SharedClock, SystemClock};
 use tether::hub::{self, HubHandle, Router};
 use tether::outbox::metrics::OutboxMetrics;
-use tether::outbox::{HubSinkOptions, NewMessage, Outbox, Stats, Storage, WebhookConfig};
+use tether::outbox::{spawn_hub_sink, spawn_upkeep, spawn_webhook, HubSinkOptions, WebhookConfig};
 use tether::service::Beat;
+use tether_outbox::{NewMessage, Outbox, Stats, Storage};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -81,11 +82,11 @@ impl Rig {
         let outbox = match opts.storage {
             Some(s) => Outbox::with_storage(
                 s,
-                tether::outbox::settings(&cfg.store),
+                tether_outbox::settings(&cfg.store),
                 &names,
                 clock.clone(),
             ),
-            None => Outbox::open(&cfg.store, &names, clock.clone()),
+            None => Outbox::open(&cfg.store, &names, clock.clone(), &|| {}),
         }
         .expect("outbox opens");
         let stop = CancellationToken::new();
@@ -98,7 +99,8 @@ impl Rig {
             stop.clone(),
         )
         .expect("hub starts");
-        outbox.spawn_hub_sink(
+        spawn_hub_sink(
+            &outbox,
             h.handle.clone(),
             h.deliveries,
             HubSinkOptions {
@@ -108,11 +110,9 @@ impl Rig {
             Beat::detached(),
             stop.clone(),
         );
-        outbox.spawn_upkeep(Beat::detached(), stop.clone());
+        spawn_upkeep(&outbox, Beat::detached(), stop.clone());
         for w in opts.webhooks {
-            outbox
-                .spawn_webhook(w, Beat::detached(), stop.clone())
-                .expect("webhook starts");
+            spawn_webhook(&outbox, w, Beat::detached(), stop.clone()).expect("webhook starts");
         }
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind admin");
         let admin_addr = listener.local_addr().expect("admin addr");
@@ -428,7 +428,7 @@ pub fn set_aside(root: &Path) -> Vec<PathBuf> {
         .filter(|e| {
             e.file_name()
                 .to_string_lossy()
-                .starts_with(tether::outbox::store::SET_ASIDE_PREFIX)
+                .starts_with(tether_outbox::store::SET_ASIDE_PREFIX)
         })
         .map(|e| e.path())
         .collect()

@@ -10,8 +10,8 @@ use serde::{Deserialize, Serialize};
 
 use super::frame::Header;
 use super::reader::Resume;
-use crate::outbox::failure_record::{self, PushFailure};
-use crate::outbox::message::{NewMessage, Stored};
+use crate::failure_record::{self, PushFailure};
+use crate::message::{NewMessage, Stored};
 
 /// Messages per import group: one group commit each.
 const GROUP: usize = 512;

@@ -4,9 +4,9 @@
 
 use std::time::Duration;
 
-use crate::outbox::keys::{self, SegKey};
-use crate::outbox::segment;
-use crate::outbox::store::{Batch, Storage, StoreError};
+use crate::keys::{self, SegKey};
+use crate::segment;
+use crate::store::{Batch, Storage, StoreError};
 
 use super::{segments, Ledger, Now};
 

@@ -4,13 +4,13 @@
 
 use std::time::Duration;
 
+use crate::append::{IntakeError, Receipt, Request};
 use crate::config::FullPolicy;
-use crate::outbox::append::{IntakeError, Receipt, Request};
-use crate::outbox::keys::{self, SegKey};
-use crate::outbox::message::Stored;
-use crate::outbox::salvage::{ImportBatch, Undo};
-use crate::outbox::segment;
-use crate::outbox::store::{Batch, Storage, StoreError};
+use crate::keys::{self, SegKey};
+use crate::message::Stored;
+use crate::salvage::{ImportBatch, Undo};
+use crate::segment;
+use crate::store::{Batch, Storage, StoreError};
 
 use super::{Ledger, Now};
 

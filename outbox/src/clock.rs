@@ -1,5 +1,7 @@
 //! Wall-clock time, injected wherever TTLs, token expiry or certificate
-//! checks are decided, so tests can fix or move it.
+//! checks are decided, so tests can fix or move it. It lives in the
+//! outbox crate, whose ages and TTLs are its first users; the daemon
+//! re-exports it as `tether::clock` for its own (SAS tokens, TLS).
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

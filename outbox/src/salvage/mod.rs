@@ -13,7 +13,7 @@
 //!   format 2 adds its arm to `reader::export`).
 //! - `plan`: the decisions without IO: ages carried over, groups, counts.
 //! - `import`: the import path through the group commit
-//!   ([`crate::outbox::Intake::import`]), progress in the same batch.
+//!   ([`crate::Intake::import`]), progress in the same batch.
 //! - `run`: the driver; `status`: `/healthz` and metrics.
 //!
 //! Guarantees: every group is imported with its progress in one durable

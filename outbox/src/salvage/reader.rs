@@ -10,9 +10,9 @@ use std::io;
 use serde::{Deserialize, Serialize};
 
 use super::frame::{Frame, Header};
-use crate::outbox::keys::{self, SegKey};
-use crate::outbox::segment;
-use crate::outbox::store::{Storage, StoreError};
+use crate::keys::{self, SegKey};
+use crate::segment;
+use crate::store::{Storage, StoreError};
 
 /// Rows read per scan, so memory stays bounded whatever the store holds.
 const PAGE: usize = 256;
@@ -117,7 +117,7 @@ fn segmented(
     const SEGMENTS: usize = 16;
     let mut from = after.saturating_add(1);
     loop {
-        let rows = crate::outbox::ledger::segments(storage, from, u64::MAX, SEGMENTS)?;
+        let rows = crate::ledger::segments(storage, from, u64::MAX, SEGMENTS)?;
         if rows.is_empty() {
             return Ok(());
         }
@@ -177,7 +177,7 @@ fn numbered(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::outbox::store::{Batch, SledStorage};
+    use crate::store::{Batch, SledStorage};
 
     #[test]
     fn records_after_the_resume_point_come_in_order_in_pages() {

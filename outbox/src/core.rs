@@ -45,7 +45,7 @@ pub struct Settings {
 
 /// Bodies returned by one [`Core::read`] at most, so a backlog of large
 /// messages never sits in memory at once.
-pub(crate) const READ_BYTES: usize = 1 << 20;
+pub const READ_BYTES: usize = 1 << 20;
 /// Segments fetched per storage scan while reading.
 const READ_SEGMENTS: usize = 8;
 
@@ -338,6 +338,12 @@ impl Core {
         self.counters.store_loss()
     }
 
+    /// What the core counts (rendered by the daemon's `/metrics` and
+    /// `/healthz`).
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
     /// The size on disk, as last measured.
     pub fn disk_bytes(&self) -> u64 {
         self.disk_bytes.load(Ordering::Relaxed)
@@ -355,8 +361,8 @@ impl Core {
 mod tests {
     use super::*;
     use crate::clock::SystemClock;
-    use crate::outbox::message::NewMessage;
-    use crate::outbox::store::SledStorage;
+    use crate::message::NewMessage;
+    use crate::store::SledStorage;
 
     fn core(dir: &std::path::Path) -> Core {
         let storage = Arc::new(SledStorage::open(dir, 1 << 20).unwrap());
@@ -376,7 +382,7 @@ mod tests {
         let msgs = (0..6)
             .map(|i| NewMessage::json("attribute", &serde_json::json!({ "i": i })))
             .collect();
-        let appended = core.append(vec![crate::outbox::append::Request::New(msgs)]);
+        let appended = core.append(vec![crate::append::Request::New(msgs)]);
         core.set_durable(appended.next_seq);
         let mut read: VecDeque<Stored> = core.read(0, 0, 10).unwrap().into();
         let seqs: Vec<u64> = read.iter().map(|m| m.seq).collect();
@@ -395,7 +401,7 @@ mod tests {
         let msgs: Vec<NewMessage> = (0..1000)
             .map(|i| NewMessage::json("attribute", &serde_json::json!({ "i": i })))
             .collect();
-        let appended = core.append(vec![crate::outbox::append::Request::New(msgs)]);
+        let appended = core.append(vec![crate::append::Request::New(msgs)]);
         assert!(appended.segments.len() > 3, "{}", appended.segments.len());
         core.set_durable(appended.next_seq);
         let mut after = 0;
@@ -415,7 +421,7 @@ mod tests {
         let msgs: Vec<NewMessage> = (0..3000)
             .map(|i| NewMessage::json("attribute", &serde_json::json!({ "i": i })))
             .collect();
-        let appended = core.append(vec![crate::outbox::append::Request::New(msgs)]);
+        let appended = core.append(vec![crate::append::Request::New(msgs)]);
         core.set_durable(appended.next_seq);
         let acked: Vec<(u64, u64)> = (2..3000).map(|seq| (seq, 1)).collect();
         core.delivered(0, &acked);

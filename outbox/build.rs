@@ -1,5 +1,6 @@
-//! Records the build time so the daemon can tell a 1970 clock (no RTC, no NTP
-//! yet) from a real one before it mints SAS tokens or checks certificates.
+//! Records the build time so `clock::is_plausible` can tell a 1970 clock
+//! (no RTC, no NTP yet) from a real one before the outbox trusts it for
+//! ages and the daemon mints SAS tokens or checks certificates.
 use std::time::{SystemTime, UNIX_EPOCH};
 
 fn main() {

@@ -13,7 +13,7 @@ use std::path::Path;
 ///
 /// # Errors
 /// When the directory cannot be opened or synced.
-pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
@@ -24,7 +24,7 @@ pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
 ///
 /// # Errors
 /// When a directory cannot be created or synced.
-pub(crate) fn create_dir_all(dir: &Path) -> io::Result<()> {
+pub fn create_dir_all(dir: &Path) -> io::Result<()> {
     let missing: Vec<&Path> = dir.ancestors().take_while(|a| !a.exists()).collect();
     std::fs::create_dir_all(dir)?;
     let made: &[&Path] = if missing.is_empty() { &[dir] } else { &missing };
@@ -44,7 +44,7 @@ pub(crate) fn create_dir_all(dir: &Path) -> io::Result<()> {
 ///
 /// # Errors
 /// When the file cannot be written, synced or renamed, or `dir` synced.
-pub(crate) fn replace_file(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
+pub fn replace_file(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
     let tmp = dir.join(format!("{name}.tmp"));
     let mut f = File::create(&tmp)?;
     f.write_all(bytes)?;

@@ -9,7 +9,7 @@ use super::open_marker::{self, guarded_open};
 use super::{durable, redb_store, Batch, RedbStorage, Reopening, SledStorage, Storage, StoreError};
 use crate::config::StoreEngine;
 
-/// The layout this build writes (see `outbox::keys`): 2 = segments.
+/// The layout this build writes (see `crate::keys`): 2 = segments.
 pub const FORMAT_VERSION: u32 = 2;
 /// Where the version lives.
 pub(crate) const FORMAT_KEY: &[u8] = b"k:format";
@@ -29,6 +29,7 @@ pub struct Opened<T> {
 /// an earlier run: see `super::open_marker`). The directory is then
 /// renamed to `<root>/outbox.corrupt-<unix seconds>` with an error log line
 /// and a new store is started; the old one is kept for salvage.
+/// `progress` is called every few seconds during a migration.
 ///
 /// # Errors
 /// I/O errors (permissions, full disk) are returned as they are: moving a
@@ -39,11 +40,12 @@ pub fn open<T>(
     engine: StoreEngine,
     cache_bytes: u64,
     now_unix: u64,
+    progress: &dyn Fn(),
     mut load: impl FnMut(Arc<dyn Storage>) -> Result<T, StoreError>,
 ) -> Result<Opened<T>, StoreError> {
     let dir = root.join("outbox");
     let first = guarded_open(root, || {
-        open_versioned(&dir, engine, cache_bytes).and_then(&mut load)
+        open_versioned(&dir, engine, cache_bytes, progress).and_then(&mut load)
     });
     match first {
         Ok(value) => Ok(Opened {
@@ -66,7 +68,7 @@ pub fn open<T>(
                      started (its readable messages are salvaged into the new store)"
                 );
             }
-            let value = load(open_versioned(&dir, engine, cache_bytes)?)?;
+            let value = load(open_versioned(&dir, engine, cache_bytes, progress)?)?;
             Ok(Opened {
                 value,
                 moved_aside: aside,
@@ -192,6 +194,7 @@ fn open_versioned(
     dir: &Path,
     engine: StoreEngine,
     cache_bytes: u64,
+    progress: &dyn Fn(),
 ) -> Result<Arc<dyn Storage>, StoreError> {
     let storage = open_engine(dir, engine, cache_bytes)?;
     let found = match storage.get(FORMAT_KEY)? {
@@ -205,13 +208,13 @@ fn open_versioned(
         None if storage.scan(b"", &[0xFF], 1, false)?.is_empty() => FORMAT_VERSION,
         None => 0,
     };
-    migrate(storage.as_ref(), found)?;
+    migrate(storage.as_ref(), found, progress)?;
     Ok(storage)
 }
 
 /// Brings a store at version `found` up to [`FORMAT_VERSION`], one step at a
 /// time, each step atomic with its version bump.
-fn migrate(storage: &dyn Storage, found: u32) -> Result<(), StoreError> {
+fn migrate(storage: &dyn Storage, found: u32, progress: &dyn Fn()) -> Result<(), StoreError> {
     if found > FORMAT_VERSION {
         return Err(StoreError::UnknownVersion {
             found,
@@ -228,7 +231,7 @@ fn migrate(storage: &dyn Storage, found: u32) -> Result<(), StoreError> {
             // version.
             let mut finish = Batch::default();
             finish.put(FORMAT_KEY.to_vec(), version.to_be_bytes().to_vec());
-            crate::outbox::migrate::one_to_two(storage, finish)?;
+            crate::migrate::one_to_two(storage, finish, progress)?;
             changed = false;
         }
         // 0 -> 1: the pre-release layout is identical; only the version
@@ -268,14 +271,14 @@ mod tests {
         mut load: impl FnMut(Arc<dyn Storage>) -> Result<T, StoreError>,
     ) -> Result<Opened<T>, StoreError> {
         for _ in 0..250 {
-            match open(root, engine, 1 << 20, now, &mut load) {
+            match open(root, engine, 1 << 20, now, &|| {}, &mut load) {
                 Err(StoreError::Io(e)) if e.to_string().contains("lock") => {
                     std::thread::sleep(std::time::Duration::from_millis(20));
                 }
                 other => return other,
             }
         }
-        open(root, engine, 1 << 20, now, load)
+        open(root, engine, 1 << 20, now, &|| {}, load)
     }
 
     #[test]
@@ -314,12 +317,12 @@ mod tests {
     #[test]
     fn a_format_1_store_is_migrated_on_open_and_its_messages_delivered_in_order() {
         use crate::clock::SystemClock;
-        use crate::outbox::{Core, Settings};
+        use crate::{Core, Settings};
         for engine in ENGINES {
             let root = tempfile::tempdir().unwrap();
             let msgs = {
                 let s = open_engine(&root.path().join("outbox"), engine, 1 << 20).unwrap();
-                crate::outbox::migrate::v1::write(s.as_ref(), 5000, &[], 1)
+                crate::migrate::v1::write(s.as_ref(), 5000, &[], 1)
             };
             let settings = Settings {
                 ttl: std::time::Duration::from_secs(3600),
@@ -343,8 +346,7 @@ mod tests {
                 let batch = core
                     .read(
                         0,
-                        got.last()
-                            .map_or(0, |m: &crate::outbox::message::Stored| m.seq),
+                        got.last().map_or(0, |m: &crate::message::Stored| m.seq),
                         700,
                     )
                     .unwrap();

@@ -176,7 +176,7 @@ impl<S: Storage> Storage for Reopening<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::outbox::store::RedbStorage;
+    use crate::store::RedbStorage;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
 

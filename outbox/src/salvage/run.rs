@@ -23,10 +23,10 @@ use tracing::{error, warn};
 use super::export::resume_line;
 use super::frame::{self, Frame, Header};
 use super::plan::{source_name, ImportBatch, Plan, Progress};
+use crate::ages::{AgeClock, Checkpoint};
 use crate::clock::SharedClock;
-use crate::outbox::ages::{AgeClock, Checkpoint};
-use crate::outbox::store::{engine_in, SET_ASIDE_PREFIX};
-use crate::outbox::{keys, Core, Intake, IntakeError, Outbox, StoreError};
+use crate::store::{engine_in, SET_ASIDE_PREFIX};
+use crate::{keys, Core, Intake, IntakeError, Outbox, StoreError};
 
 /// Written into a set-aside directory once its salvage finished.
 pub const DONE_FILE: &str = "tether-salvaged.json";

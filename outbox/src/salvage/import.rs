@@ -7,7 +7,7 @@
 //! The ledger (`Ledger::append`) does the bookkeeping; this holds what
 //! undoes a group that did not reach the disk.
 
-use crate::outbox::store::Batch;
+use crate::store::Batch;
 
 /// What takes back a group's writes other than messages (its failures and
 /// its progress) when the group does not reach the disk.
@@ -33,12 +33,12 @@ mod tests {
 
     use crate::clock::SystemClock;
     use crate::config::FullPolicy;
-    use crate::outbox::failure_record::PushFailure;
-    use crate::outbox::message::NewMessage;
-    use crate::outbox::salvage::ImportBatch;
-    use crate::outbox::salvage::{Imported, ImportedFailure, Progress};
-    use crate::outbox::store::SledStorage;
-    use crate::outbox::{Outbox, Settings};
+    use crate::failure_record::PushFailure;
+    use crate::message::NewMessage;
+    use crate::salvage::ImportBatch;
+    use crate::salvage::{Imported, ImportedFailure, Progress};
+    use crate::store::SledStorage;
+    use crate::{Outbox, Settings};
 
     #[tokio::test]
     async fn an_imported_group_keeps_ids_times_and_ages_with_its_progress() {

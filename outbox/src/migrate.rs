@@ -17,17 +17,21 @@ use super::store::{Batch, Storage, StoreError};
 
 /// Messages converted per atomic step (about 1 MiB of records).
 const STEP: usize = 4096;
-/// How often systemd is asked for more start-up time meanwhile.
-const EXTEND_EVERY: Duration = Duration::from_secs(2);
-/// How much more each time.
-const EXTEND_BY: Duration = Duration::from_secs(30);
+/// How often `progress` is called meanwhile (the daemon asks systemd for
+/// more start-up time).
+const PROGRESS_EVERY: Duration = Duration::from_secs(2);
 
 /// Converts every `m` key to segments; `finish` is added to the final
-/// batch (the format version).
+/// batch (the format version). `progress` is called every
+/// [`PROGRESS_EVERY`].
 ///
 /// # Errors
 /// On storage errors; what was converted so far stays converted.
-pub(crate) fn one_to_two(storage: &dyn Storage, finish: Batch) -> Result<(), StoreError> {
+pub(crate) fn one_to_two(
+    storage: &dyn Storage,
+    finish: Batch,
+    progress: &dyn Fn(),
+) -> Result<(), StoreError> {
     let mut converted = match storage.get(keys::MIGRATED)? {
         Some(v) => keys::u64s::<1>(&v).map_or(0, |[n]| n),
         None => 0,
@@ -37,7 +41,7 @@ pub(crate) fn one_to_two(storage: &dyn Storage, finish: Batch) -> Result<(), Sto
         .and_then(|v| keys::u64s::<2>(&v))
         .unwrap_or([0, 0]);
     let started = Instant::now();
-    let mut extended = started;
+    let mut reported = started;
     let mut logged = false;
     loop {
         let rows = storage.scan(&[keys::MSG_V1], &[keys::MSG_V1 + 1], STEP, false)?;
@@ -88,9 +92,9 @@ pub(crate) fn one_to_two(storage: &dyn Storage, finish: Batch) -> Result<(), Sto
         batch.put(keys::MIGRATED.to_vec(), converted.to_be_bytes().to_vec());
         storage.apply(batch)?;
         storage.sync()?;
-        if extended.elapsed() >= EXTEND_EVERY {
-            crate::service::notify::extend_timeout(EXTEND_BY);
-            extended = Instant::now();
+        if reported.elapsed() >= PROGRESS_EVERY {
+            progress();
+            reported = Instant::now();
         }
     }
 }
@@ -139,9 +143,9 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     use super::*;
-    use crate::outbox::keys::SegKey;
-    use crate::outbox::store::mem::MemStorage;
-    use crate::outbox::store::Rows;
+    use crate::keys::SegKey;
+    use crate::store::mem::MemStorage;
+    use crate::store::Rows;
 
     /// Every message in the segments, in order.
     fn segment_messages(storage: &dyn Storage) -> Vec<Stored> {
@@ -195,7 +199,7 @@ mod tests {
     fn every_message_moves_into_segments_once_in_order_with_its_fields() {
         let store = MemStorage::default();
         let msgs = v1::write(&store, 10_000, &[17, 5000], 3);
-        one_to_two(&store, finish()).unwrap();
+        one_to_two(&store, finish(), &|| {}).unwrap();
         assert!(store
             .scan(&[keys::MSG_V1], &[keys::MSG_V1 + 1], 1, false)
             .unwrap()
@@ -217,7 +221,7 @@ mod tests {
                 inner: store.clone(),
                 left: AtomicUsize::new(kill_after),
             };
-            assert!(one_to_two(&dying, finish()).is_err());
+            assert!(one_to_two(&dying, finish(), &|| {}).is_err());
             assert_eq!(
                 store.get(b"k:format").unwrap(),
                 Some(1u32.to_be_bytes().to_vec()),
@@ -232,7 +236,7 @@ mod tests {
                     .map(|(k, v)| Stored::decode(keys::number(k).unwrap(), v).unwrap()),
             );
             assert_eq!(seen, msgs, "killed after {kill_after}: every message once");
-            one_to_two(store.as_ref(), finish()).unwrap();
+            one_to_two(store.as_ref(), finish(), &|| {}).unwrap();
             assert_eq!(
                 segment_messages(store.as_ref()),
                 msgs,

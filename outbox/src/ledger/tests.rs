@@ -3,13 +3,13 @@
 
 use std::time::Duration;
 
+use crate::append::{IntakeError, Request};
 use crate::config::FullPolicy;
-use crate::outbox::append::{IntakeError, Request};
-use crate::outbox::keys::{self, SegKey};
-use crate::outbox::message::{NewMessage, Stored};
-use crate::outbox::segment;
-use crate::outbox::store::mem::MemStorage;
-use crate::outbox::store::{Batch, Storage};
+use crate::keys::{self, SegKey};
+use crate::message::{NewMessage, Stored};
+use crate::segment;
+use crate::store::mem::MemStorage;
+use crate::store::{Batch, Storage};
 
 use super::*;
 
@@ -109,7 +109,7 @@ impl Rig {
         self.ledger = ledger;
     }
 
-    fn failures(&self) -> Vec<crate::outbox::PushFailure> {
+    fn failures(&self) -> Vec<crate::PushFailure> {
         self.store
             .scan(&[keys::FAIL], &[keys::FAIL + 1], usize::MAX, false)
             .unwrap()

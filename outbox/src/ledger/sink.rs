@@ -4,9 +4,9 @@
 
 use std::collections::BTreeMap;
 
-use crate::outbox::counters::SinkCounters;
-use crate::outbox::keys;
-use crate::outbox::store::Batch;
+use crate::counters::SinkCounters;
+use crate::keys;
+use crate::store::Batch;
 
 /// Done ranges persisted with a cursor at most: beyond them a restart
 /// forgets (and resends: at least once), so the record stays small.
@@ -181,7 +181,7 @@ impl SinkState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::outbox::store::Op;
+    use crate::store::Op;
 
     fn saved(s: &SinkState) -> Vec<u8> {
         let mut b = Batch::default();

@@ -21,7 +21,7 @@ use super::{Batch, Op, Rows, Storage, StoreError};
 /// The file inside the store directory.
 pub(super) const FILE: &str = "outbox.redb";
 
-/// The single ordered keyspace (see `outbox::keys`).
+/// The single ordered keyspace (see `crate::keys`).
 const TABLE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("outbox");
 
 /// A redb database in `<dir>/outbox.redb`.

@@ -1,6 +1,6 @@
 //! The outbox's counters: process-wide ones, updated without the core
-//! lock, and per-sink ones, kept under it. [`metrics`](super::metrics)
-//! renders them; the core and the ledger only count.
+//! lock, and per-sink ones, kept under it. The daemon renders them
+//! (`/metrics`, `/healthz`); the core and the ledger only count.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
@@ -8,7 +8,7 @@ use std::time::Duration;
 
 /// Process-wide counters, updated without the core lock.
 #[derive(Debug, Default)]
-pub(crate) struct Counters {
+pub struct Counters {
     accepted: AtomicU64,
     rejected_full: AtomicU64,
     rejected_disk: AtomicU64,
@@ -69,12 +69,12 @@ impl Counters {
     }
 
     /// Whether the last write failed.
-    pub(crate) fn write_failing(&self) -> bool {
+    pub fn write_failing(&self) -> bool {
         self.write_failing.load(Ordering::Relaxed)
     }
 
     /// The counts since start, for `/metrics`.
-    pub(crate) fn totals(&self) -> Totals {
+    pub fn totals(&self) -> Totals {
         let load = |n: &AtomicU64| n.load(Ordering::Relaxed);
         Totals {
             rejected_full: load(&self.rejected_full),
@@ -89,7 +89,7 @@ impl Counters {
 
 /// [`Counters`]' counts at one moment.
 #[derive(Debug, Default, Clone, Copy)]
-pub(crate) struct Totals {
+pub struct Totals {
     /// Requests refused by `reject-new`.
     pub rejected_full: u64,
     /// Group commits that failed because the disk was full.

@@ -3,7 +3,7 @@
 //! tests ([`Storage`]), plus opening with hardening and format versioning
 //! ([`open`]).
 
-pub(crate) mod durable;
+pub mod durable;
 mod format;
 #[cfg(test)]
 pub(crate) mod mem;

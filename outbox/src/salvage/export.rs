@@ -11,7 +11,7 @@ use std::path::Path;
 
 use super::frame::{self, Frame};
 use super::reader::{self, ExportError, Resume};
-use crate::outbox::store::{open_existing, StoreError};
+use crate::store::{open_existing, StoreError};
 
 /// The page cache the child opens the store with.
 const CACHE_BYTES: u64 = 8 << 20;
