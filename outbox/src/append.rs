@@ -7,11 +7,11 @@ use std::time::Duration;
 
 use uuid::Uuid;
 
-use super::core::Core;
-use super::keys::SegKey;
-use super::message::{NewMessage, Unstorable};
-use super::salvage::{ImportBatch, Undo};
-use super::store::StoreError;
+use crate::core::Core;
+use crate::keys::SegKey;
+use crate::message::{NewMessage, Unstorable};
+use crate::salvage::{ImportBatch, Undo};
+use crate::store::StoreError;
 
 /// Sent back for each accepted message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

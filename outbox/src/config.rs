@@ -8,7 +8,8 @@ use std::time::Duration;
 /// Durable outbox settings.
 #[derive(Debug, Clone)]
 pub struct StoreConfig {
-    /// Directory holding the sled database; default `/var/lib/tether`.
+    /// Directory holding the store (the engine's files); default
+    /// `/var/lib/tether`.
     pub path: PathBuf,
     /// Retention before a message becomes a push failure; default 24 h.
     pub ttl: Duration,

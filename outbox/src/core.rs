@@ -22,13 +22,13 @@ use tokio::sync::watch;
 use crate::clock::SharedClock;
 use crate::config::FullPolicy;
 
-use super::ages::{AgeClock, Checkpoint};
-use super::counters::Counters;
-use super::keys::{self, SegKey};
-use super::ledger::{self, Ledger, Limits, Now};
-use super::message::Stored;
-use super::segment::{self, Segment};
-use super::store::{Batch, Storage, StoreError};
+use crate::ages::{AgeClock, Checkpoint};
+use crate::counters::Counters;
+use crate::keys::{self, SegKey};
+use crate::ledger::{self, Ledger, Limits, Now};
+use crate::message::Stored;
+use crate::segment::{self, Segment};
+use crate::store::{Batch, Storage, StoreError};
 
 /// Outbox settings, from `[store]`.
 #[derive(Debug, Clone)]

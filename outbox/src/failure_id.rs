@@ -13,9 +13,9 @@
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use super::core::Core;
-use super::keys;
-use super::store::StoreError;
+use crate::core::Core;
+use crate::keys;
+use crate::store::StoreError;
 
 /// Domain separation for the tag: another use of the store id never
 /// yields the same bits.

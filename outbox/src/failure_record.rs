@@ -6,8 +6,8 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::keys;
-use super::store::StoreError;
+use crate::keys;
+use crate::store::StoreError;
 
 /// One push failure as stored: Afero's fields plus what a replay needs.
 /// The admin API shows it in Afero's exact shape (`admin::failure_page`).

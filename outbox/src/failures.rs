@@ -2,11 +2,11 @@
 //! replay, purge past `store.failure_ttl`, give up on a message. The
 //! records themselves are [`failure_record`](super::failure_record).
 
-use super::core::{Core, SinkId};
-use super::failure_record::{decode, FailureRow, PushFailure};
-use super::keys;
-use super::message::{NewMessage, Stored};
-use super::store::StoreError;
+use crate::core::{Core, SinkId};
+use crate::failure_record::{decode, FailureRow, PushFailure};
+use crate::keys;
+use crate::message::{NewMessage, Stored};
+use crate::store::StoreError;
 
 impl Core {
     /// Up to `limit` failures with numbers above `after` and below

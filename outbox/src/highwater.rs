@@ -26,9 +26,9 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::core::Core;
-use super::keys;
-use super::store::{Batch, Storage, StoreError};
+use crate::core::Core;
+use crate::keys;
+use crate::store::{Batch, Storage, StoreError};
 
 /// The record's file name, in `store.path` next to the `outbox` directory.
 pub const STATE_FILE: &str = "outbox.state";

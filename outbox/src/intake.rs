@@ -11,11 +11,11 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::append::{IntakeError, Receipt, Request};
-use super::core::Core;
-use super::message::NewMessage;
-use super::salvage::ImportBatch;
-use super::store::StoreError;
+use crate::append::{IntakeError, Receipt, Request};
+use crate::core::Core;
+use crate::message::NewMessage;
+use crate::salvage::ImportBatch;
+use crate::store::StoreError;
 
 /// Requests waiting for the writer; senders wait when it is full.
 const QUEUE: usize = 512;

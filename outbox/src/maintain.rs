@@ -6,11 +6,11 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::core::Core;
-use super::keys::SegKey;
-use super::ledger::{self, SinkState};
-use super::segment;
-use super::store::StoreError;
+use crate::core::Core;
+use crate::keys::SegKey;
+use crate::ledger::{self, SinkState};
+use crate::segment;
+use crate::store::StoreError;
 
 /// A snapshot of the outbox for `tether outbox stats` and `/metrics`.
 #[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]

@@ -10,10 +10,10 @@
 
 use std::time::{Duration, Instant};
 
-use super::keys;
-use super::message::Stored;
-use super::segment;
-use super::store::{Batch, Storage, StoreError};
+use crate::keys;
+use crate::message::Stored;
+use crate::segment;
+use crate::store::{Batch, Storage, StoreError};
 
 /// Messages converted per atomic step (about 1 MiB of records).
 const STEP: usize = 4096;

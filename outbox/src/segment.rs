@@ -19,8 +19,8 @@
 //! the record area: for each record its length (u32 BE) and its bytes
 //! ([`Stored::encode`]).
 
-use super::keys::SegKey;
-use super::message::Stored;
+use crate::keys::SegKey;
+use crate::message::Stored;
 
 /// Messages per segment at most.
 pub const MAX_RECORDS: usize = 64;
