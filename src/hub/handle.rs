@@ -56,14 +56,23 @@ impl Telemetry {
 /// often as needed.
 #[derive(Debug, Clone)]
 pub struct Prepared {
-    pub(crate) topic: String,
-    pub(crate) payload: Bytes,
+    topic: String,
+    payload: Bytes,
 }
 
 impl Prepared {
     /// Payload bytes.
     pub fn payload_len(&self) -> usize {
         self.payload.len()
+    }
+
+    /// A publish with no topic or payload, for tests of what holds them.
+    #[cfg(test)]
+    pub(crate) fn empty() -> Self {
+        Prepared {
+            topic: String::new(),
+            payload: Bytes::new(),
+        }
     }
 }
 

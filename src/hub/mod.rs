@@ -18,6 +18,7 @@
 //! - [`provisioning`]: Azure DPS assigns the hub and device id; the
 //!   session waits (`hold`) until it has.
 
+mod alarm;
 mod connection;
 pub mod credentials;
 pub(crate) mod failure;

@@ -3,7 +3,6 @@
 //! by reconnecting and reconnects forever when and as the machine decides,
 //! and reports PUBACKs per delivery token.
 
-use std::pin::Pin;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -16,7 +15,7 @@ use rumqttc::{
 use serde_json::{Map, Value};
 use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::JoinHandle;
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
@@ -24,6 +23,7 @@ use crate::clock::{is_plausible, SharedClock};
 use crate::config::HubConfig;
 use crate::service::Beat;
 
+use super::alarm::Alarm;
 use super::credentials::{CredentialSource, Credentials};
 use super::handle::{HubHandle, Shared};
 use super::machine::HubStatus;
@@ -484,50 +484,6 @@ fn token(c: &Credentials) -> TokenLife {
     TokenLife {
         expires_at: c.expires_at,
         renew_at: c.renew_at,
-    }
-}
-
-/// The session's one timer for the machine's deadlines, moved rather than
-/// made anew for every event: a new `Sleep` per event would add and remove
-/// a timer-wheel entry per PUBACK.
-pub(super) struct Alarm {
-    sleep: Pin<Box<Sleep>>,
-    armed: bool,
-}
-
-impl Alarm {
-    fn new() -> Self {
-        Alarm {
-            sleep: Box::pin(tokio::time::sleep(Duration::ZERO)),
-            armed: false,
-        }
-    }
-
-    /// Rings at `deadline`, or never without one.
-    fn set(&mut self, deadline: Option<Instant>) {
-        self.armed = deadline.is_some();
-        if let Some(at) = deadline {
-            if self.sleep.deadline() != at {
-                self.sleep.as_mut().reset(at);
-            }
-        }
-    }
-
-    async fn fired(&mut self) {
-        if self.armed {
-            self.sleep.as_mut().await;
-        } else {
-            std::future::pending().await
-        }
-    }
-}
-
-/// Sleeps until `deadline`, or forever without one: the timer arm of the
-/// DPS driver's event loop.
-pub(super) async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
     }
 }
 

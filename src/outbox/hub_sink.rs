@@ -389,10 +389,7 @@ mod tests {
             .map(|&t| Flight {
                 token: t,
                 msgs: vec![(t, 10), (t + 1, 20)],
-                publish: Prepared {
-                    topic: String::new(),
-                    payload: Bytes::new(),
-                },
+                publish: Prepared::empty(),
                 sent: Instant::now(),
             })
             .collect()

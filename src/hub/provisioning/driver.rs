@@ -14,9 +14,9 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{HubConfig, ProvisioningAuth, ProvisioningConfig, Transport as Wire};
+use crate::hub::alarm::Alarm;
 use crate::hub::failure::classify;
 use crate::hub::options::{parse_proxy, tls_transport, OptionsError};
-use crate::hub::session::sleep_until;
 use crate::hub::Failure;
 
 use super::auth;
@@ -104,6 +104,7 @@ pub(super) async fn register(
     let origin = Instant::now();
     let mut machine = Machine::new(settings);
     let mut deadline = None;
+    let mut alarm = Alarm::new();
     let outcome = loop {
         // The poll future lives across timer ticks: cancelling it could cut
         // a packet halfway (see the hub session's `next_event`).
@@ -111,11 +112,12 @@ pub(super) async fn register(
             let poll = eventloop.poll();
             tokio::pin!(poll);
             loop {
+                alarm.set(deadline);
                 tokio::select! {
                     biased;
                     ev = &mut poll => break Next::Event(ev),
                     () = shutdown.cancelled() => break Next::Stop,
-                    () = sleep_until(deadline) => {
+                    () = alarm.fired() => {
                         deadline = None;
                         machine.timeout(origin.elapsed());
                         if let Some(end) = drain(&mut machine, &client, origin, &mut deadline, &mut on_retry) {
