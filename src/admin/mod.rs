@@ -70,6 +70,19 @@ pub enum Bound {
     Unix(UnixListener),
 }
 
+impl Bound {
+    /// Where it listens: for TCP the bound address (with the port the
+    /// system picked for port 0), else `listen` as configured.
+    pub(crate) fn address(&self, listen: &AdminListen) -> AdminListen {
+        match self {
+            Bound::Tcp(l) => l
+                .local_addr()
+                .map_or_else(|_| listen.clone(), AdminListen::Tcp),
+            Bound::Unix(_) => listen.clone(),
+        }
+    }
+}
+
 /// Binds the admin listener (before READY, so a clash is an early error).
 ///
 /// # Errors
