@@ -17,6 +17,9 @@ pub mod metrics;
 pub(crate) mod pacing;
 pub(crate) mod webhook;
 
+#[cfg(test)]
+mod tests;
+
 use std::time::Duration;
 
 use tether_outbox::Outbox;
