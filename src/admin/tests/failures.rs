@@ -36,9 +36,17 @@ struct PushFailure {
     partner_push_message: Value,
 }
 
+thread_local! {
+    /// One client per test (each runs on its own thread and runtime):
+    /// building one loads the system's trust roots, slower than a request.
+    static CLIENT: reqwest::Client = {
+        crate::tls::install_crypto_provider();
+        reqwest::Client::new()
+    };
+}
+
 fn http() -> reqwest::Client {
-    crate::tls::install_crypto_provider();
-    reqwest::Client::new()
+    CLIENT.with(Clone::clone)
 }
 
 async fn call(method: reqwest::Method, base: &str, path: &str) -> StatusCode {
