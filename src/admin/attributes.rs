@@ -19,7 +19,7 @@ use tether_protocol::afero::parse_changes;
 use crate::clock::SharedClock;
 
 /// What the attribute route needs.
-pub struct AttributesApi {
+pub(crate) struct AttributesApi {
     /// The outbox intake.
     pub intake: Intake,
     /// `deviceId` of the messages (the hub device id).
@@ -31,7 +31,7 @@ pub struct AttributesApi {
 }
 
 /// The `/v1` routes for attribute intake.
-pub fn router(api: Arc<AttributesApi>) -> Router {
+pub(crate) fn router(api: Arc<AttributesApi>) -> Router {
     Router::new()
         .route("/attributes", post(post_attributes))
         .with_state(api)
@@ -71,7 +71,7 @@ async fn post_attributes(State(api): State<Arc<AttributesApi>>, body: Bytes) -> 
 }
 
 /// Maps an intake refusal to its HTTP answer.
-pub fn intake_error(e: &IntakeError) -> Response {
+pub(crate) fn intake_error(e: &IntakeError) -> Response {
     let body = Json(json!({"error": e.to_string()}));
     match e {
         IntakeError::Full { retry_after } => (

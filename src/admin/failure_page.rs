@@ -76,7 +76,7 @@ pub(crate) struct ListQuery {
 /// A query parameter that cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("query parameter {field}: {detail}")]
-pub struct QueryError {
+pub(crate) struct QueryError {
     /// The parameter.
     pub field: &'static str,
     /// What is wrong and what is expected.

@@ -53,7 +53,7 @@ const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'~');
 
 /// What the failure routes need.
-pub struct FailuresApi {
+pub(crate) struct FailuresApi {
     /// The outbox.
     pub core: Arc<Core>,
     /// For replays.
@@ -61,7 +61,7 @@ pub struct FailuresApi {
 }
 
 /// The `/v1` routes for failures and stats.
-pub fn router(api: Arc<FailuresApi>) -> Router {
+pub(crate) fn router(api: Arc<FailuresApi>) -> Router {
     Router::new()
         .route("/partners/{partner}/pushFailures", get(list_partner))
         .route(
@@ -92,7 +92,7 @@ struct ReplayQuery {
 
 /// Why a failure route could not do what was asked.
 #[derive(Debug, thiserror::Error)]
-pub enum FailureApiError {
+pub(crate) enum FailureApiError {
     /// The store failed: 500.
     #[error("the outbox store failed: {0}")]
     Store(#[from] StoreError),

@@ -14,14 +14,14 @@ pub trait RenderMetrics: Send + Sync {
 }
 
 /// Appends one sample with its HELP and TYPE lines.
-pub fn family(out: &mut String, name: &str, kind: &str, help: &str, value: f64) {
+pub(crate) fn family(out: &mut String, name: &str, kind: &str, help: &str, value: f64) {
     let _ = writeln!(out, "# HELP {name} {help}");
     let _ = writeln!(out, "# TYPE {name} {kind}");
     let _ = writeln!(out, "{name} {value}");
 }
 
 /// Metrics derived from the hub session's status.
-pub struct HubMetrics {
+pub(crate) struct HubMetrics {
     status: tokio::sync::watch::Receiver<HubStatus>,
     client_cert_not_after: Option<u64>,
 }
@@ -29,7 +29,7 @@ pub struct HubMetrics {
 impl HubMetrics {
     /// Metrics for a session; `client_cert_not_after` is the expiry of the
     /// device's TLS client certificate, when it has one.
-    pub fn new(
+    pub(crate) fn new(
         status: tokio::sync::watch::Receiver<HubStatus>,
         client_cert_not_after: Option<u64>,
     ) -> Arc<Self> {
@@ -112,7 +112,7 @@ impl RenderMetrics for HubMetrics {
 }
 
 /// Build information.
-pub struct BuildInfo;
+pub(crate) struct BuildInfo;
 
 impl RenderMetrics for BuildInfo {
     fn render(&self, out: &mut String) {

@@ -4,11 +4,11 @@
 //! - `/v1/...`: operational routes added by components; they need the
 //!   bearer token whenever one is configured (always on TCP).
 
-pub mod attributes;
+pub(crate) mod attributes;
 pub(crate) mod failure_page;
-pub mod failures;
+pub(crate) mod failures;
 pub(crate) mod import;
-pub mod metrics;
+pub(crate) mod metrics;
 
 use std::sync::Arc;
 
@@ -38,7 +38,7 @@ pub trait HealthCheck: Send + Sync {
 }
 
 /// Shared state behind the admin routes.
-pub struct Admin {
+pub(crate) struct Admin {
     /// Hub status.
     pub hub: watch::Receiver<HubStatus>,
     /// Metric sources.
@@ -51,7 +51,7 @@ pub struct Admin {
 
 /// The admin listener could not be set up.
 #[derive(Debug, thiserror::Error)]
-pub enum AdminError {
+pub(crate) enum AdminError {
     /// Binding failed.
     #[error("admin.listen: cannot listen on {addr}: {source} (is another tether running?)")]
     Bind {
@@ -63,18 +63,31 @@ pub enum AdminError {
 }
 
 /// A bound listener.
-pub enum Bound {
+pub(crate) enum Bound {
     /// TCP.
     Tcp(TcpListener),
     /// Unix socket.
     Unix(UnixListener),
 }
 
+impl Bound {
+    /// Where it listens: for TCP the bound address (with the port the
+    /// system picked for port 0), else `listen` as configured.
+    pub(crate) fn address(&self, listen: &AdminListen) -> AdminListen {
+        match self {
+            Bound::Tcp(l) => l
+                .local_addr()
+                .map_or_else(|_| listen.clone(), AdminListen::Tcp),
+            Bound::Unix(_) => listen.clone(),
+        }
+    }
+}
+
 /// Binds the admin listener (before READY, so a clash is an early error).
 ///
 /// # Errors
 /// When the address is taken or the socket path unusable.
-pub async fn bind(listen: &AdminListen) -> Result<Bound, AdminError> {
+pub(crate) async fn bind(listen: &AdminListen) -> Result<Bound, AdminError> {
     match listen {
         AdminListen::Tcp(addr) => TcpListener::bind(addr)
             .await
@@ -104,7 +117,7 @@ pub async fn bind(listen: &AdminListen) -> Result<Bound, AdminError> {
 }
 
 /// The routes: health, metrics, and `v1` behind the token.
-pub fn app(admin: Arc<Admin>, v1: Router) -> Router {
+pub(crate) fn app(admin: Arc<Admin>, v1: Router) -> Router {
     let v1 = v1.layer(middleware::from_fn_with_state(admin.clone(), require_token));
     Router::new()
         .route("/healthz", get(healthz))
@@ -114,7 +127,7 @@ pub fn app(admin: Arc<Admin>, v1: Router) -> Router {
 }
 
 /// Serves `app` on `bound` until `shutdown`.
-pub fn serve(bound: Bound, app: Router, shutdown: CancellationToken) -> JoinHandle<()> {
+pub(crate) fn serve(bound: Bound, app: Router, shutdown: CancellationToken) -> JoinHandle<()> {
     tokio::spawn(async move {
         let stop = shutdown.clone();
         let result = match bound {
@@ -202,13 +215,4 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn token_comparison_matches_only_equal_tokens() {
-        assert!(constant_time_eq(b"abc", b"abc"));
-        assert!(!constant_time_eq(b"abc", b"abd"));
-        assert!(!constant_time_eq(b"abc", b"abcd"));
-    }
-}
+mod tests;

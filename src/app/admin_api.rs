@@ -4,13 +4,14 @@ use std::sync::Arc;
 
 use tether_outbox::salvage::Salvager;
 use tether_outbox::Outbox;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::{self, metrics::BuildInfo, metrics::HubMetrics, Admin, AdminError};
 use crate::bridge::BridgeHandle;
 use crate::clock::SharedClock;
-use crate::config::Config;
+use crate::config::{AdminListen, Config};
 use crate::hub::provisioning::ProvisioningHealth;
 use crate::hub::HubHandle;
 use crate::outbox::metrics::OutboxMetrics;
@@ -27,6 +28,9 @@ pub(super) struct Parts<'a> {
     pub salvager: &'a Arc<Salvager>,
     /// DPS provisioning, with `[hub.provisioning]`.
     pub provisioning: Option<Arc<ProvisioningHealth>>,
+    /// Told where the API listens once bound (the port the system picked
+    /// for port 0).
+    pub listening: &'a watch::Sender<Option<AdminListen>>,
 }
 
 /// Binds and serves the admin API when `[admin] listen` is set.
@@ -40,6 +44,7 @@ pub(super) async fn start(
         return Ok(None);
     };
     let bound = admin::bind(listen).await?;
+    parts.listening.send_replace(Some(bound.address(listen)));
     let outbox = Arc::new(OutboxMetrics(parts.outbox.core.clone()));
     let mut state = Admin {
         hub: parts.hub.watch_status(),

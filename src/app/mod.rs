@@ -15,13 +15,14 @@ use std::time::Duration;
 
 use tether_outbox::salvage::Salvager;
 use tether_outbox::Outbox;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::bridge::BridgeHandle;
 use crate::clock::{SharedClock, SystemClock};
-use crate::config::{self, Config};
+use crate::config::{self, AdminListen, Config};
 use crate::hub::{self, HubHandle, Router};
 use crate::service::exit::{EXIT_CONFIG, EXIT_FAILURE};
 use crate::service::{notify, signals::Signal, signals::Signals, Liveness};
@@ -96,6 +97,7 @@ pub struct Daemon {
     clock: SharedClock,
     shutdown: CancellationToken,
     liveness: Liveness,
+    admin_at: watch::Sender<Option<AdminListen>>,
 }
 
 impl Daemon {
@@ -106,7 +108,18 @@ impl Daemon {
             clock,
             shutdown: CancellationToken::new(),
             liveness: Liveness::new(),
+            admin_at: watch::Sender::new(None),
         }
+    }
+
+    /// Where the admin API listens once it is bound, `None` before (and
+    /// always without `[admin] listen`). With `listen = "127.0.0.1:0"` the
+    /// system picks a free port and this names it, so a program hosting the
+    /// daemon (the demo, a supervisor) need not choose a port that may be
+    /// taken by the time the daemon binds it. Take it before `run_until`;
+    /// the log line "admin API listening" says the same.
+    pub fn admin_listening(&self) -> watch::Receiver<Option<AdminListen>> {
+        self.admin_at.subscribe()
     }
 
     /// Starts everything and runs until SIGTERM/SIGINT.
@@ -227,6 +240,7 @@ impl Daemon {
             bridge: bridge.as_ref(),
             salvager: &salvager,
             provisioning,
+            listening: &self.admin_at,
         };
         if let Some(t) = admin_api::start(cfg, parts, &self.clock, self.shutdown.clone())
             .await

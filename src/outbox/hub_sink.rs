@@ -54,7 +54,7 @@ const READ_AHEAD: usize = 512;
 
 /// Hub delivery settings.
 #[derive(Debug, Clone, Default)]
-pub struct HubSinkOptions {
+pub(crate) struct HubSinkOptions {
     /// `hub.max_messages_per_second`; `None` is unlimited.
     pub max_messages_per_second: Option<u32>,
     /// `store.batch_max_bytes`: several attribute messages per publish as a

@@ -10,7 +10,7 @@ use crate::admin::metrics::family;
 use crate::admin::{HealthCheck, RenderMetrics};
 
 /// `/metrics` and `/healthz` for the outbox.
-pub struct OutboxMetrics(pub Arc<Core>);
+pub(crate) struct OutboxMetrics(pub(crate) Arc<Core>);
 
 fn labelled(out: &mut String, name: &str, kind: &str, help: &str, rows: &[(String, f64)]) {
     let _ = writeln!(out, "# HELP {name} {help}");

@@ -6,16 +6,19 @@
 //! - `hub_sink`, `webhook`: delivery tasks, one per sink (`pacing` paces
 //!   the hub's), reading from the outbox's [`Core`](tether_outbox::Core) and
 //!   reporting back.
-//! - [`metrics`]: the outbox's counts as Prometheus text and `/healthz`.
+//! - `metrics`: the outbox's counts as Prometheus text and `/healthz`.
 //! - [`cli`]: the client side of `tether failures ...` and `tether outbox
 //!   ...`.
-//! - [`spawn_upkeep`]: the task that runs the outbox's upkeep rounds.
+//! - `spawn_upkeep`: the task that runs the outbox's upkeep rounds.
 
 pub mod cli;
 pub(crate) mod hub_sink;
-pub mod metrics;
+pub(crate) mod metrics;
 pub(crate) mod pacing;
 pub(crate) mod webhook;
+
+#[cfg(test)]
+mod tests;
 
 use std::time::Duration;
 
@@ -27,12 +30,12 @@ use tokio_util::sync::CancellationToken;
 use crate::hub::{Delivery, HubHandle};
 use crate::service::Beat;
 
-pub use self::hub_sink::HubSinkOptions;
-pub use self::webhook::{WebhookConfig, WebhookError};
+pub(crate) use self::hub_sink::HubSinkOptions;
+pub(crate) use self::webhook::{WebhookConfig, WebhookError};
 
 /// Starts delivery to the hub; `deliveries` is the session's notice
 /// receiver (this task is its only consumer).
-pub fn spawn_hub_sink(
+pub(crate) fn spawn_hub_sink(
     outbox: &Outbox,
     hub: HubHandle,
     deliveries: mpsc::Receiver<Delivery>,
@@ -57,7 +60,7 @@ pub fn spawn_hub_sink(
 /// # Errors
 /// When its URL, headers or CA file are unusable, or it was not among
 /// the sinks the outbox was opened with.
-pub fn spawn_webhook(
+pub(crate) fn spawn_webhook(
     outbox: &Outbox,
     cfg: WebhookConfig,
     beat: Beat,
@@ -84,7 +87,11 @@ pub fn spawn_webhook(
 /// purging, the disk-size measurement and the high-water record (see
 /// [`tether_outbox::Upkeep`]). It syncs and writes the record one last
 /// time when `shutdown` fires.
-pub fn spawn_upkeep(outbox: &Outbox, beat: Beat, shutdown: CancellationToken) -> JoinHandle<()> {
+pub(crate) fn spawn_upkeep(
+    outbox: &Outbox,
+    beat: Beat,
+    shutdown: CancellationToken,
+) -> JoinHandle<()> {
     let upkeep = outbox.upkeep();
     tokio::spawn(async move {
         loop {

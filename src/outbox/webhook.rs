@@ -15,12 +15,12 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::backoff::Backoff;
-pub use crate::config::WebhookConfig;
+pub(crate) use crate::config::WebhookConfig;
 use crate::service::Beat;
 
 /// A webhook could not be set up.
 #[derive(Debug, thiserror::Error)]
-pub enum WebhookError {
+pub(crate) enum WebhookError {
     /// The URL or a header is malformed.
     #[error("webhook {name}: {reason}")]
     Invalid {

@@ -3,30 +3,23 @@
 //! array, oldest first, UUID ids, exactly Afero's fields), then `DELETE
 //! .../pushFailures/{partnerPushFailureId}` for each. Failures come from a
 //! hub nobody answers and a webhook answering 500, expired after a short
-//! `store.ttl`. Also: ids stay the same across restarts, the decimal ids of
-//! earlier releases still resolve, and (a seeded property test, in
-//! process) every listed failure is deleted once and only once.
+//! `store.ttl`. Also: ids stay the same across restarts and the decimal
+//! ids of earlier releases still resolve. The seeded property test (every
+//! listed failure is deleted once and only once) is a component test of
+//! the admin API: `src/admin/tests/failures.rs`.
 
 use crate::outbox_rig;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use crate::outbox_rig::{config_text, free_addr, test_message, Tether, TOKEN};
-use rand::rngs::StdRng;
-use rand::seq::SliceRandom;
-use rand::{Rng, SeedableRng};
+use crate::outbox_rig::{config_text, free_addr, Tether, TOKEN};
 use reqwest::StatusCode;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use tether::admin::{self, Admin, Bound};
-use tether::clock::SystemClock;
-use tether_outbox::{FailureIds, Outbox};
 use tether_testkit::http::{Reply, Server};
-use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -354,185 +347,4 @@ async fn ids_survive_a_restart_and_old_decimal_ids_still_resolve() {
 
 fn ms_now() -> u64 {
     tether_protocol::time::unix_ms(SystemTime::now())
-}
-
-/// tether in process with the sinks `hub` and `acme` (no delivery tasks)
-/// and its admin API; failures are made with `give_up`.
-struct Local {
-    outbox: Outbox,
-    base: String,
-    stop: CancellationToken,
-    _dir: tempfile::TempDir,
-}
-
-impl Local {
-    async fn start() -> Local {
-        let dir = tempfile::tempdir().unwrap();
-        let cfg = tether::config::parse(&config_text(1, dir.path(), "", None), dir.path()).unwrap();
-        let outbox =
-            Outbox::open(&cfg.store, &["acme".into()], Arc::new(SystemClock), &|| {}).unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        let (_, hub) = tokio::sync::watch::channel(tether::hub::HubStatus::new(SystemTime::now()));
-        let state = Arc::new(Admin {
-            hub,
-            metrics: vec![],
-            checks: vec![],
-            token: Some(tether::config::Secret::new(TOKEN)),
-        });
-        let v1 = admin::failures::router(Arc::new(admin::failures::FailuresApi {
-            core: outbox.core.clone(),
-            intake: outbox.intake.clone(),
-        }));
-        let stop = CancellationToken::new();
-        admin::serve(Bound::Tcp(listener), admin::app(state, v1), stop.clone());
-        Local {
-            outbox,
-            base,
-            stop,
-            _dir: dir,
-        }
-    }
-
-    /// `n` messages, each failed for the hub, acme or both; how many
-    /// failures that made per partner.
-    async fn fail(&self, rng: &mut StdRng, n: usize) -> HashMap<&'static str, usize> {
-        let msgs = (0..n).map(test_message).collect();
-        self.outbox.intake.submit(msgs).await.unwrap();
-        let core = &self.outbox.core;
-        let mut made = HashMap::from([("hub", 0), ("acme", 0)]);
-        let hub = core.read(0, 0, n).unwrap();
-        let acme = core.read(1, 0, n).unwrap();
-        for (h, a) in hub.iter().zip(&acme) {
-            let pick = rng.gen_range(0..3);
-            if pick != 1 {
-                core.give_up(0, h, "hub unreachable").unwrap();
-                *made.get_mut("hub").unwrap() += 1;
-            }
-            if pick != 0 {
-                core.give_up(1, a, "500 Internal Server Error").unwrap();
-                *made.get_mut("acme").unwrap() += 1;
-            }
-        }
-        made
-    }
-
-    /// Every failure of `partner`, following `Link` pages of random size.
-    async fn list(&self, rng: &mut StdRng, partner: &str) -> Vec<String> {
-        let mut url = format!(
-            "{}/v1/partners/{partner}/pushFailures?limit={}",
-            self.base,
-            rng.gen_range(1..=25)
-        );
-        let mut out = Vec::new();
-        loop {
-            let resp = http().get(&url).bearer_auth(TOKEN).send().await.unwrap();
-            assert_eq!(resp.status(), StatusCode::OK);
-            let link = resp
-                .headers()
-                .get("link")
-                .map(|l| l.to_str().unwrap().to_string());
-            let page: Vec<PushFailure> = resp.json().await.unwrap();
-            assert!(page.iter().all(|f| f.partner_id == partner));
-            out.extend(page.into_iter().map(|f| f.partner_push_failure_id));
-            match link {
-                Some(l) => {
-                    let path = l
-                        .trim_start_matches('<')
-                        .split('>')
-                        .next()
-                        .unwrap()
-                        .to_string();
-                    url = format!("{}{path}", self.base);
-                }
-                None => return out,
-            }
-        }
-    }
-
-    async fn delete(&self, partner: &str, id: &str) -> StatusCode {
-        let path = format!("/v1/partners/{partner}/pushFailures/{id}");
-        call(reqwest::Method::DELETE, &self.base, &path, None)
-            .await
-            .0
-    }
-}
-
-impl Drop for Local {
-    fn drop(&mut self) {
-        self.stop.cancel();
-    }
-}
-
-/// Property: whatever the mix of partners, page sizes and order of
-/// deletes, every listed failure is listed once, deleted with 204 exactly
-/// once (also when two deletes race), and is 404 afterwards, for its own
-/// partner, the other one and the extension path alike; another store's
-/// UUID is 404. `TETHER_PROPTEST_SEEDS` runs more seeds.
-#[tokio::test]
-async fn every_listed_failure_can_be_deleted_once_and_only_once() {
-    let seeds: u64 = std::env::var("TETHER_PROPTEST_SEEDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(6);
-    for seed in 0..seeds {
-        let mut rng = StdRng::seed_from_u64(seed);
-        let local = Local::start().await;
-        let n = rng.gen_range(1..=60);
-        let made = local.fail(&mut rng, n).await;
-        let mut live: Vec<(&str, String)> = Vec::new();
-        for partner in ["hub", "acme"] {
-            let ids = local.list(&mut rng, partner).await;
-            let distinct: BTreeSet<_> = ids.iter().collect();
-            assert_eq!(distinct.len(), ids.len(), "seed {seed}: listed once");
-            assert_eq!(ids.len(), made[partner], "seed {seed}: {partner} lists all");
-            live.extend(ids.into_iter().map(|id| (partner, id)));
-        }
-        let stranger = FailureIds::for_store("another store").uuid(1).to_string();
-        assert_eq!(local.delete("hub", &stranger).await, StatusCode::NOT_FOUND);
-
-        live.shuffle(&mut rng);
-        let mut deleted = 0;
-        for (i, (partner, id)) in live.iter().enumerate() {
-            let other = if *partner == "hub" { "acme" } else { "hub" };
-            if rng.gen_bool(0.3) {
-                assert_eq!(
-                    local.delete(other, id).await,
-                    StatusCode::NOT_FOUND,
-                    "seed {seed}"
-                );
-            }
-            let wins = if rng.gen_bool(0.3) {
-                let (a, b) = tokio::join!(local.delete(partner, id), local.delete(partner, id));
-                [a, b]
-                    .iter()
-                    .filter(|s| **s == StatusCode::NO_CONTENT)
-                    .count()
-            } else {
-                usize::from(local.delete(partner, id).await == StatusCode::NO_CONTENT)
-            };
-            assert_eq!(wins, 1, "seed {seed}: {partner} {id} deleted exactly once");
-            deleted += wins;
-            assert_eq!(local.delete(partner, id).await, StatusCode::NOT_FOUND);
-            let legacy = call(
-                reqwest::Method::DELETE,
-                &local.base,
-                &format!("/v1/pushFailures/{id}"),
-                None,
-            )
-            .await;
-            assert_eq!(legacy.0, StatusCode::NOT_FOUND);
-            if rng.gen_bool(0.1) {
-                let left: BTreeSet<&String> = live[i + 1..]
-                    .iter()
-                    .filter(|(p, _)| p == partner)
-                    .map(|(_, id)| id)
-                    .collect();
-                let listed = local.list(&mut rng, partner).await;
-                assert_eq!(listed.iter().collect::<BTreeSet<_>>(), left, "seed {seed}");
-            }
-        }
-        assert_eq!(deleted, made.values().sum::<usize>());
-        assert_eq!(local.outbox.core.stats().failures, 0, "seed {seed}");
-    }
 }

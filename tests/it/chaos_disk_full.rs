@@ -5,8 +5,8 @@
 //! accepts again; when the link heals, every id answered 202 arrives.
 //!
 //! Mounting needs root with CAP_SYS_ADMIN; without it the test says so and
-//! returns (`outbox_capacity.rs` covers a full disk through the storage
-//! seam).
+//! returns (`src/outbox/tests/full_disk.rs` covers a full disk through
+//! the storage seam).
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -40,7 +40,7 @@ impl Tmpfs {
             Ok(o) => {
                 eprintln!(
                     "SKIPPED chaos_disk_full: cannot mount a tmpfs here ({}); the full disk is \
-                     covered through the storage seam in outbox_capacity.rs",
+                     covered through the storage seam in src/outbox/tests/full_disk.rs",
                     String::from_utf8_lossy(&o.stderr).trim()
                 );
                 None

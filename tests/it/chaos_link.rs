@@ -4,27 +4,53 @@
 //! keep-alive intervals and say so in its status, and under load no
 //! accepted message may be lost. `TETHER_CHAOS_LONG=1` repeats each fault.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::chaos_rig::{health, long, tally, wait_drained, Load};
-use crate::outbox_rig::{client, config_text, free_addr, wait_healthy, Subscriber, Tether, EVENTS};
+use crate::outbox_rig::{
+    client, config_text, free_addr, run_daemon, wait_healthy, Subscriber, Tether, EVENTS,
+};
+use serde_json::Value;
+use tether::app::Daemon;
 use tether::clock::SystemClock;
-use tether::hub::Router;
+use tether::config::AdminListen;
 use tether_demo::proxy::{Mode, Proxy};
-use tether_testkit::hub::wait_for;
 use tether_testkit::{Broker, BrokerOptions};
+use tokio_util::sync::CancellationToken;
 
 /// The shortest keep-alive the config accepts.
 const KEEP_ALIVE: Duration = Duration::from_secs(5);
+/// How long a reconnect may take.
+const WAIT: Duration = Duration::from_secs(20);
 
-fn hub_config(port: u16, dir: &std::path::Path) -> tether::config::Config {
-    let text = format!(
-        "[hub]\nurl = \"mqtt://127.0.0.1:{port}\"\ndevice_id = \"dev1\"\nallow_insecure = true\n\
-         keep_alive = \"{}s\"\nconnect_timeout = \"2s\"\n",
-        KEEP_ALIVE.as_secs()
-    );
-    tether::config::parse(&text, dir).expect("valid config")
+/// A config for tether against the hub at `port` with the keep-alive
+/// above, the store in `dir` and the admin API at `admin`.
+fn keep_alive_config(port: u16, dir: &std::path::Path, admin: SocketAddr) -> String {
+    config_text(port, dir, "", Some(admin)).replace(
+        "keep_alive = \"5s\"",
+        &format!("keep_alive = \"{}s\"", KEEP_ALIVE.as_secs()),
+    )
+}
+
+/// Polls `/healthz` (every 10 ms: the test times the moment it changes)
+/// until `f` holds for its body.
+async fn health_until(
+    http: &reqwest::Client,
+    addr: SocketAddr,
+    what: &str,
+    f: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let h = health(http, addr).await;
+        if f(&h) {
+            return h;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never {what}: {h}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 /// The session notices a blackholed link within 1.5 keep-alives (rumqttc
@@ -33,29 +59,52 @@ fn hub_config(port: u16, dir: &std::path::Path) -> tether::config::Config {
 async fn a_half_open_link_is_detected_within_one_and_a_half_keep_alives() {
     let broker = Broker::start(BrokerOptions::new());
     let proxy = tether_testkit::link_cutter(broker.plain_port()).await;
-    let cfg = hub_config(proxy.port(), broker.dir());
-    let (hub, stop) = tether_testkit::hub::start(&cfg, Router::new(), Arc::new(SystemClock));
-    tether_testkit::hub::connected(&hub).await;
-    let mut rx = hub.handle.watch_status();
+    let dir = tempfile::tempdir().unwrap();
+    let text = keep_alive_config(
+        proxy.port(),
+        dir.path(),
+        SocketAddr::from(([127, 0, 0, 1], 0)),
+    );
+    let path = dir.path().join("tether.toml");
+    std::fs::write(&path, &text).unwrap();
+    let cfg = tether::config::parse(&text, dir.path()).expect("valid config");
+    let stop = CancellationToken::new();
+    let daemon = Daemon::new(path, Arc::new(SystemClock));
+    let (task, at) = run_daemon(daemon, cfg, stop.clone()).await;
+    let AdminListen::Tcp(addr) = at else {
+        panic!("listening on TCP, not {at:?}")
+    };
+    let http = client();
+    health_until(&http, addr, "connected", |h| {
+        h["hub"]["state"] == "connected"
+    })
+    .await;
     for round in 0..if long() { 5 } else { 1 } {
-        // Start mid-interval, after a PINGRESP has refreshed the watch.
+        // Start mid-interval, after a PINGRESP has refreshed the session.
         tokio::time::sleep(KEEP_ALIVE + Duration::from_millis(300)).await;
         proxy.set(Mode::Blackhole);
         let cut = Instant::now();
-        let down = wait_for(&mut rx, "half-open link noticed", |s| !s.is_connected()).await;
+        let down = health_until(&http, addr, "noticed the half-open link", |h| {
+            h["hub"]["state"].as_str().is_some_and(|s| s != "connected")
+        })
+        .await;
         let took = cut.elapsed();
         assert!(
             took <= KEEP_ALIVE * 3 / 2 + Duration::from_millis(250),
             "round {round}: noticed only after {took:?}"
         );
-        let err = down.last_error.unwrap_or_default();
-        assert!(err.contains("half-open"), "status says why: {err}");
+        let err = down["hub"]["lastError"].as_str().unwrap_or_default();
+        assert!(err.contains("half-open"), "status says why: {down}");
         proxy.heal();
-        let up = wait_for(&mut rx, "reconnected", |s| s.is_connected()).await;
-        assert_eq!(up.connects, round + 2);
+        let up = health_until(&http, addr, "reconnected", |h| {
+            h["hub"]["state"] == "connected"
+        })
+        .await;
+        assert_eq!(up["hub"]["connects"], round + 2, "{up}");
         eprintln!("round {round}: half-open link noticed after {took:?}");
     }
-    tether_testkit::hub::stop(hub, stop).await;
+    stop.cancel();
+    assert_eq!(task.await.unwrap(), 0);
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -75,10 +124,7 @@ async fn under_load(fault: Fault, runs: usize) {
     let mut sub = Subscriber::connect(broker.plain_port(), &format!("{EVENTS}#")).await;
     let dir = tempfile::tempdir().unwrap();
     let addr = free_addr();
-    let text = config_text(proxy.port(), dir.path(), "", Some(addr)).replace(
-        "keep_alive = \"5s\"",
-        &format!("keep_alive = \"{}s\"", KEEP_ALIVE.as_secs()),
-    );
+    let text = keep_alive_config(proxy.port(), dir.path(), addr);
     let cfg = dir.path().join("tether.toml");
     std::fs::write(&cfg, text).unwrap();
     let log = dir.path().join("tether.log");

@@ -16,7 +16,9 @@ use crate::outbox_rig::{
 };
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use serde_json::{json, Value};
+use tether::app::Daemon;
 use tether::clock::SystemClock;
+use tether::config::AdminListen;
 use tether::hub::{C2dMessage, Hub, HubStatus, MethodCall, MethodResponse, Router};
 use tether_demo::observer::Observer;
 use tether_testkit::hub::{plain_config, stop as stop_hub, wait_for, WAIT};
@@ -417,28 +419,34 @@ async fn scripted_broker(send_garbage: bool) -> u16 {
 async fn quick_drop_diagnosis(send_garbage: bool) -> String {
     let port = scripted_broker(send_garbage).await;
     let dir = tempfile::tempdir().unwrap();
-    let text = outbox_rig::config_text(port, dir.path(), "", None);
+    let any_port = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+    let text = outbox_rig::config_text(port, dir.path(), "", Some(any_port));
+    let path = dir.path().join("tether.toml");
+    std::fs::write(&path, &text).unwrap();
     let cfg = tether::config::parse(&text, dir.path()).unwrap();
-    let (hub, stop) = tether_testkit::hub::start(&cfg, Router::new(), Arc::new(SystemClock));
-    let mut status = hub.handle.watch_status();
-    // Backoff between the drops is jittered up to 1 + 2 + 4 s.
-    let diagnosed = tokio::time::timeout(
-        Duration::from_secs(30),
-        status.wait_for(|s| {
-            s.last_error
-                .as_deref()
-                .is_some_and(|e| e.contains("times right after"))
-        }),
-    )
-    .await;
-    let error = match diagnosed {
-        Ok(Ok(s)) => s.last_error.clone().unwrap(),
-        _ => panic!(
-            "no quick-drop diagnosis; last status {:?}",
-            hub.handle.status()
-        ),
+    let stop = CancellationToken::new();
+    let daemon = Daemon::new(path, Arc::new(SystemClock));
+    let (task, at) = outbox_rig::run_daemon(daemon, cfg, stop.clone()).await;
+    let AdminListen::Tcp(addr) = at else {
+        panic!("listening on TCP, not {at:?}")
     };
-    stop_hub(hub, stop).await;
+    let http = client();
+    // Backoff between the drops is jittered up to 1 + 2 + 4 s.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let error = loop {
+        let h = crate::chaos_rig::health(&http, addr).await;
+        let error = h["hub"]["lastError"].as_str().unwrap_or_default();
+        if error.contains("times right after") {
+            break error.to_string();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no quick-drop diagnosis; last health {h}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    stop.cancel();
+    assert_eq!(task.await.unwrap(), 0);
     error
 }
 

@@ -107,7 +107,7 @@ async fn messages_accepted_while_the_broker_is_down_arrive_in_order_after_it_ret
         .await;
     broker.stop();
     let during = rig.submit(500, 50).await;
-    let s = rig.stats();
+    let s = rig.stats().await;
     assert_eq!(s.sinks[0].depth, 500, "all waiting: {s:?}");
     assert!(
         s.sinks[0]
@@ -143,7 +143,7 @@ async fn a_broker_killed_with_unacked_messages_in_flight_loses_nothing() {
     broker.freeze();
     let frozen = rig.submit(200, 20).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(rig.stats().sinks[0].depth > 0, "waiting for PUBACKs");
+    assert!(rig.stats().await.sinks[0].depth > 0, "waiting for PUBACKs");
     broker.kill();
     broker.restart();
     let all: Vec<String> = first.iter().chain(&frozen).cloned().collect();
@@ -199,7 +199,7 @@ async fn bad_intake_input_is_refused_with_the_field_and_nothing_is_kept() {
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(body["field"], "[1].attributeData", "{body}");
-    assert_eq!(rig.stats().accepted, 0, "nothing half-written");
+    assert_eq!(rig.stats().await.accepted, 0, "nothing half-written");
     let resp = rig
         .http
         .post(rig.url("/v1/attributes"))

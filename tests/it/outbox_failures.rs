@@ -14,14 +14,6 @@ use tether_testkit::{Broker, BrokerOptions};
 
 const WAIT: Duration = Duration::from_secs(20);
 
-async fn wait_connected(rig: &Rig) {
-    let mut st = rig.hub.watch_status();
-    tokio::time::timeout(WAIT, st.wait_for(|s| s.is_connected()))
-        .await
-        .expect("hub connects")
-        .expect("status");
-}
-
 /// A broker (stopped, with a subscriber session it keeps) and a rig whose
 /// `n` submitted messages expired after `ttl` into push failures.
 async fn expired(ttl: &str, n: usize) -> (Broker, Subscriber, Rig, Vec<String>) {
@@ -53,7 +45,7 @@ async fn expired(ttl: &str, n: usize) -> (Broker, Subscriber, Rig, Vec<String>) 
 #[tokio::test]
 async fn undelivered_messages_become_failures_that_list_show_delete_and_replay() {
     let (mut broker, mut sub, rig, ids) = expired("2s", 3).await;
-    let s = rig.stats();
+    let s = rig.stats().await;
     assert_eq!(
         (s.sinks[0].expired, s.sinks[0].depth, s.messages),
         (3, 0, 0),
@@ -110,7 +102,7 @@ async fn undelivered_messages_become_failures_that_list_show_delete_and_replay()
     assert_eq!(status, StatusCode::NOT_FOUND);
 
     broker.restart();
-    wait_connected(&rig).await;
+    rig.wait_connected(WAIT).await;
     let middle = list[1]["partnerPushFailureId"]
         .as_str()
         .unwrap()
@@ -159,7 +151,11 @@ async fn wall_clock_jumps_neither_expire_nor_immortalise_messages() {
     rig.submit(5, 5).await;
     clock.advance(Duration::from_secs(30 * 86_400));
     tokio::time::sleep(Duration::from_millis(700)).await;
-    assert_eq!(rig.stats().failures, 0, "a forward jump expires nothing");
+    assert_eq!(
+        rig.stats().await.failures,
+        0,
+        "a forward jump expires nothing"
+    );
     clock.set_unix(now - 86_400);
     rig.wait_stats(
         "expired after 2 s of real time",
@@ -306,7 +302,7 @@ async fn the_cli_lists_shows_deletes_and_replays_failures() {
     assert!(err.contains("404"), "{err}");
 
     broker.restart();
-    wait_connected(&rig).await;
+    rig.wait_connected(WAIT).await;
     let (code, out, err) = run(vec![
         "failures".into(),
         "replay".into(),

@@ -3,27 +3,35 @@
 //! by an empty one) are noticed through the high-water record
 //! (`outbox.state`), reported in `/healthz` and metrics, and sequence
 //! numbers continue above everything ever accepted. A missing or damaged
-//! record is no error. Real sled stores in temporary directories.
+//! record is no error. Real stores in temporary directories, written by
+//! the outbox crate's own API; the report is read from the daemon's
+//! `/healthz` and `/metrics`.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
-use tether::admin::metrics::RenderMetrics;
-use tether::admin::HealthCheck;
-use tether::outbox::metrics::OutboxMetrics;
-use tether::outbox::spawn_upkeep;
-use tether::service::Beat;
+use serde_json::Value;
+use tether::app::Daemon;
+use tether::config::AdminListen;
 use tether_outbox::clock::SystemClock;
 use tether_outbox::config::StoreConfig;
 use tether_outbox::highwater::{self, STATE_FILE};
 use tether_outbox::Outbox;
 use tokio_util::sync::CancellationToken;
 
-use crate::outbox_rig::{config_text, test_message};
+use crate::outbox_rig::{client, config_text, free_addr, run_daemon, test_message};
+
+/// The config of a daemon with its store under `root`, the hub at a port
+/// nobody answers and the admin API on a port the system picks.
+fn daemon_config_text(root: &Path) -> String {
+    let any_port = SocketAddr::from(([127, 0, 0, 1], 0));
+    config_text(free_addr().port(), root, "", Some(any_port))
+}
 
 fn store_config(root: &Path) -> StoreConfig {
-    let text = config_text(1883, root, "", None);
-    tether::config::parse(&text, root)
+    tether::config::parse(&daemon_config_text(root), root)
         .expect("valid config")
         .store
 }
@@ -40,23 +48,45 @@ async fn open(cfg: &StoreConfig) -> Outbox {
     panic!("the outbox never opened");
 }
 
-/// One run: opens, accepts `n` messages, stops cleanly (the upkeep task's
-/// last round writes the record). Returns the sequence numbers accepted and
-/// what the start reported.
+/// One run: opens, accepts `n` messages, stops cleanly (upkeep rounds as
+/// the daemon's upkeep task runs them: one at start, the last at shutdown,
+/// which writes the record). Returns the sequence numbers accepted and what
+/// the start reported.
 async fn run(cfg: &StoreConfig, n: usize) -> (Vec<u64>, Option<String>) {
     let outbox = open(cfg).await;
     let loss = outbox.core.store_loss();
-    let stop = CancellationToken::new();
-    let upkeep = spawn_upkeep(&outbox, Beat::detached(), stop.clone());
+    let upkeep = outbox.upkeep();
+    upkeep.round(false).await;
     let mut seqs = Vec::new();
     for chunk in 0..n.div_ceil(10) {
         let msgs = (0..10.min(n - chunk * 10)).map(test_message).collect();
         let receipts = outbox.intake.submit(msgs).await.expect("accepted");
         seqs.extend(receipts.iter().map(|r| r.seq));
     }
-    stop.cancel();
-    upkeep.await.unwrap();
+    upkeep.round(true).await;
     (seqs, loss)
+}
+
+/// The daemon started on the store under `root`: its `/healthz` body and
+/// `/metrics` text, read once it listens; then it stops.
+async fn daemon_report(root: &Path) -> (Value, String) {
+    let text = daemon_config_text(root);
+    let path = root.join("tether.toml");
+    std::fs::write(&path, &text).unwrap();
+    let cfg = tether::config::parse(&text, root).expect("valid config");
+    let stop = CancellationToken::new();
+    let daemon = Daemon::new(path, Arc::new(SystemClock));
+    let (task, at) = run_daemon(daemon, cfg, stop.clone()).await;
+    let AdminListen::Tcp(addr) = at else {
+        panic!("the admin API listens on TCP, not {at:?}")
+    };
+    let http = client();
+    let get = |path: &str| http.get(format!("http://{addr}{path}")).send();
+    let health: Value = get("/healthz").await.unwrap().json().await.unwrap();
+    let metrics = get("/metrics").await.unwrap().text().await.unwrap();
+    stop.cancel();
+    assert_eq!(task.await.unwrap(), 0, "the daemon stops cleanly");
+    (health, metrics)
 }
 
 fn store_dir(cfg: &StoreConfig) -> PathBuf {
@@ -156,26 +186,20 @@ async fn an_emptied_store_directory_is_reported_and_numbers_continue() {
     let (first, _) = run(&cfg, 50).await;
     std::fs::remove_dir_all(store_dir(&cfg)).unwrap();
     std::fs::create_dir(store_dir(&cfg)).unwrap();
-    let outbox = open(&cfg).await;
-    let (_, _, details) = OutboxMetrics(outbox.core.clone()).check();
-    let mut text = String::new();
-    OutboxMetrics(outbox.core.clone()).render(&mut text);
-    assert!(details["storeLoss"].is_string(), "{details}");
+    let (health, text) = daemon_report(dir.path()).await;
+    let details = &health["components"]["outbox"]["details"];
+    let loss = details["storeLoss"]
+        .as_str()
+        .unwrap_or_else(|| panic!("the replaced store is reported: {details}"))
+        .to_string();
     assert!(text.contains("tether_outbox_store_lost_total 1"), "{text}");
-    let loss = outbox
-        .core
-        .store_loss()
-        .expect("the replaced store is reported");
     assert!(loss.contains("50 messages"), "{loss}");
-    let held = outbox.core.live_messages();
-    let next = *outbox.core.durable().borrow();
+    let (held, again, next) = live(&cfg).await;
     assert_eq!(held, 0);
     assert!(
         next > *first.last().unwrap(),
         "numbers continue above {first:?}"
     );
-    drop(outbox);
-    let (_, again, _) = live(&cfg).await;
     assert_eq!(again, None, "reported once, not at every start");
     eprintln!("STORE| emptied directory | accepted 50 | kept 0 | reported: {loss}");
 }

@@ -9,8 +9,6 @@ use std::time::Duration;
 use crate::outbox_rig::{Rig, RigOptions, Subscriber, EVENTS};
 use base64::Engine as _;
 use serde_json::Value;
-use tether::config::Secret;
-use tether::outbox::WebhookConfig;
 use tether_testkit::http::{Reply, Server};
 use tether_testkit::{Broker, BrokerOptions, TestCa};
 
@@ -37,23 +35,17 @@ async fn a_failing_webhook_recovers_without_delaying_the_hub() {
     let dir = tempfile::tempdir().unwrap();
     let ca_file = dir.path().join("ca.pem");
     std::fs::write(&ca_file, ca.cert_pem()).unwrap();
-    let hook = WebhookConfig {
-        name: "partner".into(),
-        url: format!(
-            "{}/notify",
-            server.base_url().replace("127.0.0.1", "localhost")
-        ),
-        username: Some("afero".into()),
-        password: Some(Secret::new("s3cret")),
-        headers: vec![("X-Partner".into(), "tether".into())],
-        query: vec![("key".into(), "a b".into())],
-        ca_file: Some(ca_file),
-        timeout: Duration::from_secs(5),
-    };
+    let hook = format!(
+        "[[webhook]]\nname = \"partner\"\nurl = \"{}/notify\"\nusername = \"afero\"\n\
+         password = \"s3cret\"\nca_file = \"{}\"\ntimeout = \"5s\"\n\
+         [webhook.headers]\nX-Partner = \"tether\"\n[webhook.query]\nkey = \"a b\"\n",
+        server.base_url().replace("127.0.0.1", "localhost"),
+        ca_file.display()
+    );
     let rig = Rig::start(
         broker.plain_port(),
         RigOptions {
-            webhooks: vec![hook],
+            sections: hook,
             ..Default::default()
         },
     )

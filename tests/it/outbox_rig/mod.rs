@@ -1,6 +1,7 @@
-//! Shared rig for the outbox tests: tether's hub session, outbox and admin
-//! API in-process against a real Mosquitto, plus a persistent-session
-//! subscriber playing the cloud.
+//! Shared rig for the outbox tests: the daemon (`tether::app::Daemon`)
+//! in-process against a real Mosquitto, from a TOML config, observed
+//! through its admin API; a persistent-session subscriber playing the
+//! cloud; the real binary for the tests that kill it.
 
 pub mod format1;
 
@@ -14,19 +15,19 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use serde_json::Value;
-use tether::admin::{self, Admin, Bound};
+use tether::app::Daemon;
 use tether::clock::{SharedClock, SystemClock};
-use tether::hub::{self, HubHandle, Router};
-use tether::outbox::metrics::OutboxMetrics;
-use tether::outbox::{spawn_hub_sink, spawn_upkeep, spawn_webhook, HubSinkOptions, WebhookConfig};
-use tether::service::Beat;
-use tether_outbox::{NewMessage, Outbox, Stats, Storage};
-use tokio::net::TcpListener;
+use tether::config::AdminListen;
+use tether_outbox::{NewMessage, Stats};
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub const TOKEN: &str = "0123456789abcdef0123456789abcdef";
 pub const EVENTS: &str = "devices/dev1/messages/events/";
+
+/// How long the daemon may take to bind its admin API.
+const START_WAIT: Duration = Duration::from_secs(10);
 
 /// How to start tether in-process.
 #[derive(Default)]
@@ -35,16 +36,14 @@ pub struct RigOptions {
     pub store: String,
     /// Wall clock (default: the system clock).
     pub clock: Option<SharedClock>,
-    /// Storage to use instead of sled in the store directory.
-    pub storage: Option<Arc<dyn Storage>>,
-    /// Webhook sinks.
-    pub webhooks: Vec<WebhookConfig>,
+    /// More sections for the config file (`[[webhook]]`, ...).
+    pub sections: String,
 }
 
+/// The daemon running in this process, its admin API bound to a port the
+/// system picked.
 pub struct Rig {
-    pub outbox: Outbox,
-    pub hub: HubHandle,
-    pub admin_addr: std::net::SocketAddr,
+    pub admin_addr: SocketAddr,
     pub http: reqwest::Client,
     pub stop: CancellationToken,
     pub dir: tempfile::TempDir,
@@ -71,75 +70,56 @@ pub fn config_text(
     )
 }
 
+/// Starts `daemon` with `cfg` on this runtime until `stop`, and waits until
+/// its admin API is bound; where it listens.
+///
+/// # Panics
+/// When the daemon exits instead (its exit code says why) or does not bind
+/// within [`START_WAIT`].
+pub async fn run_daemon(
+    daemon: Daemon,
+    cfg: tether::config::Config,
+    stop: CancellationToken,
+) -> (JoinHandle<i32>, AdminListen) {
+    let mut listening = daemon.admin_listening();
+    let mut task = tokio::spawn(daemon.run_until(cfg, stop));
+    let bound = tokio::time::timeout(START_WAIT, async {
+        tokio::select! {
+            at = listening.wait_for(Option::is_some) => at.ok().and_then(|a| a.clone()),
+            code = &mut task => panic!("the daemon exited with {code:?} before its admin API listened"),
+        }
+    })
+    .await
+    .expect("the admin API listens within the start-up wait");
+    (
+        task,
+        bound.expect("the daemon says where its admin API listens"),
+    )
+}
+
 impl Rig {
+    /// The daemon with the hub at `127.0.0.1:broker_port`, its store in a
+    /// temporary directory, the admin API on a free loopback port.
     pub async fn start(broker_port: u16, opts: RigOptions) -> Rig {
-        tether::tls::install_crypto_provider();
         let dir = tempfile::tempdir().expect("tempdir");
-        let text = config_text(broker_port, dir.path(), &opts.store, None);
+        let any_port = SocketAddr::from(([127, 0, 0, 1], 0));
+        let text = format!(
+            "{}\n{}",
+            config_text(broker_port, dir.path(), &opts.store, Some(any_port)),
+            opts.sections
+        );
+        let path = dir.path().join("tether.toml");
+        std::fs::write(&path, &text).expect("write the config");
         let cfg = tether::config::parse(&text, dir.path()).expect("valid rig config");
         let clock = opts.clock.unwrap_or_else(|| Arc::new(SystemClock));
-        let names: Vec<String> = opts.webhooks.iter().map(|w| w.name.clone()).collect();
-        let outbox = match opts.storage {
-            Some(s) => Outbox::with_storage(
-                s,
-                tether_outbox::settings(&cfg.store),
-                &names,
-                clock.clone(),
-            ),
-            None => Outbox::open(&cfg.store, &names, clock.clone(), &|| {}),
-        }
-        .expect("outbox opens");
         let stop = CancellationToken::new();
-        let h = hub::start(
-            &cfg.hub,
-            Router::new(),
-            clock.clone(),
-            serde_json::Map::new(),
-            Beat::detached(),
-            stop.clone(),
-        )
-        .expect("hub starts");
-        spawn_hub_sink(
-            &outbox,
-            h.handle.clone(),
-            h.deliveries,
-            HubSinkOptions {
-                max_messages_per_second: cfg.hub.max_messages_per_second,
-                batch_max_bytes: cfg.store.batch_max_bytes,
-            },
-            Beat::detached(),
-            stop.clone(),
-        );
-        spawn_upkeep(&outbox, Beat::detached(), stop.clone());
-        for w in opts.webhooks {
-            spawn_webhook(&outbox, w, Beat::detached(), stop.clone()).expect("webhook starts");
-        }
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind admin");
-        let admin_addr = listener.local_addr().expect("admin addr");
-        let state = Arc::new(Admin {
-            hub: h.handle.watch_status(),
-            metrics: vec![Arc::new(OutboxMetrics(outbox.core.clone()))],
-            checks: vec![Arc::new(OutboxMetrics(outbox.core.clone()))],
-            token: Some(tether::config::Secret::new(TOKEN)),
-        });
-        let v1 = admin::attributes::router(Arc::new(admin::attributes::AttributesApi {
-            intake: outbox.intake.clone(),
-            device_id: "dev1".into(),
-            extended_data: cfg.store.extended_data.clone(),
-            clock: clock.clone(),
-        }))
-        .merge(admin::failures::router(Arc::new(
-            admin::failures::FailuresApi {
-                core: outbox.core.clone(),
-                intake: outbox.intake.clone(),
-            },
-        )));
-        admin::serve(Bound::Tcp(listener), admin::app(state, v1), stop.clone());
+        let (_, at) = run_daemon(Daemon::new(path, clock), cfg, stop.clone()).await;
+        let AdminListen::Tcp(admin_addr) = at else {
+            panic!("the rig's admin API listens on TCP, not {at:?}")
+        };
         Rig {
-            outbox,
-            hub: h.handle,
             admin_addr,
-            http: reqwest::Client::new(),
+            http: client(),
             stop,
             dir,
         }
@@ -175,23 +155,61 @@ impl Rig {
         )
     }
 
-    /// Submits `n` relay-style messages in-process, `per` per request;
-    /// returns their ids in order.
+    /// Posts `n` attribute changes to `/v1/attributes`, `per` per request,
+    /// asserting each request is accepted; returns their ids in order.
     pub async fn submit(&self, n: usize, per: usize) -> Vec<String> {
         let mut ids = Vec::with_capacity(n);
-        let mut i = 0;
-        while i < n {
-            let k = per.min(n - i);
-            let msgs: Vec<NewMessage> = (i..i + k).map(test_message).collect();
-            let receipts = self.outbox.intake.submit(msgs).await.expect("accepted");
-            ids.extend(receipts.iter().map(|r| r.id.to_string()));
-            i += k;
+        while ids.len() < n {
+            let k = per.min(n - ids.len());
+            let (status, _, body) = self
+                .call(
+                    reqwest::Method::POST,
+                    "/v1/attributes",
+                    Some(changes(ids.len(), k)),
+                )
+                .await;
+            assert_eq!(
+                status,
+                StatusCode::ACCEPTED,
+                "queueing attribute changes: {body}"
+            );
+            ids.extend(answered_ids(&body));
         }
         ids
     }
 
-    pub fn stats(&self) -> Stats {
-        self.outbox.core.stats()
+    /// The outbox's counts (`GET /v1/outbox/stats`).
+    pub async fn stats(&self) -> Stats {
+        let (status, _, body) = self
+            .call(reqwest::Method::GET, "/v1/outbox/stats", None)
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        serde_json::from_value(body).expect("the outbox stats")
+    }
+
+    /// `/healthz`'s body, whatever its status.
+    pub async fn health(&self) -> Value {
+        let resp = self.http.get(self.url("/healthz")).send().await;
+        resp.expect("/healthz answers")
+            .json()
+            .await
+            .expect("/healthz is JSON")
+    }
+
+    /// Waits until `/healthz` says the hub session is connected.
+    pub async fn wait_connected(&self, timeout: Duration) {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let h = self.health().await;
+            if h["hub"]["state"] == "connected" {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the hub never connected: {h}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// Waits until `f(stats)` holds.
@@ -203,7 +221,7 @@ impl Rig {
     ) -> Stats {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            let s = self.stats();
+            let s = self.stats().await;
             if f(&s) {
                 return s;
             }
@@ -220,6 +238,23 @@ impl Drop for Rig {
     fn drop(&mut self) {
         self.stop.cancel();
     }
+}
+
+/// `k` attribute changes (SINT32), numbered from `from`.
+fn changes(from: usize, k: usize) -> Value {
+    (from..from + k)
+        .map(|i| serde_json::json!({"attributeId": i % 1000 + 1, "value": i, "attributeDataType": "SINT32"}))
+        .collect()
+}
+
+/// The ids in an intake answer (`{"ids": [...]}`).
+fn answered_ids(body: &Value) -> Vec<String> {
+    body["ids"]
+        .as_array()
+        .expect("ids")
+        .iter()
+        .map(|v| v.as_str().expect("a string id").to_string())
+        .collect()
 }
 
 /// A cloud-side subscriber with a persistent session (clean_session off),
@@ -444,27 +479,16 @@ pub fn free_addr() -> SocketAddr {
 pub async fn post_attributes(http: &reqwest::Client, addr: SocketAddr, n: usize) -> Vec<String> {
     let mut ids = Vec::with_capacity(n);
     while ids.len() < n {
-        let batch: Vec<Value> = (0..100.min(n - ids.len()))
-            .map(|i| {
-                serde_json::json!({"attributeId": i + 1, "value": ids.len(), "attributeDataType": "SINT32"})
-            })
-            .collect();
         let r = http
             .post(format!("http://{addr}/v1/attributes"))
             .bearer_auth(TOKEN)
-            .json(&batch)
+            .json(&changes(ids.len(), 100.min(n - ids.len())))
             .send()
             .await
             .expect("the admin API answers");
         assert_eq!(r.status().as_u16(), 202, "queueing attribute changes");
         let body: Value = r.json().await.expect("a JSON answer");
-        ids.extend(
-            body["ids"]
-                .as_array()
-                .expect("ids")
-                .iter()
-                .map(|v| v.as_str().expect("a string id").to_string()),
-        );
+        ids.extend(answered_ids(&body));
     }
     ids
 }
