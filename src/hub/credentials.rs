@@ -10,8 +10,11 @@ use crate::config::{AzureAuth, AzureHub, BrokerHub, HubEndpoint, Secret, SecretB
 
 use super::sas;
 
-/// The IoT Hub API version named in the username.
-pub const API_VERSION: &str = "2021-04-12";
+// The relay's file-upload calls name the same API version.
+pub(crate) use tether_protocol::iothub::API_VERSION;
+
+/// What the IoT Hub username names as the device client: `tether/{version}`.
+const DEVICE_CLIENT_TYPE: &str = concat!("tether/", env!("CARGO_PKG_VERSION"));
 
 /// Credentials for one CONNECT.
 #[derive(Debug, Clone)]
@@ -188,12 +191,10 @@ impl CredentialSource {
     }
 }
 
-/// `{HostName}/{clientId}/?api-version=...&DeviceClientType=tether%2F{version}`.
+/// The IoT Hub username ([`tether_protocol::iothub::username`]) naming
+/// this tether as the device client.
 pub fn azure_username(host_name: &str, client_id: &str) -> String {
-    format!(
-        "{host_name}/{client_id}/?api-version={API_VERSION}&DeviceClientType=tether%2F{}",
-        env!("CARGO_PKG_VERSION")
-    )
+    tether_protocol::iothub::username(host_name, client_id, DEVICE_CLIENT_TYPE)
 }
 
 /// A source minting SAS tokens of `ttl` for device `dev1` from a fixed key.

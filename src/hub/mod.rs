@@ -17,6 +17,7 @@
 //!   `failure`: rumqttc's errors as failure classes and sentences.
 //! - [`provisioning`]: Azure DPS assigns the hub and device id; the
 //!   session waits (`hold`) until it has.
+//! - `tests`: the session and provisioning against a real Mosquitto.
 
 mod alarm;
 mod connection;
@@ -32,6 +33,9 @@ pub mod provisioning;
 pub(crate) mod refusal;
 mod session;
 pub(crate) mod tracker;
+
+#[cfg(test)]
+mod tests;
 
 // The wire formats live in tether-protocol, shared with the cloud side.
 pub(crate) use tether_protocol::{properties, sas, topics};

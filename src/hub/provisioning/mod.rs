@@ -5,8 +5,8 @@
 //! the cached identity (device disabled, deleted or moved) makes tether
 //! register again, with backoff.
 //!
-//! - [`auth`]: the CONNECT DPS expects (username, SAS token with
-//!   `skn=registration`).
+//! - The CONNECT DPS expects (username, SAS token with `skn=registration`)
+//!   is protocol knowledge: [`tether_protocol::dps`].
 //! - `wire`: topics and documents of the DPS device API.
 //! - `machine`: one registration, sans-IO (register, poll, retry-after).
 //! - `driver`: one registration over rumqttc.
@@ -14,7 +14,6 @@
 //! - `supervisor`: the task tying DPS, the cache and the hub session
 //!   together; `status`: what `/healthz` shows of it.
 
-pub mod auth;
 pub mod cache;
 mod driver;
 pub(crate) mod error;
