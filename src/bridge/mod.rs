@@ -11,6 +11,7 @@
 //! | `health` | link state, `/healthz` check and `/metrics` counters |
 //! | `upstream` | [`Upstream`] (the outbox), forwarding filter, reported properties |
 //! | `port.rs` | tokio-serial, tokio's clock, gpio-cdev lines |
+//! | `tests` | against the demo's simulated MCU over a real pty, and through Mosquitto |
 //!
 //! Wiring: [`spawn`] first (it needs no hub), then [`register`] on the
 //! hub's `Router`, start the hub, then [`BridgeHandle::attach_hub`] so the
@@ -24,6 +25,9 @@ pub(crate) mod upstream;
 mod port;
 mod runner;
 mod session;
+
+#[cfg(test)]
+mod tests;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};

@@ -4,7 +4,7 @@
 //! binary; the broker harness, the test PKI and the simulators' helpers
 //! are the `tether-testkit` crate (`testkit/`). Component tests that reach
 //! into a component live beside it in the crate instead (e.g.
-//! `src/hub/tests/`; `cargo test -p tether --lib`).
+//! `src/hub/tests/`, `src/bridge/tests/`; `cargo test -p tether --lib`).
 //!
 //! Run one area with a filter, e.g. `cargo test -p tether --test it dps_daemon::`.
 
@@ -17,14 +17,11 @@ mod relay_support;
 
 mod admin_api;
 mod afero_failures;
-mod bridge_cloud;
-mod bridge_link;
 mod broker_harness;
 mod chaos_broker;
 mod chaos_controller;
 mod chaos_disk_full;
 mod chaos_link;
-mod chaos_serial;
 mod chaos_soak;
 mod chaos_store;
 mod chaos_tether;
