@@ -14,7 +14,7 @@
 //! - `supervisor`: the task tying DPS, the cache and the hub session
 //!   together; `status`: what `/healthz` shows of it.
 
-pub mod cache;
+pub(crate) mod cache;
 mod driver;
 pub(crate) mod error;
 pub(crate) mod machine;
@@ -22,17 +22,16 @@ pub(crate) mod status;
 mod supervisor;
 pub(crate) mod wire;
 
-pub use error::DpsError;
-pub use status::{ProvisioningHealth, ProvisioningState, ProvisioningStatus};
-pub use supervisor::{prepare, spawn, with_assignment};
+pub(crate) use status::ProvisioningHealth;
+pub(crate) use supervisor::{prepare, spawn};
 
 /// Where DPS placed the device.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Assignment {
+pub(crate) struct Assignment {
     /// The IoT hub's host name (`assignedHub`).
-    pub assigned_hub: String,
+    pub(crate) assigned_hub: String,
     /// The device id in that hub (`deviceId`).
-    pub device_id: String,
+    pub(crate) device_id: String,
 }
 
 /// The longest device id IoT Hub accepts.
@@ -44,7 +43,10 @@ impl Assignment {
     ///
     /// # Errors
     /// A message naming what is missing or unusable.
-    pub fn new(assigned_hub: Option<String>, device_id: Option<String>) -> Result<Self, String> {
+    pub(crate) fn new(
+        assigned_hub: Option<String>,
+        device_id: Option<String>,
+    ) -> Result<Self, String> {
         let hub = assigned_hub.ok_or("the assignment names no assignedHub")?;
         let device = device_id.ok_or("the assignment names no deviceId")?;
         if hub.is_empty()

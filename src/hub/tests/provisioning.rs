@@ -25,7 +25,8 @@ use super::support::{self, wait_for};
 use crate::clock::ManualClock;
 use crate::config::Config;
 use crate::hub::credentials::azure_username;
-use crate::hub::provisioning::{self, cache, ProvisioningState, ProvisioningStatus};
+use crate::hub::provisioning::status::{ProvisioningState, ProvisioningStatus};
+use crate::hub::provisioning::{self, cache};
 use crate::hub::{Failure, Hub, HubStatus, Router};
 
 const T0: u64 = 1_900_000_000;
