@@ -128,7 +128,7 @@ impl Router {
     }
 
     /// Registers a C2D handler for messages whose `type` property is `kind`.
-    pub fn c2d<F, Fut>(&mut self, kind: &str, f: F) -> &mut Self
+    pub(crate) fn c2d<F, Fut>(&mut self, kind: &str, f: F) -> &mut Self
     where
         F: Fn(C2dMessage) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<(), String>> + Send + 'static,
@@ -139,7 +139,7 @@ impl Router {
     }
 
     /// Registers a desired-properties handler.
-    pub fn desired(
+    pub(crate) fn desired(
         &mut self,
         f: impl Fn(serde_json::Value, bool) + Send + Sync + 'static,
     ) -> &mut Self {
