@@ -283,6 +283,9 @@ async fn renewal_child() {
         return;
     }
     tether::logging::init("trace", tether::config::LogFormat::Text);
+    // The admin API is polled (reqwest, rustls) before the daemon task has
+    // run far enough to install the provider itself.
+    tether::tls::install_crypto_provider();
     let ttl = 4;
     let broker = Broker::start(BrokerOptions::new().user(&username(), &token(KEY, T0 + ttl)));
     let clock = ManualClock::at_unix(T0);
