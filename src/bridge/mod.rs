@@ -47,7 +47,8 @@ use crate::service::Beat;
 pub(crate) use api::{register, Reply};
 pub use health::BridgeStats;
 pub(crate) use port::GpioError;
-pub use upstream::{AttributeChange, Forward, Upstream};
+pub(crate) use upstream::Forward;
+pub use upstream::{AttributeChange, Upstream};
 
 use api::{Command, Origin};
 use upstream::Reporter;

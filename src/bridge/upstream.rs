@@ -33,7 +33,7 @@ pub trait Upstream: Send + Sync {
 
 /// Which attributes go upstream (`bridge.forward`).
 #[derive(Debug, Clone, Default)]
-pub struct Forward {
+pub(crate) struct Forward {
     only: Option<HashSet<u16>>,
 }
 
