@@ -10,7 +10,7 @@
 //!   the decisions in `hub::machine` (no IO), the topic scheme of both
 //!   ends ([`tether_protocol::topics`], with the property bags and SAS
 //!   tokens of that crate), reconnect with backoff, method routing,
-//!   telemetry, PUBACK notices; [`hub::provisioning`]: Azure DPS assigns
+//!   telemetry, PUBACK notices; `hub::provisioning`: Azure DPS assigns
 //!   the hub and device id.
 //! - `backoff`: retry delays with jitter, for every retry loop.
 //! - [`outbox`]: the daemon's side of the durable outbox: delivery to the

@@ -7,7 +7,9 @@
 //!   plain-broker `devices/{id}/...`: the device's side ([`topics::Topics`])
 //!   and the cloud's ([`topics::cloud`]).
 //! - [`properties`]: the IoT Hub property bag (`k=v&k=v`, percent-encoded).
-//! - [`sas`]: Azure IoT Hub SAS tokens minted from a device key.
+//! - [`sas`]: Azure IoT Hub SAS tokens minted from a device key;
+//!   [`iothub`]: the username IoT Hub expects in CONNECT; [`dps`]: the
+//!   username and SAS token the Device Provisioning Service expects.
 //! - [`relay`]: the Cloud Relay's direct-method payloads, the REST request
 //!   ([`relay::RestRequest`]) and the device's answer ([`relay::Answer`]).
 //! - [`afero`]: Afero's attribute data types, the attribute changes the
@@ -19,6 +21,8 @@
 #![forbid(unsafe_code)]
 
 pub mod afero;
+pub mod dps;
+pub mod iothub;
 pub mod properties;
 pub mod relay;
 pub mod sas;

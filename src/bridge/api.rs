@@ -14,7 +14,7 @@ use crate::hub::{C2dMessage, MethodCall, MethodResponse, Router};
 
 /// A value as the cloud gave it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ValueInput {
+pub(crate) enum ValueInput {
     /// `value`: the string form of the profile's data type (`"true"`, `"21"`).
     Text(String),
     /// `attributeData`: raw bytes in hex.
@@ -46,16 +46,16 @@ pub(crate) enum Command {
 
 /// The answer to a cloud request.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Reply {
+pub(crate) struct Reply {
     /// HTTP-like status: 200, 400, 403, 404, 409, 502, 503, 504.
-    pub status: u16,
+    pub(crate) status: u16,
     /// JSON body.
-    pub body: Value,
+    pub(crate) body: Value,
 }
 
 impl Reply {
     /// An error answer naming the attribute when known.
-    pub fn error(status: u16, attr_id: Option<u16>, error: &str, detail: &str) -> Self {
+    pub(crate) fn error(status: u16, attr_id: Option<u16>, error: &str, detail: &str) -> Self {
         let mut body = json!({ "error": error, "detail": detail });
         if let Some(id) = attr_id {
             body["attributeId"] = json!(id);
@@ -64,7 +64,13 @@ impl Reply {
     }
 
     /// An answer carrying a value, in the UPDATE's terms.
-    pub fn value(attr_id: u16, data_type: DataType, data: &[u8], state: u8, reason: u8) -> Self {
+    pub(crate) fn value(
+        attr_id: u16,
+        data_type: DataType,
+        data: &[u8],
+        state: u8,
+        reason: u8,
+    ) -> Self {
         Self {
             status: status_for(state, reason),
             body: json!({
@@ -79,7 +85,7 @@ impl Reply {
     }
 
     /// As a direct-method response.
-    pub fn into_response(self) -> MethodResponse {
+    pub(crate) fn into_response(self) -> MethodResponse {
         MethodResponse::json(self.status, &self.body)
     }
 }
@@ -185,7 +191,7 @@ pub(crate) fn parse_desired(doc: &Value) -> Vec<(u16, ValueInput)> {
 /// Registers `setAttribute` / `getAttribute`, the `setAttribute` C2D
 /// handler and the desired-properties handler. Call before the hub starts;
 /// the bridge task may start before or after.
-pub fn register(router: &mut Router, handle: &BridgeHandle) {
+pub(crate) fn register(router: &mut Router, handle: &BridgeHandle) {
     let h = handle.clone();
     router.method("setAttribute", move |call: MethodCall| {
         let h = h.clone();

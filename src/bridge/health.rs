@@ -35,7 +35,7 @@ fn bump(c: &AtomicU64) {
 
 impl BridgeStats {
     /// Stats for the device at `device` (shown in health details).
-    pub fn new(device: String) -> Self {
+    pub(crate) fn new(device: String) -> Self {
         Self {
             device,
             down_reason: Mutex::new(Some("starting".into())),
@@ -49,38 +49,41 @@ impl BridgeStats {
     }
 
     /// Link-up transitions so far (first boot included).
-    pub fn link_ups(&self) -> u64 {
+    #[cfg(test)]
+    pub(crate) fn link_ups(&self) -> u64 {
         self.link_ups.load(Ordering::Relaxed)
     }
 
     /// Link losses so far.
-    pub fn link_losses(&self) -> u64 {
+    pub(crate) fn link_losses(&self) -> u64 {
         self.link_losses.load(Ordering::Relaxed)
     }
 
     /// Values the MCU reported so far.
-    pub fn updates(&self) -> u64 {
+    pub(crate) fn updates(&self) -> u64 {
         self.updates.load(Ordering::Relaxed)
     }
 
     /// Corrupt sync frames received so far.
-    pub fn checksum_errors(&self) -> u64 {
+    #[cfg(test)]
+    pub(crate) fn checksum_errors(&self) -> u64 {
         self.checksum_errors.load(Ordering::Relaxed)
     }
 
     /// Protocol errors so far (corrupt or truncated frames, broken
     /// handshakes, checksum errors included).
-    pub fn protocol_errors(&self) -> u64 {
+    pub(crate) fn protocol_errors(&self) -> u64 {
         self.protocol_errors.load(Ordering::Relaxed)
     }
 
     /// Bytes of line noise thrown away outside any frame so far.
-    pub fn stray_bytes(&self) -> u64 {
+    pub(crate) fn stray_bytes(&self) -> u64 {
         self.stray_bytes.load(Ordering::Relaxed)
     }
 
     /// Reset pulses sent to the MCU so far.
-    pub fn reset_pulses(&self) -> u64 {
+    #[cfg(test)]
+    pub(crate) fn reset_pulses(&self) -> u64 {
         self.reset_pulses.load(Ordering::Relaxed)
     }
 

@@ -3,7 +3,7 @@
 //!
 //! | file | owns |
 //! |---|---|
-//! | `mod.rs` | [`spawn`], [`BridgeHandle`], settings and errors |
+//! | `mod.rs` | `spawn`, [`BridgeHandle`], settings and errors |
 //! | `api` | `setAttribute` / `getAttribute` methods, C2D, desired properties, status mapping |
 //! | `runner.rs` | the supervisor: open the device, reopen with backoff, recover |
 //! | `session.rs` | one open device: driver events, cloud commands, answer deadlines |
@@ -11,9 +11,10 @@
 //! | `health` | link state, `/healthz` check and `/metrics` counters |
 //! | `upstream` | [`Upstream`] (the outbox), forwarding filter, reported properties |
 //! | `port.rs` | tokio-serial, tokio's clock, gpio-cdev lines |
+//! | `tests` | against the demo's simulated MCU over a real pty, and through Mosquitto |
 //!
-//! Wiring: [`spawn`] first (it needs no hub), then [`register`] on the
-//! hub's `Router`, start the hub, then [`BridgeHandle::attach_hub`] so the
+//! Wiring: `spawn` first (it needs no hub), then `register` on the
+//! hub's `Router`, start the hub, then `BridgeHandle::attach_hub` so the
 //! last known values go to reported properties.
 
 pub(crate) mod api;
@@ -24,6 +25,9 @@ pub(crate) mod upstream;
 mod port;
 mod runner;
 mod session;
+
+#[cfg(test)]
+mod tests;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -40,11 +44,11 @@ use crate::config::BridgeConfig;
 use crate::hub::HubHandle;
 use crate::service::Beat;
 
-pub use api::{register, Reply, ValueInput};
+pub(crate) use api::{register, Reply};
 pub use health::BridgeStats;
-pub use port::GpioError;
-pub use recovery::LinkLoss;
-pub use upstream::{AttributeChange, Forward, Upstream};
+pub(crate) use port::GpioError;
+pub(crate) use upstream::Forward;
+pub use upstream::{AttributeChange, Upstream};
 
 use api::{Command, Origin};
 use upstream::Reporter;
@@ -133,7 +137,7 @@ pub struct BridgeHandle {
 ///
 /// # Errors
 /// [`BridgeError`] for a missing or invalid profile or an unusable reset line.
-pub fn spawn(
+pub(crate) fn spawn(
     cfg: &BridgeConfig,
     upstream: Arc<dyn Upstream>,
     hub: Option<HubHandle>,
@@ -148,7 +152,7 @@ pub fn spawn(
     spawn_with(cfg, Tuning::default(), pin, upstream, hub, beat, shutdown)
 }
 
-/// [`spawn`] with explicit timings and any reset pin (tests pass
+/// `spawn` with explicit timings and any reset pin (tests pass
 /// embedded-hal-mock's).
 ///
 /// # Errors
@@ -227,7 +231,7 @@ fn load_module(cfg: &BridgeConfig, tuning: &Tuning) -> Result<Module, BridgeErro
 impl BridgeHandle {
     /// Gives the bridge the hub session for reported properties; values
     /// seen before are sent then.
-    pub fn attach_hub(&self, hub: HubHandle) {
+    pub(crate) fn attach_hub(&self, hub: HubHandle) {
         self.shared.reporter.attach(hub);
     }
 
@@ -253,7 +257,7 @@ impl BridgeHandle {
     }
 
     /// `setAttribute` as a direct method: the JSON body in, the answer out.
-    pub async fn set_attribute(&self, body: &[u8]) -> Reply {
+    pub(crate) async fn set_attribute(&self, body: &[u8]) -> Reply {
         let (attr_id, value) = match api::parse_set(body) {
             Ok(v) => v,
             Err(r) => return r,
@@ -268,7 +272,7 @@ impl BridgeHandle {
     }
 
     /// `getAttribute` as a direct method.
-    pub async fn get_attribute(&self, body: &[u8]) -> Reply {
+    pub(crate) async fn get_attribute(&self, body: &[u8]) -> Reply {
         let attr_id = match api::parse_get(body) {
             Ok(v) => v,
             Err(r) => return r,
@@ -281,7 +285,7 @@ impl BridgeHandle {
     ///
     /// # Errors
     /// The reason a message was not taken (logged by the hub).
-    pub async fn set_attribute_c2d(&self, body: &[u8]) -> Result<(), String> {
+    pub(crate) async fn set_attribute_c2d(&self, body: &[u8]) -> Result<(), String> {
         let (attr_id, value) = api::parse_set(body).map_err(|r| r.body.to_string())?;
         let cmd = Command::Set {
             attr_id,
@@ -298,7 +302,7 @@ impl BridgeHandle {
     /// Applies `attributes` of a desired-properties document. The hub
     /// calls this synchronously, so a full command queue drops the entry
     /// with a warning instead of blocking the hub.
-    pub fn apply_desired(&self, doc: &serde_json::Value) {
+    pub(crate) fn apply_desired(&self, doc: &serde_json::Value) {
         for (attr_id, value) in api::parse_desired(doc) {
             let cmd = Command::Set {
                 attr_id,

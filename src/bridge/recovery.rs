@@ -11,7 +11,7 @@ use firmware_bridge::driver::RESET_PULSE_MS;
 
 /// Why the link was lost.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum LinkLoss {
+pub(crate) enum LinkLoss {
     /// The serial device failed or vanished (USB unplugged, pty closed).
     DeviceGone(String),
     /// Several transactions in a row broke: the MCU looks stuck.
@@ -26,19 +26,14 @@ pub enum LinkLoss {
 }
 
 impl LinkLoss {
-    /// Whether the device must be closed and opened again.
-    pub fn reopens_device(&self) -> bool {
-        matches!(self, LinkLoss::DeviceGone(_) | LinkLoss::ChecksumStorm)
-    }
-
     /// Whether resetting the MCU can help. A reboot the MCU asked for needs
     /// only our boot sequence; every other loss may be an MCU that hangs.
-    pub fn wants_mcu_reset(&self) -> bool {
+    pub(crate) fn wants_mcu_reset(&self) -> bool {
         !matches!(self, LinkLoss::RebootRequested)
     }
 
     /// Short label for logs, health and metrics.
-    pub fn label(&self) -> &'static str {
+    pub(crate) fn label(&self) -> &'static str {
         match self {
             LinkLoss::DeviceGone(_) => "device-gone",
             LinkLoss::McuStuck => "mcu-stuck",
@@ -145,8 +140,6 @@ mod tests {
     async fn without_a_reset_line_recovery_only_reopens() {
         let mut r: Recovery<Mock> = Recovery::new(None);
         assert_eq!(r.recover(&LinkLoss::McuStuck).await, Ok(false));
-        assert!(LinkLoss::DeviceGone("gone".into()).reopens_device());
-        assert!(!LinkLoss::McuUnresponsive.reopens_device());
     }
 
     #[tokio::test(start_paused = true)]

@@ -33,7 +33,7 @@ pub trait Upstream: Send + Sync {
 
 /// Which attributes go upstream (`bridge.forward`).
 #[derive(Debug, Clone, Default)]
-pub struct Forward {
+pub(crate) struct Forward {
     only: Option<HashSet<u16>>,
 }
 
@@ -41,14 +41,14 @@ impl Forward {
     /// An empty list means the default: every value the MCU reports (its
     /// own attributes and module attributes it sets) and module attributes
     /// the cloud sets.
-    pub fn new(list: &[u16]) -> Self {
+    pub(crate) fn new(list: &[u16]) -> Self {
         Self {
             only: (!list.is_empty()).then(|| list.iter().copied().collect()),
         }
     }
 
     /// Whether changes of `attr_id` are forwarded.
-    pub fn allows(&self, attr_id: u16) -> bool {
+    pub(crate) fn allows(&self, attr_id: u16) -> bool {
         self.only.as_ref().is_none_or(|s| s.contains(&attr_id))
     }
 }

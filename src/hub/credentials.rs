@@ -10,25 +10,28 @@ use crate::config::{AzureAuth, AzureHub, BrokerHub, HubEndpoint, Secret, SecretB
 
 use super::sas;
 
-/// The IoT Hub API version named in the username.
-pub const API_VERSION: &str = "2021-04-12";
+// The relay's file-upload calls name the same API version.
+pub(crate) use tether_protocol::iothub::API_VERSION;
+
+/// What the IoT Hub username names as the device client: `tether/{version}`.
+const DEVICE_CLIENT_TYPE: &str = concat!("tether/", env!("CARGO_PKG_VERSION"));
 
 /// Credentials for one CONNECT.
 #[derive(Debug, Clone)]
-pub struct Credentials {
+pub(crate) struct Credentials {
     /// MQTT username (may be empty for anonymous brokers).
-    pub username: String,
+    pub(crate) username: String,
     /// MQTT password; `None` for x509 and anonymous.
-    pub password: Option<Secret>,
+    pub(crate) password: Option<Secret>,
     /// When to reconnect with fresh credentials (80 % of a minted token's life).
-    pub renew_at: Option<SystemTime>,
+    pub(crate) renew_at: Option<SystemTime>,
     /// When the password stops being valid.
-    pub expires_at: Option<SystemTime>,
+    pub(crate) expires_at: Option<SystemTime>,
 }
 
 /// The credentials could not be made usable.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum CredentialError {
+pub(crate) enum CredentialError {
     /// A pre-made SharedAccessSignature has expired and cannot be renewed.
     #[error(
         "the SharedAccessSignature in the connection string expired at {expired_at} (unix); \
@@ -112,7 +115,7 @@ impl CredentialSource {
     }
 
     /// The MQTT client id.
-    pub fn client_id(&self) -> &str {
+    pub(crate) fn client_id(&self) -> &str {
         &self.client_id
     }
 
@@ -121,7 +124,7 @@ impl CredentialSource {
     /// # Errors
     /// [`CredentialError::SignatureExpired`] when a pre-made token is past its
     /// expiry; the caller still retries (the clock may be wrong) but says why.
-    pub fn current(&self, now: SystemTime) -> Result<Credentials, CredentialError> {
+    pub(crate) fn current(&self, now: SystemTime) -> Result<Credentials, CredentialError> {
         match &self.kind {
             Kind::AzureKey {
                 username,
@@ -171,7 +174,7 @@ impl CredentialSource {
     }
 
     /// The token to present even though it expired (the clock may be wrong).
-    pub fn expired_fallback(&self) -> Option<Credentials> {
+    pub(crate) fn expired_fallback(&self) -> Option<Credentials> {
         match &self.kind {
             Kind::AzureSignature {
                 username,
@@ -188,12 +191,10 @@ impl CredentialSource {
     }
 }
 
-/// `{HostName}/{clientId}/?api-version=...&DeviceClientType=tether%2F{version}`.
+/// The IoT Hub username ([`tether_protocol::iothub::username`]) naming
+/// this tether as the device client.
 pub fn azure_username(host_name: &str, client_id: &str) -> String {
-    format!(
-        "{host_name}/{client_id}/?api-version={API_VERSION}&DeviceClientType=tether%2F{}",
-        env!("CARGO_PKG_VERSION")
-    )
+    tether_protocol::iothub::username(host_name, client_id, DEVICE_CLIENT_TYPE)
 }
 
 /// A source minting SAS tokens of `ttl` for device `dev1` from a fixed key.

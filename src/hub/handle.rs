@@ -22,22 +22,22 @@ use super::tracker::{Queued, Token};
 
 /// One device-to-cloud message.
 #[derive(Debug, Clone)]
-pub struct Telemetry {
+pub(crate) struct Telemetry {
     /// `$.mid`: set once when the message was accepted, kept across retries
     /// so receivers can de-duplicate.
-    pub message_id: String,
+    pub(crate) message_id: String,
     /// The `type` property (`attribute`, `relay-schedule`, ...).
-    pub message_type: String,
+    pub(crate) message_type: String,
     /// JSON body, shared with the publishes made from it.
-    pub payload: Bytes,
+    pub(crate) payload: Bytes,
     /// Custom properties after the standard ones.
-    pub properties: Vec<(String, String)>,
+    pub(crate) properties: Vec<(String, String)>,
 }
 
 impl Telemetry {
     /// The property bag, exactly
     /// `%24.mid={id}&%24.ct=application%2Fjson&%24.ce=utf-8&type={type}[&...]`.
-    pub fn property_bag(&self) -> String {
+    pub(crate) fn property_bag(&self) -> String {
         let standard = [
             ("$.mid", self.message_id.as_str()),
             ("$.ct", "application/json"),
@@ -55,14 +55,14 @@ impl Telemetry {
 /// A telemetry publish built by [`HubHandle::prepare`], ready to be sent as
 /// often as needed.
 #[derive(Debug, Clone)]
-pub struct Prepared {
+pub(crate) struct Prepared {
     topic: String,
     payload: Bytes,
 }
 
 impl Prepared {
     /// Payload bytes.
-    pub fn payload_len(&self) -> usize {
+    pub(crate) fn payload_len(&self) -> usize {
         self.payload.len()
     }
 
@@ -78,7 +78,7 @@ impl Prepared {
 
 /// A publish could not be handed to the session.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum PublishError {
+pub(crate) enum PublishError {
     /// The session has stopped (shutdown).
     #[error("the hub session has stopped")]
     Closed,
@@ -118,7 +118,7 @@ pub(super) struct NextConfig {
 
 /// A new hub configuration cannot be applied without a restart.
 #[derive(Debug, thiserror::Error)]
-pub enum ReconfigureError {
+pub(crate) enum ReconfigureError {
     /// The device identity or hub kind changed.
     #[error("the hub identity changed (client id {old:?} -> {new:?} or hub kind): restart tether to apply it")]
     IdentityChanged {
@@ -152,7 +152,7 @@ const FULL_RETRY: Duration = Duration::from_millis(2);
 
 impl HubHandle {
     /// The topic scheme in use.
-    pub fn topics(&self) -> &Topics {
+    pub(crate) fn topics(&self) -> &Topics {
         &self.shared.topics
     }
 
@@ -172,7 +172,7 @@ impl HubHandle {
     ///
     /// # Errors
     /// [`PublishError::TooLarge`] over the hub's limit.
-    pub fn prepare(&self, msg: &Telemetry) -> Result<Prepared, PublishError> {
+    pub(crate) fn prepare(&self, msg: &Telemetry) -> Result<Prepared, PublishError> {
         let topic = self.shared.topics.telemetry(&msg.property_bag());
         let size = topic.len() + msg.payload.len();
         let max = super::options::MAX_PACKET_BYTES - 16;
@@ -191,7 +191,11 @@ impl HubHandle {
     ///
     /// # Errors
     /// [`PublishError::Closed`] after shutdown.
-    pub async fn publish(&self, p: &Prepared, token: Option<Token>) -> Result<(), PublishError> {
+    pub(crate) async fn publish(
+        &self,
+        p: &Prepared,
+        token: Option<Token>,
+    ) -> Result<(), PublishError> {
         self.publish_qos1(&p.topic, &p.payload, false, token).await
     }
 
@@ -201,7 +205,7 @@ impl HubHandle {
     /// # Errors
     /// When the identity changed (a restart is needed) or TLS files are
     /// unusable; the running session is left untouched.
-    pub fn reconfigure(&self, cfg: &HubConfig) -> Result<(), ReconfigureError> {
+    pub(crate) fn reconfigure(&self, cfg: &HubConfig) -> Result<(), ReconfigureError> {
         let creds = CredentialSource::new(&cfg.endpoint, cfg.sas_ttl);
         let old = self.shared.client_id();
         let same_kind = matches!(
@@ -244,7 +248,11 @@ impl HubHandle {
     ///
     /// # Errors
     /// [`PublishError::Closed`] after shutdown.
-    pub async fn respond(&self, rid: &str, resp: &MethodResponse) -> Result<(), PublishError> {
+    pub(crate) async fn respond(
+        &self,
+        rid: &str,
+        resp: &MethodResponse,
+    ) -> Result<(), PublishError> {
         let topic = self.shared.topics.method_response(resp.status, rid);
         self.shared
             .client
@@ -259,7 +267,7 @@ impl HubHandle {
     ///
     /// # Errors
     /// [`PublishError::Closed`] after shutdown.
-    pub async fn report(&self, patch: Map<String, Value>) -> Result<(), PublishError> {
+    pub(crate) async fn report(&self, patch: Map<String, Value>) -> Result<(), PublishError> {
         let full = {
             let mut doc = self
                 .shared

@@ -16,13 +16,13 @@ const HELD_SLACK: Duration = Duration::from_secs(30);
 impl HubHandle {
     /// Keeps the session from connecting until [`HubHandle::release`]; a
     /// live connection is not dropped by it.
-    pub fn hold(&self) {
+    pub(crate) fn hold(&self) {
         self.shared.held.send_replace(true);
     }
 
     /// Lets the session connect (again), with the configuration handed to
     /// [`HubHandle::reconfigure`] before.
-    pub fn release(&self) {
+    pub(crate) fn release(&self) {
         self.shared.held.send_replace(false);
     }
 }

@@ -39,7 +39,7 @@ pub struct MethodResponse {
 
 impl MethodResponse {
     /// A response with a JSON value body.
-    pub fn json(status: u16, body: &serde_json::Value) -> Self {
+    pub(crate) fn json(status: u16, body: &serde_json::Value) -> Self {
         Self {
             status,
             body: body.to_string().into_bytes(),
@@ -47,13 +47,13 @@ impl MethodResponse {
     }
 
     /// An error answer `{"error": ..., "detail": ...}`.
-    pub fn error(status: u16, error: &str, detail: &str) -> Self {
+    pub(crate) fn error(status: u16, error: &str, detail: &str) -> Self {
         Self::json(status, &json!({ "error": error, "detail": detail }))
     }
 }
 
 /// A direct-method handler.
-pub type MethodHandler = Arc<dyn Fn(MethodCall) -> BoxFuture<MethodResponse> + Send + Sync>;
+pub(crate) type MethodHandler = Arc<dyn Fn(MethodCall) -> BoxFuture<MethodResponse> + Send + Sync>;
 
 /// A cloud-to-device message.
 #[derive(Debug, Clone)]
@@ -66,15 +66,15 @@ pub struct C2dMessage {
 
 /// A C2D handler; the message is acknowledged (PUBACK) once it returns,
 /// whatever it returns: MQTT has no reject, so an error is only logged.
-pub type C2dHandler = Arc<dyn Fn(C2dMessage) -> BoxFuture<Result<(), String>> + Send + Sync>;
+pub(crate) type C2dHandler = Arc<dyn Fn(C2dMessage) -> BoxFuture<Result<(), String>> + Send + Sync>;
 
 /// Shapes the answer to a call refused before its handler ran, in the
 /// method's own answer format.
-pub type RefusalHandler = Arc<dyn Fn(&MethodRefusal) -> MethodResponse + Send + Sync>;
+pub(crate) type RefusalHandler = Arc<dyn Fn(&MethodRefusal) -> MethodResponse + Send + Sync>;
 
 /// A desired-properties handler: receives the full desired document (after
 /// a twin GET or the retained document) or a patch.
-pub type DesiredHandler = Arc<dyn Fn(serde_json::Value, bool) + Send + Sync>;
+pub(crate) type DesiredHandler = Arc<dyn Fn(serde_json::Value, bool) + Send + Sync>;
 
 /// Handlers, keyed by method name and C2D `type`.
 #[derive(Clone, Default)]
@@ -104,7 +104,7 @@ impl Router {
 
     /// Registers how `name` answers a call refused before its handler ran
     /// (see [`Router::refusal_answer`]).
-    pub fn method_refusal(
+    pub(crate) fn method_refusal(
         &mut self,
         name: &str,
         f: impl Fn(&MethodRefusal) -> MethodResponse + Send + Sync + 'static,
@@ -116,7 +116,7 @@ impl Router {
     /// The answer to a call of `name` refused for `why`: the method's own
     /// shape when it registered one, else `413 {"error":"payload_too_large",
     /// "detail":...}`.
-    pub fn refusal_answer(&self, name: &str, why: &MethodRefusal) -> MethodResponse {
+    pub(crate) fn refusal_answer(&self, name: &str, why: &MethodRefusal) -> MethodResponse {
         match self.refusals.get(name) {
             Some(h) => h(why),
             None => match why {
@@ -128,7 +128,7 @@ impl Router {
     }
 
     /// Registers a C2D handler for messages whose `type` property is `kind`.
-    pub fn c2d<F, Fut>(&mut self, kind: &str, f: F) -> &mut Self
+    pub(crate) fn c2d<F, Fut>(&mut self, kind: &str, f: F) -> &mut Self
     where
         F: Fn(C2dMessage) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<(), String>> + Send + 'static,
@@ -139,7 +139,7 @@ impl Router {
     }
 
     /// Registers a desired-properties handler.
-    pub fn desired(
+    pub(crate) fn desired(
         &mut self,
         f: impl Fn(serde_json::Value, bool) + Send + Sync + 'static,
     ) -> &mut Self {
@@ -148,14 +148,14 @@ impl Router {
     }
 
     /// Names of the registered methods (reported as capabilities).
-    pub fn method_names(&self) -> Vec<String> {
+    pub(crate) fn method_names(&self) -> Vec<String> {
         let mut names: Vec<_> = self.methods.keys().cloned().collect();
         names.sort();
         names
     }
 
     /// The future answering `call`: the handler's, or a 404.
-    pub fn dispatch(&self, call: MethodCall) -> BoxFuture<MethodResponse> {
+    pub(crate) fn dispatch(&self, call: MethodCall) -> BoxFuture<MethodResponse> {
         match self.methods.get(&call.name) {
             Some(h) => h(call),
             None => {
@@ -170,12 +170,12 @@ impl Router {
     }
 
     /// The handler for a C2D message of this `type`.
-    pub fn c2d_handler(&self, kind: Option<&str>) -> Option<C2dHandler> {
+    pub(crate) fn c2d_handler(&self, kind: Option<&str>) -> Option<C2dHandler> {
         kind.and_then(|k| self.c2d.get(k).cloned())
     }
 
     /// Delivers desired properties to every handler.
-    pub fn deliver_desired(&self, doc: &serde_json::Value, full: bool) {
+    pub(crate) fn deliver_desired(&self, doc: &serde_json::Value, full: bool) {
         for h in &self.desired {
             h(doc.clone(), full);
         }

@@ -15,8 +15,9 @@
 //!   its `machine::renewal` says when a token is renewed, whatever the
 //!   wall clock does;
 //!   `failure`: rumqttc's errors as failure classes and sentences.
-//! - [`provisioning`]: Azure DPS assigns the hub and device id; the
+//! - `provisioning`: Azure DPS assigns the hub and device id; the
 //!   session waits (`hold`) until it has.
+//! - `tests`: the session and provisioning against a real Mosquitto.
 
 mod alarm;
 mod connection;
@@ -28,17 +29,20 @@ mod inbound;
 pub(crate) mod machine;
 pub mod methods;
 pub(crate) mod options;
-pub mod provisioning;
+pub(crate) mod provisioning;
 pub(crate) mod refusal;
 mod session;
 pub(crate) mod tracker;
 
+#[cfg(test)]
+mod tests;
+
 // The wire formats live in tether-protocol, shared with the cloud side.
 pub(crate) use tether_protocol::{properties, sas, topics};
 
-pub use handle::{HubHandle, Prepared, PublishError, ReconfigureError, Telemetry};
+pub use handle::HubHandle;
+pub(crate) use handle::{Prepared, PublishError, Telemetry};
 pub use machine::Failure;
 pub use machine::{ConnState, HubStatus};
 pub use methods::{C2dMessage, MethodCall, MethodResponse, Router};
-pub use refusal::MethodRefusal;
 pub use session::{start, Delivery, Hub};

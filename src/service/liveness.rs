@@ -17,7 +17,7 @@ struct BeatState {
 
 /// The registry of loops to watch.
 #[derive(Debug, Clone)]
-pub struct Liveness {
+pub(crate) struct Liveness {
     origin: Instant,
     beats: Arc<Mutex<Vec<Arc<BeatState>>>>,
 }
@@ -37,7 +37,7 @@ impl Default for Liveness {
 
 impl Liveness {
     /// An empty registry.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self {
             origin: Instant::now(),
             beats: Arc::default(),
@@ -45,7 +45,7 @@ impl Liveness {
     }
 
     /// Registers a loop that must beat at least every `allowance`.
-    pub fn register(&self, name: &'static str, allowance: Duration) -> Beat {
+    pub(crate) fn register(&self, name: &'static str, allowance: Duration) -> Beat {
         let state = Arc::new(BeatState {
             name,
             last_ms: AtomicU64::new(ms_since(self.origin)),
@@ -63,7 +63,7 @@ impl Liveness {
 
     /// The first loop that has not beaten within its allowance, with how
     /// long it has been silent.
-    pub fn stalled(&self) -> Option<(&'static str, Duration)> {
+    pub(crate) fn stalled(&self) -> Option<(&'static str, Duration)> {
         let now = ms_since(self.origin);
         let beats = self.beats.lock().unwrap_or_else(PoisonError::into_inner);
         beats.iter().find_map(|b| {
@@ -81,7 +81,7 @@ impl Beat {
     }
 
     /// Records progress.
-    pub fn beat(&self) {
+    pub(crate) fn beat(&self) {
         self.state
             .last_ms
             .store(ms_since(self.origin), Ordering::Relaxed);
@@ -89,7 +89,7 @@ impl Beat {
 
     /// Records progress and the longest silence expected before the next
     /// beat (e.g. a backoff delay or a keep-alive interval).
-    pub fn beat_expecting(&self, silence: Duration) {
+    pub(crate) fn beat_expecting(&self, silence: Duration) {
         self.beat();
         self.state.allowance_ms.store(
             silence.as_millis().min(u64::MAX as u128) as u64,

@@ -5,6 +5,7 @@
 pub mod exit;
 pub(crate) mod liveness;
 pub(crate) mod notify;
-pub mod signals;
+pub(crate) mod signals;
 
-pub use liveness::{Beat, Liveness};
+pub use liveness::Beat;
+pub(crate) use liveness::Liveness;

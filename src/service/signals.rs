@@ -4,7 +4,7 @@ use tokio::signal::unix::{signal, SignalKind};
 
 /// What a signal asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Signal {
+pub(crate) enum Signal {
     /// SIGTERM or SIGINT: graceful shutdown.
     Stop,
     /// SIGHUP: re-read the configuration.
@@ -12,7 +12,7 @@ pub enum Signal {
 }
 
 /// Signal streams, installed once at start.
-pub struct Signals {
+pub(crate) struct Signals {
     term: tokio::signal::unix::Signal,
     int: tokio::signal::unix::Signal,
     hup: tokio::signal::unix::Signal,
@@ -23,7 +23,7 @@ impl Signals {
     ///
     /// # Errors
     /// When the runtime cannot register a signal handler.
-    pub fn install() -> std::io::Result<Self> {
+    pub(crate) fn install() -> std::io::Result<Self> {
         Ok(Self {
             term: signal(SignalKind::terminate())?,
             int: signal(SignalKind::interrupt())?,
@@ -32,7 +32,7 @@ impl Signals {
     }
 
     /// The next signal.
-    pub async fn next(&mut self) -> Signal {
+    pub(crate) async fn next(&mut self) -> Signal {
         tokio::select! {
             _ = self.term.recv() => Signal::Stop,
             _ = self.int.recv() => Signal::Stop,

@@ -10,9 +10,7 @@ use std::time::Duration;
 use serde_json::Value;
 use tether::app::Daemon;
 use tether::clock::ManualClock;
-use tether::hub::credentials::azure_username;
-use tether::hub::provisioning::auth;
-use tether_protocol::sas;
+use tether_protocol::{dps, iothub, sas};
 use tether_testkit::dps::{Dps, Reply, Request};
 use tether_testkit::{Broker, BrokerOptions};
 use tokio_util::sync::CancellationToken;
@@ -27,11 +25,18 @@ const CHILD: &str = "TETHER_DPS_SECRETS_CHILD";
 /// [`dps_child`]'s name in the test binary, for `--exact`.
 const CHILD_TEST: &str = "dps_daemon::dps_child";
 const WAIT: Duration = Duration::from_secs(30);
+/// What the daemon names itself in its IoT Hub username.
+const DEVICE_CLIENT_TYPE: &str = concat!("tether/", env!("CARGO_PKG_VERSION"));
 
 fn dps_token() -> String {
-    auth::sas_token(KEY, SCOPE, "dev1", T0 + 3600)
+    dps::sas_token(KEY, SCOPE, "dev1", T0 + 3600)
         .expose()
         .to_owned()
+}
+
+/// The IoT Hub username of `dev1`, naming this tether as the client.
+fn hub_username() -> String {
+    iothub::username("localhost", "dev1", DEVICE_CLIENT_TYPE)
 }
 
 fn hub_token() -> String {
@@ -83,8 +88,8 @@ async fn scenario() {
     tether::tls::install_crypto_provider();
     let broker = Broker::start(
         BrokerOptions::new()
-            .user(&auth::username(SCOPE, "dev1"), &dps_token())
-            .user(&azure_username("localhost", "dev1"), &hub_token()),
+            .user(&dps::username(SCOPE, "dev1"), &dps_token())
+            .user(&hub_username(), &hub_token()),
     );
     let dps = Dps::start(broker.plain_port(), Box::new(script)).await;
     let state = tempfile::tempdir().unwrap();

@@ -4,10 +4,11 @@
 //! neither the device key, nor a token, nor its signature (raw or
 //! URL-encoded), nor the broker's password, nor the admin token.
 //!
-//! The daemon itself runs the connect, reconnect, admin calls and the auth
+//! The daemon binary runs the connect, reconnect, admin calls and the auth
 //! error; renewal needs a token life of seconds, which only an injected
-//! clock gives, so it runs in a child copy of this test binary that logs
-//! through `tether::logging` exactly as the daemon does.
+//! clock gives, so it runs the daemon in-process (`tether::app::Daemon`)
+//! in a child copy of this test binary that logs through `tether::logging`
+//! exactly as the daemon binary does.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -16,14 +17,12 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use tether::app::Daemon;
 use tether::clock::ManualClock;
-use tether::hub::credentials::azure_username;
-use tether::hub::Failure;
-use tether::hub::{HubStatus, Router};
-use tether_protocol::sas;
 use tether_protocol::time::unix_seconds;
-use tether_testkit::hub::{stop as stop_hub, wait_for};
+use tether_protocol::{iothub, sas};
 use tether_testkit::{Broker, BrokerOptions};
+use tokio_util::sync::CancellationToken;
 
 const BIN: &str = env!("CARGO_BIN_EXE_tether");
 /// base64 of "device-key-for-tests-0123456789!"
@@ -38,8 +37,11 @@ const CHILD_TEST: &str = "secrets_trace::renewal_child";
 /// connect: proof that its output is part of what is checked.
 const RUMQTTC_RECORD: &str = "Subscribe. Topics";
 
+/// What the daemon names itself in its IoT Hub username.
+const DEVICE_CLIENT_TYPE: &str = concat!("tether/", env!("CARGO_PKG_VERSION"));
+
 fn username() -> String {
-    azure_username("localhost", "dev1")
+    iothub::username("localhost", "dev1", DEVICE_CLIENT_TYPE)
 }
 
 fn token(key: &[u8], se: u64) -> String {
@@ -240,48 +242,96 @@ fn token_renewal_logs_no_secret() {
     assert_clean(&output, &secrets(minted.chain([wrong])));
 }
 
-/// The child of [`token_renewal_logs_no_secret`]: tether's logging at trace
-/// level, a SAS session with 4-second tokens on an injected clock, two
-/// renewals the broker accepts and one it refuses.
-#[tokio::test]
+/// `/healthz`'s `hub` part, once the admin API answers.
+async fn hub_health(admin: u16) -> Option<serde_json::Value> {
+    let answer = reqwest::get(format!("http://127.0.0.1:{admin}/healthz"))
+        .await
+        .ok()?;
+    let mut health: serde_json::Value = answer.json().await.ok()?;
+    Some(health["hub"].take())
+}
+
+/// Polls `/healthz` until the hub's part satisfies `f` (the admin API is
+/// the daemon's own report of its session).
+async fn hub_until(
+    admin: u16,
+    what: &str,
+    f: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    let mut last = None;
+    while tokio::time::Instant::now() < deadline {
+        if let Some(hub) = hub_health(admin).await {
+            if f(&hub) {
+                return hub;
+            }
+            last = Some(hub);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the hub never reached {what}: {last:?}");
+}
+
+/// The child of [`token_renewal_logs_no_secret`]: the daemon in this
+/// process with tether's logging at trace level, a SAS session with
+/// 4-second tokens on an injected clock, two renewals the broker accepts
+/// and one it refuses; `/healthz` tells how far it got.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "run by token_renewal_logs_no_secret in a child process"]
 async fn renewal_child() {
     if std::env::var_os(CHILD).is_none() {
         return;
     }
     tether::logging::init("trace", tether::config::LogFormat::Text);
+    // The admin API is polled (reqwest, rustls) before the daemon task has
+    // run far enough to install the provider itself.
+    tether::tls::install_crypto_provider();
     let ttl = 4;
     let broker = Broker::start(BrokerOptions::new().user(&username(), &token(KEY, T0 + ttl)));
     let clock = ManualClock::at_unix(T0);
+    let state = tempfile::tempdir().expect("temp dir");
+    let admin = free_port();
     let text = format!(
         "[hub]\nconnection_string = \"HostName=localhost;DeviceId=dev1;SharedAccessKey={KEY_B64}\"\n\
-         port = {}\nca_file = \"{}\"\nkeep_alive = \"5s\"\nconnect_timeout = \"5s\"\n",
+         port = {}\nca_file = \"{}\"\nkeep_alive = \"5s\"\nconnect_timeout = \"5s\"\n\
+         [store]\npath = \"{}\"\n[admin]\nlisten = \"127.0.0.1:{admin}\"\ntoken = \"{ADMIN_TOKEN}\"\n",
         broker.tls_port(),
         broker.ca_pem_path().display(),
+        state.path().display(),
     );
     let mut cfg = tether::config::parse(&text, Path::new(".")).expect("valid test config");
+    // The config file insists on at least a minute; the test needs seconds.
     cfg.hub.sas_ttl = Duration::from_secs(ttl);
-    let (hub, stop) = tether_testkit::hub::start(&cfg, Router::new(), Arc::new(clock.clone()));
-    let mut status = hub.handle.watch_status();
-    wait_for(&mut status, "connected", HubStatus::is_connected).await;
+    let stop = CancellationToken::new();
+    let daemon = Daemon::new(state.path().join("tether.toml"), Arc::new(clock.clone()));
+    let run = tokio::spawn(daemon.run_until(cfg, stop.clone()));
+    let connected = |hub: &serde_json::Value| hub["state"] == "connected";
+    hub_until(admin, "connected", connected).await;
     for (n, at) in [(2, 100), (3, 200)] {
         // The jump makes the renewal due; its first attempt meets the old
         // password (an auth error), the next one the reloaded file.
-        let dropped = hub.handle.status().disconnects;
+        let dropped = hub_until(admin, "connected", connected).await["disconnects"].clone();
         clock.set_unix(T0 + at);
-        wait_for(&mut status, "renewal", |s| s.disconnects > dropped).await;
+        hub_until(admin, "renewal", |h| {
+            h["disconnects"].as_u64() > dropped.as_u64()
+        })
+        .await;
         broker.set_users(&[(&username(), &token(KEY, T0 + at + ttl))]);
         broker.reload();
-        wait_for(&mut status, "renewed", |s| {
-            s.is_connected() && s.connects >= n
+        hub_until(admin, "renewed", |h| {
+            connected(h) && h["connects"].as_u64() >= Some(n)
         })
         .await;
     }
     broker.set_users(&[(&username(), &token(b"another key", T0 + 204))]);
     broker.reload();
-    wait_for(&mut status, "refused", |s| {
-        s.last_failure == Some(Failure::Auth)
+    // The refusal's sentence (a `Failure::Auth`); connecting clears it.
+    hub_until(admin, "refused", |h| {
+        h["lastError"]
+            .as_str()
+            .is_some_and(|e| e.contains("refused the credentials"))
     })
     .await;
-    stop_hub(hub, stop).await;
+    stop.cancel();
+    assert_eq!(run.await.expect("the daemon task"), 0);
 }

@@ -55,7 +55,7 @@ pub enum Failure {
 
 impl Failure {
     /// The shortest wait before trying again after this failure.
-    pub fn retry_floor(self) -> Duration {
+    pub(crate) fn retry_floor(self) -> Duration {
         match self {
             Failure::Network => NETWORK_FLOOR,
             Failure::Auth | Failure::Tls | Failure::Throttled => SLOW_FLOOR,

@@ -22,7 +22,7 @@ pub enum ConnState {
 
 impl ConnState {
     /// Lower-case name for health JSON and logs.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             ConnState::WaitingForClock => "waiting_for_clock",
             ConnState::Connecting => "connecting",
@@ -87,7 +87,7 @@ impl HubStatus {
     }
 
     /// One line for systemd's STATUS= and logs.
-    pub fn summary(&self) -> String {
+    pub(crate) fn summary(&self) -> String {
         match (&self.state, &self.last_error) {
             (ConnState::Connected, _) => "hub connected".to_string(),
             (s, Some(e)) => format!("hub {}: {e}", s.as_str()),

@@ -16,7 +16,7 @@ use crate::config::ProvisioningConfig;
 use super::Assignment;
 
 /// The record's file name in the state directory.
-pub const CACHE_FILE: &str = "provisioning.json";
+pub(crate) const CACHE_FILE: &str = "provisioning.json";
 const VERSION: u32 = 1;
 
 /// What the file holds.
@@ -35,7 +35,7 @@ struct Record {
 
 /// The cached assignment cannot be used.
 #[derive(Debug, thiserror::Error)]
-pub enum CacheError {
+pub(crate) enum CacheError {
     /// Reading, writing or removing the file failed.
     #[error(
         "cannot {action} {path}: {source}; check the permissions and free space of the state \
@@ -79,7 +79,7 @@ pub enum CacheError {
 /// # Errors
 /// When the file cannot be read, is damaged or belongs to another
 /// registration: the caller registers again.
-pub fn read(dir: &Path, cfg: &ProvisioningConfig) -> Result<Option<Assignment>, CacheError> {
+pub(crate) fn read(dir: &Path, cfg: &ProvisioningConfig) -> Result<Option<Assignment>, CacheError> {
     let path = dir.join(CACHE_FILE);
     let bytes = match std::fs::read(&path) {
         Ok(b) => b,
@@ -123,7 +123,7 @@ pub fn read(dir: &Path, cfg: &ProvisioningConfig) -> Result<Option<Assignment>, 
 ///
 /// # Errors
 /// When the state directory or the file cannot be written.
-pub fn write(
+pub(crate) fn write(
     dir: &Path,
     cfg: &ProvisioningConfig,
     assignment: &Assignment,
@@ -153,7 +153,7 @@ pub fn write(
 ///
 /// # Errors
 /// When the file exists but cannot be removed.
-pub fn remove(dir: &Path) -> Result<(), CacheError> {
+pub(crate) fn remove(dir: &Path) -> Result<(), CacheError> {
     let path = dir.join(CACHE_FILE);
     match std::fs::remove_file(&path) {
         Ok(()) => durable::sync_dir(dir).map_err(|source| CacheError::Io {

@@ -10,6 +10,7 @@ use rumqttc::{
     AsyncClient, ConnectReturnCode, ConnectionError, Event, MqttOptions, Packet, QoS,
     SubscribeReasonCode,
 };
+use tether_protocol::dps;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -19,7 +20,6 @@ use crate::hub::failure::classify;
 use crate::hub::options::{parse_proxy, tls_transport, OptionsError};
 use crate::hub::Failure;
 
-use super::auth;
 use super::error::DpsError;
 use super::machine::{Action, Machine, Settings};
 use super::Assignment;
@@ -73,11 +73,11 @@ pub(super) fn options(
     if let Some(proxy) = &hub.proxy {
         opts.set_proxy(parse_proxy(proxy)?);
     }
-    let username = auth::username(&p.id_scope, &p.registration_id);
+    let username = dps::username(&p.id_scope, &p.registration_id);
     let password = match &p.auth {
         ProvisioningAuth::Key { key, .. } => {
             let se = now_unix + hub.sas_ttl.as_secs().max(1);
-            auth::sas_token(&key.0, &p.id_scope, &p.registration_id, se)
+            dps::sas_token(&key.0, &p.id_scope, &p.registration_id, se)
                 .expose()
                 .to_owned()
         }

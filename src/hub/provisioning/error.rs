@@ -8,7 +8,7 @@ use crate::hub::Failure;
 
 /// A registration attempt that did not end with an assignment.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum DpsError {
+pub(crate) enum DpsError {
     /// 401/403: the key, token or certificate was refused.
     #[error(
         "DPS refused the credentials ({status}{detail}): check hub.provisioning.id_scope, \
@@ -92,7 +92,7 @@ impl DpsError {
     /// The class of the failure, for the delay before trying again: what
     /// only a change in the cloud (or the config) can fix is not retried
     /// quickly.
-    pub fn failure(&self) -> Failure {
+    pub(crate) fn failure(&self) -> Failure {
         match self {
             DpsError::Unauthorized { .. }
             | DpsError::NotFound { .. }

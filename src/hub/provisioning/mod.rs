@@ -5,8 +5,8 @@
 //! the cached identity (device disabled, deleted or moved) makes tether
 //! register again, with backoff.
 //!
-//! - [`auth`]: the CONNECT DPS expects (username, SAS token with
-//!   `skn=registration`).
+//! - The CONNECT DPS expects (username, SAS token with `skn=registration`)
+//!   is protocol knowledge: [`tether_protocol::dps`].
 //! - `wire`: topics and documents of the DPS device API.
 //! - `machine`: one registration, sans-IO (register, poll, retry-after).
 //! - `driver`: one registration over rumqttc.
@@ -14,8 +14,7 @@
 //! - `supervisor`: the task tying DPS, the cache and the hub session
 //!   together; `status`: what `/healthz` shows of it.
 
-pub mod auth;
-pub mod cache;
+pub(crate) mod cache;
 mod driver;
 pub(crate) mod error;
 pub(crate) mod machine;
@@ -23,17 +22,16 @@ pub(crate) mod status;
 mod supervisor;
 pub(crate) mod wire;
 
-pub use error::DpsError;
-pub use status::{ProvisioningHealth, ProvisioningState, ProvisioningStatus};
-pub use supervisor::{prepare, spawn, with_assignment};
+pub(crate) use status::ProvisioningHealth;
+pub(crate) use supervisor::{prepare, spawn};
 
 /// Where DPS placed the device.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Assignment {
+pub(crate) struct Assignment {
     /// The IoT hub's host name (`assignedHub`).
-    pub assigned_hub: String,
+    pub(crate) assigned_hub: String,
     /// The device id in that hub (`deviceId`).
-    pub device_id: String,
+    pub(crate) device_id: String,
 }
 
 /// The longest device id IoT Hub accepts.
@@ -45,7 +43,10 @@ impl Assignment {
     ///
     /// # Errors
     /// A message naming what is missing or unusable.
-    pub fn new(assigned_hub: Option<String>, device_id: Option<String>) -> Result<Self, String> {
+    pub(crate) fn new(
+        assigned_hub: Option<String>,
+        device_id: Option<String>,
+    ) -> Result<Self, String> {
         let hub = assigned_hub.ok_or("the assignment names no assignedHub")?;
         let device = device_id.ok_or("the assignment names no deviceId")?;
         if hub.is_empty()

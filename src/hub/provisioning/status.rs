@@ -9,7 +9,7 @@ use crate::admin::HealthCheck;
 
 /// Where provisioning stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ProvisioningState {
+pub(crate) enum ProvisioningState {
     /// Talking to DPS.
     Registering,
     /// Waiting before asking DPS again.
@@ -24,7 +24,7 @@ pub enum ProvisioningState {
 
 impl ProvisioningState {
     /// Lower-case name for health JSON.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             ProvisioningState::Registering => "registering",
             ProvisioningState::Waiting => "waiting",
@@ -37,24 +37,24 @@ impl ProvisioningState {
 
 /// A snapshot of provisioning.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ProvisioningStatus {
+pub(crate) struct ProvisioningStatus {
     /// Where it stands.
-    pub state: ProvisioningState,
+    pub(crate) state: ProvisioningState,
     /// The hub in use (cached or just assigned).
-    pub assigned_hub: Option<String>,
+    pub(crate) assigned_hub: Option<String>,
     /// The device id in use.
-    pub device_id: Option<String>,
+    pub(crate) device_id: Option<String>,
     /// Whether the assignment in use came from the cache.
-    pub from_cache: bool,
+    pub(crate) from_cache: bool,
     /// The last error, said plainly; cleared by an assignment.
-    pub last_error: Option<String>,
+    pub(crate) last_error: Option<String>,
     /// Registration attempts since start.
-    pub registrations: u64,
+    pub(crate) registrations: u64,
 }
 
 impl ProvisioningStatus {
     /// Before anything happened.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self {
             state: ProvisioningState::Registering,
             assigned_hub: None,
@@ -73,7 +73,7 @@ impl Default for ProvisioningStatus {
 }
 
 /// Provisioning's part of `/healthz`: healthy once a hub is assigned.
-pub struct ProvisioningHealth(pub watch::Receiver<ProvisioningStatus>);
+pub(crate) struct ProvisioningHealth(pub(crate) watch::Receiver<ProvisioningStatus>);
 
 impl HealthCheck for ProvisioningHealth {
     fn check(&self) -> (&'static str, bool, Value) {

@@ -26,7 +26,7 @@ use super::status::{ProvisioningHealth, ProvisioningState, ProvisioningStatus};
 use super::{cache, driver, Assignment};
 
 /// `hub` with the hub and device id of `assignment`.
-pub fn with_assignment(hub: &HubConfig, assignment: &Assignment) -> HubConfig {
+pub(crate) fn with_assignment(hub: &HubConfig, assignment: &Assignment) -> HubConfig {
     let mut cfg = hub.clone();
     if let HubEndpoint::Azure(a) = &mut cfg.endpoint {
         a.host_name.clone_from(&assignment.assigned_hub);
@@ -40,7 +40,7 @@ pub fn with_assignment(hub: &HubConfig, assignment: &Assignment) -> HubConfig {
 /// `state_dir`, the cached hub and device id; without a cache, the
 /// unassigned hub (the session waits for DPS). Other configs pass through.
 /// A cache that cannot be used is logged and ignored.
-pub fn prepare(hub: &HubConfig, state_dir: &Path) -> (HubConfig, Option<Assignment>) {
+pub(crate) fn prepare(hub: &HubConfig, state_dir: &Path) -> (HubConfig, Option<Assignment>) {
     let Some(p) = &hub.provisioning else {
         return (hub.clone(), None);
     };
@@ -64,7 +64,7 @@ pub fn prepare(hub: &HubConfig, state_dir: &Path) -> (HubConfig, Option<Assignme
 /// Starts the provisioning task for `hub` (a config with
 /// `[hub.provisioning]`, as [`prepare`] returned it, with `cached` its
 /// assignment) driving the session behind `handle`.
-pub fn spawn(
+pub(crate) fn spawn(
     hub: &HubConfig,
     p: &ProvisioningConfig,
     state_dir: &Path,

@@ -7,13 +7,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use tether::clock::SystemClock;
-use tether::hub::{self, Hub, HubStatus, Router};
-use tether::service::Beat;
 use tether_demo::observer::Observer;
-use tether_testkit::mcu::{McuEvent, Rig, WAIT};
+use tether_testkit::mcu::McuEvent;
 use tether_testkit::{Broker, BrokerOptions};
 use tokio_util::sync::CancellationToken;
+
+use super::rig::{Rig, WAIT};
+use crate::clock::SystemClock;
+use crate::hub::{self, Hub, HubStatus, Router};
+use crate::service::Beat;
 
 /// A booted bridge wired to a hub session on `broker`, as app.rs wires it:
 /// bridge first, methods registered, hub started, hub attached.
@@ -22,7 +24,7 @@ async fn start(broker: &Broker) -> (Rig, Hub, CancellationToken) {
         "[hub]\nurl = \"mqtt://127.0.0.1:{}\"\ndevice_id = \"dev1\"\nallow_insecure = true\nkeep_alive = \"5s\"\nconnect_timeout = \"5s\"\n",
         broker.plain_port()
     );
-    let cfg = tether::config::parse(&text, broker.dir()).expect("valid test config");
+    let cfg = crate::config::parse(&text, broker.dir()).expect("valid test config");
     let mut rig = Rig::start_with(
         Duration::from_secs(5),
         None::<firmware_bridge::driver::NoPin>,
@@ -30,7 +32,7 @@ async fn start(broker: &Broker) -> (Rig, Hub, CancellationToken) {
     )
     .await;
     let mut router = Router::new();
-    tether::bridge::register(&mut router, &rig.bridge);
+    crate::bridge::register(&mut router, &rig.bridge);
     let stop = CancellationToken::new();
     let hub = hub::start(
         &cfg.hub,

@@ -8,8 +8,10 @@ use std::time::Duration;
 use embedded_hal_mock::eh1::digital::{Mock, State, Transaction};
 use firmware_bridge::DataType;
 use serde_json::json;
-use tether::admin::{HealthCheck, RenderMetrics};
-use tether_testkit::mcu::{Mcu, McuEvent, Rig, WAIT};
+use tether_testkit::mcu::{Mcu, McuEvent};
+
+use super::rig::{Rig, WAIT};
+use crate::admin::{HealthCheck, RenderMetrics};
 
 const TIMEOUT: Duration = Duration::from_secs(5);
 

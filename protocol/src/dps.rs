@@ -1,10 +1,11 @@
-//! What tether presents to DPS in CONNECT (the DPS device API over MQTT):
-//! client id = registration id, a username naming the ID scope and API
-//! version, and a SAS token for `{idScope}/registrations/{registrationId}`
-//! signed with the device key under the policy name `registration`.
+//! What a device presents to the Azure Device Provisioning Service (DPS)
+//! in CONNECT (the DPS device API over MQTT): client id = registration id,
+//! a username naming the ID scope and API version, and a SAS token for
+//! `{idScope}/registrations/{registrationId}` signed with the device key
+//! under the policy name `registration`. The device presents it; tests and
+//! brokers standing in for DPS configure the same strings.
 
-use crate::config::Secret;
-use crate::hub::sas;
+use crate::{sas, Secret};
 
 /// The DPS device API version named in the username.
 pub const API_VERSION: &str = "2019-03-31";

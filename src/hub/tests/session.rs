@@ -6,18 +6,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use tether::clock::SystemClock;
-use tether::hub::Failure;
-use tether::hub::{
-    ConnState, Delivery, Hub, HubStatus, MethodCall, MethodResponse, Router, Telemetry,
-};
 use tether_demo::observer::Observer;
-use tether_testkit::hub::{plain_config, stop as stop_hub, wait_for, WAIT};
 use tether_testkit::{untrusted_ca_pem, Broker, BrokerOptions};
 use tokio_util::sync::CancellationToken;
 
-fn start(cfg: &tether::config::Config, router: Router) -> (Hub, CancellationToken) {
-    tether_testkit::hub::start(cfg, router, Arc::new(SystemClock))
+use super::support::{self, plain_config, stop as stop_hub, wait_for, WAIT};
+use crate::clock::SystemClock;
+use crate::hub::Failure;
+use crate::hub::{
+    C2dMessage, ConnState, Delivery, Hub, HubStatus, MethodCall, MethodResponse, Router, Telemetry,
+};
+
+fn start(cfg: &crate::config::Config, router: Router) -> (Hub, CancellationToken) {
+    support::start(cfg, router, Arc::new(SystemClock))
 }
 
 fn echo_router() -> Router {
@@ -38,7 +39,7 @@ async fn echo_device_and_cloud() -> (Broker, Hub, CancellationToken, Observer) {
     let cfg = plain_config(&broker, "s3cret", &broker.ca_pem_path());
     let cloud = tether_testkit::cloud(broker.plain_port(), &["devices/dev1/methods/res/#"]).await;
     let (hub, stop) = start(&cfg, echo_router());
-    tether_testkit::hub::subscribed(&hub).await;
+    support::subscribed(&hub).await;
     (broker, hub, stop, cloud)
 }
 
@@ -55,7 +56,7 @@ async fn connects_over_tls_with_a_password_and_publishes_telemetry() {
     let cfg = plain_config(&broker, "s3cret", &broker.ca_pem_path());
     let mut cloud = tether_testkit::cloud(broker.plain_port(), &["devices/dev1/#"]).await;
     let (mut hub, stop) = start(&cfg, Router::new());
-    tether_testkit::hub::connected(&hub).await;
+    support::connected(&hub).await;
     assert_eq!(hub.deliveries.recv().await, Some(Delivery::Connected(1)));
 
     let online = cloud.next_on("devices/dev1/status", WAIT).await.unwrap();
@@ -130,7 +131,7 @@ async fn reconnects_after_the_broker_is_killed_and_restarted() {
     let cfg = plain_config(&broker, "s3cret", &broker.ca_pem_path());
     let (mut hub, stop) = start(&cfg, Router::new());
     let mut status = hub.handle.watch_status();
-    tether_testkit::hub::connected(&hub).await;
+    support::connected(&hub).await;
     assert_eq!(hub.deliveries.recv().await, Some(Delivery::Connected(1)));
 
     broker.kill();
@@ -186,7 +187,7 @@ async fn a_clean_stop_leaves_the_device_marked_offline() {
     let broker = broker_with_dev1();
     let cfg = plain_config(&broker, "s3cret", &broker.ca_pem_path());
     let (hub, stop) = start(&cfg, Router::new());
-    tether_testkit::hub::connected(&hub).await;
+    support::connected(&hub).await;
     stop.cancel();
     hub.task.await.unwrap();
     // A new subscriber sees the retained presence document.
@@ -202,7 +203,7 @@ async fn reported_properties_are_retained_and_merged() {
     let broker = broker_with_dev1();
     let cfg = plain_config(&broker, "s3cret", &broker.ca_pem_path());
     let (hub, stop) = start(&cfg, Router::new());
-    tether_testkit::hub::connected(&hub).await;
+    support::connected(&hub).await;
     let patch = json!({"attributes": {"1": "true"}, "site": "B2"});
     hub.handle
         .report(patch.as_object().unwrap().clone())
@@ -247,7 +248,7 @@ async fn connects_over_websocket() {
         "#,
         port = broker.ws_port().expect("websockets listener"),
     );
-    let cfg = tether::config::parse(&text, broker.dir()).expect("valid config");
+    let cfg = crate::config::parse(&text, broker.dir()).expect("valid config");
     let (hub, stop) = start(&cfg, Router::new());
     let mut status = hub.handle.watch_status();
     wait_for(
@@ -302,12 +303,12 @@ async fn c2d_messages_are_routed_by_type() {
     let cfg = plain_config(&broker, "s3cret", &broker.ca_pem_path());
     let (tx, mut rx) = tokio::sync::mpsc::channel(4);
     let mut router = Router::new();
-    router.c2d("setAttribute", move |m: tether::hub::C2dMessage| {
+    router.c2d("setAttribute", move |m: C2dMessage| {
         let tx = tx.clone();
         async move { tx.send(m).await.map_err(|e| e.to_string()) }
     });
     let (hub, stop) = start(&cfg, router);
-    tether_testkit::hub::subscribed(&hub).await;
+    support::subscribed(&hub).await;
     let cloud = tether_testkit::cloud(broker.plain_port(), &[]).await;
     cloud
         .publish(

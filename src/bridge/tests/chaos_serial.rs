@@ -12,9 +12,11 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use serde_json::json;
-use tether::admin::{HealthCheck, RenderMetrics};
-use tether_testkit::mcu::{LineFault, McuEvent, Rig, Target, WAIT};
+use tether_testkit::mcu::{LineFault, McuEvent, Target};
 use tokio::time::Instant;
+
+use super::rig::{Rig, WAIT};
+use crate::admin::{HealthCheck, RenderMetrics};
 
 const TIMEOUT: Duration = Duration::from_secs(5);
 /// Values each run's MCU application sets.

@@ -14,18 +14,20 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tether::clock::ManualClock;
-use tether::config::Config;
-use tether::hub::credentials::azure_username;
-use tether::hub::provisioning::{self, auth, cache, ProvisioningState, ProvisioningStatus};
-use tether::hub::{Hub, HubStatus, Router};
-use tether_protocol::sas;
+use tether_protocol::{dps, sas};
 use tether_testkit::dps::{Dps, Reply, Request};
-use tether_testkit::hub::wait_for;
 use tether_testkit::{Broker, BrokerOptions};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+
+use super::support::{self, wait_for};
+use crate::clock::ManualClock;
+use crate::config::Config;
+use crate::hub::credentials::azure_username;
+use crate::hub::provisioning::status::{ProvisioningState, ProvisioningStatus};
+use crate::hub::provisioning::{self, cache};
+use crate::hub::{Failure, Hub, HubStatus, Router};
 
 const T0: u64 = 1_900_000_000;
 const SCOPE: &str = "0ne00TEST1";
@@ -50,10 +52,10 @@ fn b64(s: &str) -> Vec<u8> {
 /// The DPS and hub identities of `dev1` with `key`, for the password file.
 fn identities(key: &[u8]) -> BrokerOptions {
     let se = T0 + 3600;
-    let dps_token = auth::sas_token(key, SCOPE, REGISTRATION, se);
+    let dps_token = dps::sas_token(key, SCOPE, REGISTRATION, se);
     let hub_token = sas::sign(key, &sas::resource_uri("localhost", "dev1", None), se);
     BrokerOptions::new()
-        .user(&auth::username(SCOPE, REGISTRATION), dps_token.expose())
+        .user(&dps::username(SCOPE, REGISTRATION), dps_token.expose())
         .user(&azure_username("localhost", "dev1"), hub_token.expose())
 }
 
@@ -85,7 +87,7 @@ fn config_on(broker: &Broker, port: u16, state: &Path, hub_extra: &str, key_line
         ca = broker.ca_pem_path().display(),
         state = state.display(),
     );
-    let mut cfg = tether::config::parse(&text, broker.dir()).expect("valid test config");
+    let mut cfg = crate::config::parse(&text, broker.dir()).expect("valid test config");
     let p = cfg.hub.provisioning.as_mut().expect("provisioning");
     p.retry_base = Duration::from_millis(100);
     p.retry_cap = Duration::from_millis(500);
@@ -113,7 +115,7 @@ impl Device {
             hub: hub_cfg,
             ..cfg.clone()
         };
-        let (hub, stop) = tether_testkit::hub::start(&cfg, Router::new(), Arc::new(clock.clone()));
+        let (hub, stop) = support::start(&cfg, Router::new(), Arc::new(clock.clone()));
         let p = cfg.hub.provisioning.as_ref().expect("provisioning");
         let (task, health) = provisioning::spawn(
             &cfg.hub,
@@ -333,7 +335,7 @@ async fn a_refused_cached_identity_registers_again() {
     let device = Device::start(&cfg, &clock);
     let mut status = device.hub.handle.watch_status();
     wait_for(&mut status, "the cached identity refused", |s| {
-        s.last_failure == Some(tether::hub::Failure::Auth)
+        s.last_failure == Some(Failure::Auth)
     })
     .await;
     device.connected().await;

@@ -9,15 +9,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use tether::clock::ManualClock;
-use tether::hub::credentials::azure_username;
-use tether::hub::Failure;
-use tether::hub::{Hub, HubStatus, MethodCall, MethodResponse, Router};
 use tether_protocol::sas;
-use tether_testkit::hub::{stop as stop_hub, wait_for, WAIT};
 use tether_testkit::{Broker, BrokerOptions};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+
+use super::support::{self, stop as stop_hub, wait_for, WAIT};
+use crate::clock::ManualClock;
+use crate::hub::credentials::azure_username;
+use crate::hub::Failure;
+use crate::hub::{ConnState, Hub, HubStatus, MethodCall, MethodResponse, Router};
 
 const T0: u64 = 1_900_000_000;
 /// base64 of "device-key-for-tests-0123456789!"
@@ -37,7 +38,7 @@ fn token(key: &[u8], se: u64) -> String {
         .to_string()
 }
 
-fn config(broker: &Broker, conn: &str, ttl: &str, extra: &str) -> tether::config::Config {
+fn config(broker: &Broker, conn: &str, ttl: &str, extra: &str) -> crate::config::Config {
     let text = format!(
         r#"
         [hub]
@@ -52,7 +53,7 @@ fn config(broker: &Broker, conn: &str, ttl: &str, extra: &str) -> tether::config
         port = broker.tls_port(),
         ca = broker.ca_pem_path().display(),
     );
-    tether::config::parse(&text, broker.dir()).expect("valid test config")
+    crate::config::parse(&text, broker.dir()).expect("valid test config")
 }
 
 fn key_conn() -> String {
@@ -60,11 +61,11 @@ fn key_conn() -> String {
 }
 
 fn start(
-    cfg: &tether::config::Config,
+    cfg: &crate::config::Config,
     router: Router,
     clock: &ManualClock,
 ) -> (Hub, CancellationToken) {
-    tether_testkit::hub::start(cfg, router, Arc::new(clock.clone()))
+    support::start(cfg, router, Arc::new(clock.clone()))
 }
 
 /// The SAS token computed from the device key and the injected clock is
@@ -308,7 +309,7 @@ async fn waits_for_a_plausible_clock_before_connecting() {
     let (hub, stop) = start(&cfg, Router::new(), &clock);
     let mut status = hub.handle.watch_status();
     wait_for(&mut status, "waiting for the clock", |s| {
-        s.state == tether::hub::ConnState::WaitingForClock
+        s.state == ConnState::WaitingForClock
     })
     .await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
