@@ -9,7 +9,8 @@
 //! - [`properties`]: the IoT Hub property bag (`k=v&k=v`, percent-encoded).
 //! - [`sas`]: Azure IoT Hub SAS tokens minted from a device key.
 //! - [`relay`]: the Cloud Relay's direct-method payloads, the REST request
-//!   ([`relay::RestRequest`]) and the device's answer ([`relay::Answer`]).
+//!   ([`relay::RestRequest`]), the rules its path keeps ([`relay::path`])
+//!   and the device's answer ([`relay::Answer`]).
 //! - [`afero`]: Afero's attribute data types, the attribute changes the
 //!   daemon takes in and the Cloud Notify message it sends for each.
 //! - [`time`]: Unix seconds and milliseconds, as SAS expiries and Afero

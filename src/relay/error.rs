@@ -1,9 +1,8 @@
 //! The relay's two error types: [`RelayError`] when it cannot be built,
 //! [`Failure`] when one call cannot be served (and becomes an answer).
 
+use tether_protocol::relay::path::PathError;
 use tether_protocol::relay::RequestError;
-
-use super::path::PathError;
 
 /// The relay could not be built from its configuration.
 #[derive(Debug, thiserror::Error)]

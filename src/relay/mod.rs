@@ -5,7 +5,7 @@
 //! Map:
 //! - the payloads are [`tether_protocol::relay`]'s: the request, parsed
 //!   tolerantly, and the answer.
-//! - [`path`]: what a path may be (pure checks).
+//! - [`tether_protocol::relay::path`]: what a path may be (pure checks).
 //! - `controller`: the HTTP client for the controller (auth, TLS).
 //! - `response`: the answer's shape, inline vs blob, truncation.
 //! - `blob`: request bodies from blob URLs, responses through file upload.
@@ -23,7 +23,6 @@ pub(crate) mod controller;
 mod error;
 pub(crate) mod limits;
 pub(crate) mod metrics;
-pub mod path;
 pub(crate) mod response;
 pub(crate) mod schedule;
 mod uploader;
@@ -32,6 +31,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tether_protocol::relay::answer::DEFAULT_BLOB_CONTENT_TYPE;
+use tether_protocol::relay::path;
 use tether_protocol::relay::request::encode_body;
 use tether_protocol::relay::{ForwardHeaders, HttpMethod, RequestBody, RestRequest};
 use tokio::time::{timeout_at, Instant};
