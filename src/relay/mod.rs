@@ -12,6 +12,8 @@
 //! - `limits`: concurrency, wait queue and `$rid` de-duplication.
 //! - `schedule`: calls made on a timer, results sent upstream.
 //! - `metrics`, `audit`: counters and the per-call log line.
+//! - `tests`: component tests, a call in and an answer out against real
+//!   HTTP servers.
 //!
 //! [`Relay::handle`] always answers: every failure becomes an answer the
 //! Cloud Relay understands (400, 403, 405, 413, 502, 503, 504), and when the
@@ -25,6 +27,8 @@ pub(crate) mod limits;
 pub(crate) mod metrics;
 pub(crate) mod response;
 pub(crate) mod schedule;
+#[cfg(test)]
+mod tests;
 mod uploader;
 
 use std::sync::Arc;

@@ -5,13 +5,16 @@
 //! are the `tether-testkit` crate (`testkit/`).
 //!
 //! Run one area with a filter, e.g. `cargo test -p tether --test it hub_session::`.
+//!
+//! These drive the daemon from outside (its binary, or `tether::app::Daemon`
+//! in-process); component tests that need the crate's internals live beside
+//! their component, e.g. the relay's in `src/relay/tests/`.
 
 // Rigs shared by several areas.
 mod chaos_rig;
 mod outbox_rig;
 mod powercut_rig;
 mod powercut_run;
-mod relay_support;
 
 mod admin_api;
 mod afero_failures;
@@ -19,7 +22,6 @@ mod bridge_cloud;
 mod bridge_link;
 mod broker_harness;
 mod chaos_broker;
-mod chaos_controller;
 mod chaos_disk_full;
 mod chaos_link;
 mod chaos_serial;
@@ -46,8 +48,5 @@ mod outbox_salvage;
 mod outbox_webhook;
 mod powercut_fs;
 mod relay_e2e;
-mod relay_limits;
-mod relay_requests;
-mod relay_responses;
 mod relay_schedule;
 mod secrets_trace;
