@@ -1,6 +1,8 @@
 //! Relay latency: a relayed GET (cloud client → Mosquitto → tether → local
 //! HTTP server → back) against a direct HTTP GET to the same server, in the
-//! same run, so the difference is tether's added latency.
+//! same run, so the difference is tether's added latency. tether is the
+//! daemon as `tether run` starts it (`tether::app::Daemon`, in this
+//! process), from a config.
 //!
 //! `cargo bench -p tether --bench relay_latency [-- CALLS]` (default 1,000 calls each).
 //! Needs mosquitto on PATH. Prints a table and one JSON line.
@@ -8,15 +10,16 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde_json::json;
+use serde_json::{json, Value};
+use tether::app::Daemon;
 use tether::clock::SystemClock;
-use tether::hub::{HubStatus, Router};
-use tether::relay::{Relay, Uploader};
 use tether_demo::observer::Observer;
 use tether_testkit::http::{eclypse, ECLYPSE_PASSWORD, ECLYPSE_USER};
 use tether_testkit::{Broker, BrokerOptions};
+use tokio_util::sync::CancellationToken;
 
 const WAIT: Duration = Duration::from_secs(10);
+const ADMIN_TOKEN: &str = "relay-latency-admin";
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
@@ -32,6 +35,11 @@ async fn main() {
             .extra_config("set_tcp_nodelay true"),
     );
     let controller = eclypse().await;
+    let state = tempfile::tempdir().expect("a state directory");
+    let admin = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port");
     let text = format!(
         r#"
         [hub]
@@ -44,27 +52,22 @@ async fn main() {
         base_url = "{base}"
         username = "{ECLYPSE_USER}"
         password = "{ECLYPSE_PASSWORD}"
+        [store]
+        path = "{store}"
+        [admin]
+        listen = "127.0.0.1:{admin}"
+        token = "{ADMIN_TOKEN}"
         "#,
         port = broker.tls_port(),
         ca = broker.ca_pem_path().display(),
         base = controller.base_url(),
+        store = state.path().display(),
     );
     let cfg = tether::config::parse(&text, broker.dir()).expect("valid config");
-    let relay = Arc::new(Relay::new(&cfg.relay, &cfg.controller, Uploader::Disabled).unwrap());
-    let mut router = Router::new();
-    let r = relay.clone();
-    router.method("RestApi", move |call| {
-        let r = r.clone();
-        async move { r.handle(call).await }
-    });
-    let (hub, stop) = tether_testkit::hub::start(&cfg, router, Arc::new(SystemClock));
-    let mut status = hub.handle.watch_status();
-    // Subscribed, not just connected: a call sent earlier would find no
-    // method subscription and never be answered.
-    tokio::time::timeout(WAIT, status.wait_for(HubStatus::is_subscribed))
-        .await
-        .expect("hub connects and subscribes")
-        .unwrap();
+    let stop = CancellationToken::new();
+    let daemon = Daemon::new(state.path().join("tether.toml"), Arc::new(SystemClock));
+    let run = tokio::spawn(daemon.run_until(cfg, stop.clone()));
+    wait_subscribed(admin).await;
     let mut cloud =
         tether_testkit::cloud(broker.plain_port(), &["devices/dev1/methods/res/#"]).await;
 
@@ -114,7 +117,25 @@ async fn main() {
                "direct_us": {"p50": d.p50, "p99": d.p99, "p999": d.p999, "max": d.max}})
     );
     stop.cancel();
-    let _ = hub.task.await;
+    let _ = run.await;
+}
+
+/// Polls the daemon's `/healthz` until its hub session is subscribed, not
+/// just connected: a call sent earlier would find no method subscription
+/// and never be answered.
+async fn wait_subscribed(admin: u16) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while tokio::time::Instant::now() < deadline {
+        if let Ok(answer) = reqwest::get(format!("http://127.0.0.1:{admin}/healthz")).await {
+            if let Ok(h) = answer.json::<Value>().await {
+                if h["hub"]["subscribed"] == true {
+                    return;
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("the daemon's hub session never subscribed");
 }
 
 async fn relayed(cloud: &mut Observer, call: &str, rid: usize) {

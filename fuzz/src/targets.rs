@@ -62,9 +62,9 @@ fn relay_request(data: &[u8]) -> String {
 
 fn relay_path(data: &[u8]) -> String {
     let raw = text(data);
-    let r = tether::relay::path::check(&raw);
+    let r = tether_protocol::relay::path::check(&raw);
     if r.is_ok() {
-        let _ = tether::relay::path::allowed(&raw, &["/api/".into(), "/".into()]);
+        let _ = tether_protocol::relay::path::allowed(&raw, &["/api/".into(), "/".into()]);
     }
     sig(&r.map_err(|e| format!("{e:?}")))
 }

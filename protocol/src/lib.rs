@@ -11,7 +11,8 @@
 //!   [`iothub`]: the username IoT Hub expects in CONNECT; [`dps`]: the
 //!   username and SAS token the Device Provisioning Service expects.
 //! - [`relay`]: the Cloud Relay's direct-method payloads, the REST request
-//!   ([`relay::RestRequest`]) and the device's answer ([`relay::Answer`]).
+//!   ([`relay::RestRequest`]), the rules its path keeps ([`relay::path`])
+//!   and the device's answer ([`relay::Answer`]).
 //! - [`afero`]: Afero's attribute data types, the attribute changes the
 //!   daemon takes in and the Cloud Notify message it sends for each.
 //! - [`time`]: Unix seconds and milliseconds, as SAS expiries and Afero

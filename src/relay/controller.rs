@@ -15,12 +15,12 @@ use reqwest::Url;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
+use tether_protocol::relay::path::CheckedPath;
 use tether_protocol::relay::{ForwardHeaders, HttpMethod};
 
 use crate::config::{ControllerConfig, Secret};
 
 use super::error::{Failure, RelayError};
-use super::path::CheckedPath;
 
 /// What the controller answered, with only the headers the cloud may see.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -439,14 +439,14 @@ mod tests {
             Duration::from_secs(1),
         )
         .unwrap();
-        let p = super::super::path::check("/api/x?a=1").unwrap();
+        let p = tether_protocol::relay::path::check("/api/x?a=1").unwrap();
         assert_eq!(
             c.url_for(&p).unwrap().as_str(),
             "http://127.0.0.1:8080/eclypse/api/x?a=1"
         );
         let c =
             Controller::new(&cfg("http://127.0.0.1:8080", false), Duration::from_secs(1)).unwrap();
-        let p = super::super::path::check("/@evil.example/x").unwrap();
+        let p = tether_protocol::relay::path::check("/@evil.example/x").unwrap();
         assert_eq!(
             c.url_for(&p).unwrap().as_str(),
             "http://127.0.0.1:8080/@evil.example/x"

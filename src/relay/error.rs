@@ -1,13 +1,12 @@
 //! The relay's two error types: [`RelayError`] when it cannot be built,
 //! [`Failure`] when one call cannot be served (and becomes an answer).
 
+use tether_protocol::relay::path::PathError;
 use tether_protocol::relay::RequestError;
-
-use super::path::PathError;
 
 /// The relay could not be built from its configuration.
 #[derive(Debug, thiserror::Error)]
-pub enum RelayError {
+pub(crate) enum RelayError {
     /// `controller.base_url` is not an absolute http(s) URL.
     #[error("controller.base_url {url:?} is not usable: {reason}")]
     BaseUrl {
@@ -52,7 +51,7 @@ pub enum RelayError {
 /// Why one call could not be served. Every variant maps to an HTTP status
 /// and an answer the Cloud Relay understands ([`Failure::status`]).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum Failure {
+pub(crate) enum Failure {
     /// The payload is not a request we can read.
     #[error("{0}")]
     InvalidRequest(String),

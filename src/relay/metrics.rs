@@ -17,7 +17,7 @@ const STATUSES: usize = 600;
 
 /// Counters for the relay.
 #[derive(Debug)]
-pub struct RelayMetrics {
+pub(crate) struct RelayMetrics {
     requests: [AtomicU64; STATUSES],
     buckets: [AtomicU64; LATENCY_BUCKETS.len()],
     duration_count: AtomicU64,
@@ -85,20 +85,24 @@ impl RelayMetrics {
         }
     }
 
-    /// Calls answered with `status` so far.
-    pub fn requests_with_status(&self, status: u16) -> u64 {
+    /// Calls answered with `status` so far (tests read the counters here;
+    /// the daemon only renders them).
+    #[cfg(test)]
+    pub(crate) fn requests_with_status(&self, status: u16) -> u64 {
         self.requests
             .get(usize::from(status))
             .map_or(0, |c| c.load(Ordering::Relaxed))
     }
 
     /// Busy refusals so far.
-    pub fn busy_total(&self) -> u64 {
+    #[cfg(test)]
+    pub(crate) fn busy_total(&self) -> u64 {
         self.busy.load(Ordering::Relaxed)
     }
 
     /// Calls answered from the de-duplication cache so far.
-    pub fn deduplicated_total(&self) -> u64 {
+    #[cfg(test)]
+    pub(crate) fn deduplicated_total(&self) -> u64 {
         self.deduplicated.load(Ordering::Relaxed)
     }
 

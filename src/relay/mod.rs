@@ -5,15 +5,17 @@
 //! Map:
 //! - the payloads are [`tether_protocol::relay`]'s: the request, parsed
 //!   tolerantly, and the answer.
-//! - [`path`]: what a path may be (pure checks).
+//! - [`tether_protocol::relay::path`]: what a path may be (pure checks).
 //! - `controller`: the HTTP client for the controller (auth, TLS).
 //! - `response`: the answer's shape, inline vs blob, truncation.
 //! - `blob`: request bodies from blob URLs, responses through file upload.
 //! - `limits`: concurrency, wait queue and `$rid` de-duplication.
 //! - `schedule`: calls made on a timer, results sent upstream.
 //! - `metrics`, `audit`: counters and the per-call log line.
+//! - `tests`: component tests, a call in and an answer out against real
+//!   HTTP servers.
 //!
-//! [`Relay::handle`] always answers: every failure becomes an answer the
+//! `Relay::handle` always answers: every failure becomes an answer the
 //! Cloud Relay understands (400, 403, 405, 413, 502, 503, 504), and when the
 //! controller answered, its status and body are passed on as they are.
 
@@ -23,15 +25,17 @@ pub(crate) mod controller;
 mod error;
 pub(crate) mod limits;
 pub(crate) mod metrics;
-pub mod path;
 pub(crate) mod response;
 pub(crate) mod schedule;
+#[cfg(test)]
+mod tests;
 mod uploader;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use tether_protocol::relay::answer::DEFAULT_BLOB_CONTENT_TYPE;
+use tether_protocol::relay::path;
 use tether_protocol::relay::request::encode_body;
 use tether_protocol::relay::{ForwardHeaders, HttpMethod, RequestBody, RestRequest};
 use tokio::time::{timeout_at, Instant};
@@ -40,10 +44,10 @@ use crate::clock::{SharedClock, SystemClock};
 use crate::config::{ControllerConfig, RelayConfig};
 use crate::hub::methods::{MethodCall, MethodResponse};
 
-pub use error::{Failure, RelayError};
-pub use metrics::RelayMetrics;
-pub use schedule::{spawn_schedules, ScheduleResult};
-pub use uploader::{EndpointAuth, Uploader};
+pub(crate) use error::{Failure, RelayError};
+pub(crate) use metrics::RelayMetrics;
+pub(crate) use schedule::spawn_schedules;
+pub(crate) use uploader::{EndpointAuth, Uploader};
 
 use audit::Audit;
 use blob::Cloud;
@@ -52,17 +56,17 @@ use limits::{Admission, Dedup, Limiter};
 use response::Shape;
 
 /// Largest request blob or controller response carried, by default.
-pub const DEFAULT_MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
+pub(crate) const DEFAULT_MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
 
 /// How long an answer is kept for a repeated `$rid`.
-pub const DEDUP_TTL: Duration = Duration::from_secs(60);
+pub(crate) const DEDUP_TTL: Duration = Duration::from_secs(60);
 
 /// How many answers the de-duplication cache holds at most.
 const DEDUP_CAPACITY: usize = 1024;
 
 /// The relay service: a pure request → answer service over an HTTP client
 /// for the controller; it does not know MQTT.
-pub struct Relay {
+pub(crate) struct Relay {
     method_name: String,
     allowed_paths: Vec<String>,
     request_timeout: Duration,
@@ -83,7 +87,7 @@ impl Relay {
     /// An unusable `controller.base_url` or upload URL, unreadable CA
     /// files, or `accept_invalid_certs` for a host that is not loopback or
     /// link-local.
-    pub fn new(
+    pub(crate) fn new(
         cfg: &RelayConfig,
         controller: &ControllerConfig,
         uploader: Uploader,
@@ -105,26 +109,28 @@ impl Relay {
 
     /// Sets the largest request blob or controller response carried
     /// (default [`DEFAULT_MAX_BODY_BYTES`]); larger ones are answered 413.
+    /// The daemon keeps the default; tests lower it to reach it.
+    #[cfg(test)]
     #[must_use]
-    pub fn with_max_body_bytes(mut self, bytes: usize) -> Self {
+    pub(crate) fn with_max_body_bytes(mut self, bytes: usize) -> Self {
         self.max_body_bytes = bytes;
         self
     }
 
     /// Sets the clock stamping scheduled results (default: the system's).
     #[must_use]
-    pub fn with_clock(mut self, clock: SharedClock) -> Self {
+    pub(crate) fn with_clock(mut self, clock: SharedClock) -> Self {
         self.clock = clock;
         self
     }
 
     /// The direct method to register (`relay.method_name`).
-    pub fn method_name(&self) -> &str {
+    pub(crate) fn method_name(&self) -> &str {
         &self.method_name
     }
 
     /// Counters for `/metrics`.
-    pub fn metrics(&self) -> &RelayMetrics {
+    pub(crate) fn metrics(&self) -> &RelayMetrics {
         &self.metrics
     }
 
@@ -135,7 +141,7 @@ impl Relay {
     /// Serves one direct-method call. Never panics and always answers; a
     /// repeated `$rid` on the same connection gets the first answer again
     /// without a second execution.
-    pub async fn handle(&self, call: MethodCall) -> MethodResponse {
+    pub(crate) async fn handle(&self, call: MethodCall) -> MethodResponse {
         let started = Instant::now();
         let ticket = match self.dedup.admit(call.connection, &call.rid) {
             Admission::Fresh(ticket) => ticket,

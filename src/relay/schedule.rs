@@ -20,7 +20,7 @@ use super::Relay;
 
 /// One scheduled call's outcome.
 #[derive(Debug, Clone, PartialEq)]
-pub struct ScheduleResult {
+pub(crate) struct ScheduleResult {
     /// The schedule's `name`.
     pub name: String,
     /// When the call started, Unix milliseconds.
@@ -46,7 +46,7 @@ impl ScheduleResult {
 /// Runs every schedule until `shutdown`; the handle ends when all have
 /// stopped. Results are sent with back-pressure: a full channel delays that
 /// schedule (its missed ticks are skipped) rather than dropping results.
-pub fn spawn_schedules(
+pub(crate) fn spawn_schedules(
     relay: Arc<Relay>,
     schedules: &[ScheduleConfig],
     out: mpsc::Sender<ScheduleResult>,

@@ -12,7 +12,7 @@ use super::error::Failure;
 
 /// Where response blobs go.
 #[derive(Clone)]
-pub enum Uploader {
+pub(crate) enum Uploader {
     /// Azure IoT Hub file upload at `https://{host_name}`, authenticated
     /// with a fresh device SAS token for each upload.
     Azure {
@@ -54,11 +54,13 @@ impl std::fmt::Debug for Uploader {
             Uploader::Azure {
                 host_name,
                 device_id,
+                module_id,
                 ..
             } => f
                 .debug_struct("Azure")
                 .field("host_name", host_name)
                 .field("device_id", device_id)
+                .field("module_id", module_id)
                 .finish_non_exhaustive(),
             Uploader::Endpoint {
                 base_url,
@@ -76,9 +78,7 @@ impl std::fmt::Debug for Uploader {
 
 /// Authorization for [`Uploader::Endpoint`].
 #[derive(Clone)]
-pub enum EndpointAuth {
-    /// No Authorization header.
-    None,
+pub(crate) enum EndpointAuth {
     /// The device's own credentials: a SAS token as is, otherwise Basic
     /// with the broker username and password.
     Device {
@@ -111,11 +111,7 @@ impl Uploader {
                 auth: EndpointAuth::Device { credentials, clock },
                 ..
             } => (credentials, clock, false),
-            Uploader::Endpoint {
-                auth: EndpointAuth::None,
-                ..
-            }
-            | Uploader::Disabled => return Ok(None),
+            Uploader::Disabled => return Ok(None),
         };
         // An expired pre-made token is still tried: the clock may be wrong.
         let creds = credentials

@@ -1,21 +1,20 @@
 //! `tether-cloud serve` in front of a real tether: a real Mosquitto
-//! (TLS, password file), the real hub session in plain-broker mode with
-//! the real relay, the ECLYPSE stand-in as controller, and `serve`'s own
-//! upload endpoint as the relay's `relay.upload_url`. HTTP calls go
-//! through `serve` to the controller and back.
+//! (TLS, password file), the daemon (`tether::app::Daemon`, in the test
+//! process) in plain-broker mode, the ECLYPSE stand-in as controller, and
+//! `serve`'s own upload endpoint as the relay's `relay.upload_url`. HTTP
+//! calls go through `serve` to the controller and back.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::cloud_support::{problem, Serve, WAIT};
+use tether::app::Daemon;
 use tether::clock::SystemClock;
 use tether::config::Secret;
-use tether::hub::credentials::CredentialSource;
-use tether::hub::{Hub, Router};
-use tether::relay::{EndpointAuth, Relay, Uploader};
 use tether_cloud::{BrokerConfig, DeviceAuth};
 use tether_testkit::http::{eclypse, Eclypse, ECLYPSE_PASSWORD, ECLYPSE_USER};
 use tether_testkit::{Broker, BrokerOptions};
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -26,7 +25,8 @@ struct Rig {
     broker: Broker,
     controller: Eclypse,
     serve: Serve,
-    hub: Option<(Hub, CancellationToken)>,
+    /// The running daemon (its exit code) and what stops it.
+    tether: Option<(JoinHandle<i32>, CancellationToken)>,
     _dir: tempfile::TempDir,
 }
 
@@ -69,6 +69,9 @@ async fn rig() -> Rig {
 
         [relay]
         upload_url = "{upload}"
+
+        [store]
+        path = "state"
         "#,
         port = broker.tls_port(),
         ca = broker.ca_pem_path().display(),
@@ -76,30 +79,17 @@ async fn rig() -> Rig {
         upload = serve.handle.public_url(),
     );
     let cfg = tether::config::parse(&text, dir.path()).expect("valid config");
-    let clock: tether::clock::SharedClock = Arc::new(SystemClock);
-    let uploader = Uploader::Endpoint {
-        base_url: serve.handle.public_url().to_string(),
-        device_id: "dev1".into(),
-        auth: EndpointAuth::Device {
-            credentials: CredentialSource::new(&cfg.hub.endpoint, cfg.hub.sas_ttl),
-            clock: clock.clone(),
-        },
-        ca_file: None,
-    };
-    let relay = Arc::new(Relay::new(&cfg.relay, &cfg.controller, uploader).unwrap());
-    let mut router = Router::new();
-    router.method("RestApi", move |call| {
-        let r = relay.clone();
-        async move { r.handle(call).await }
-    });
-    let (hub, stop) = tether_testkit::hub::start(&cfg, router, clock);
-    tether_testkit::hub::connected(&hub).await;
+    let stop = CancellationToken::new();
+    let daemon = Daemon::new(dir.path().join("tether.toml"), Arc::new(SystemClock));
+    let run = tokio::spawn(daemon.run_until(cfg, stop.clone()));
+    // tether subscribes before it announces itself online, so once serve
+    // sees it online its calls are delivered.
     serve.wait_online("dev1").await;
     Rig {
         broker,
         controller,
         serve,
-        hub: Some((hub, stop)),
+        tether: Some((run, stop)),
         _dir: dir,
     }
 }
@@ -291,8 +281,7 @@ async fn blobs_and_uploads_refuse_strangers() {
 #[tokio::test]
 async fn a_stopped_tether_is_not_connected_at_once() {
     let mut rig = rig().await;
-    let (hub, stop_hub) = rig.hub.take().unwrap();
-    tether_testkit::hub::stop(hub, stop_hub).await;
+    stop_tether(rig.tether.take()).await;
     let deadline = Instant::now() + WAIT;
     while rig.serve.handle.device_online("dev1") != Some(false) {
         assert!(Instant::now() < deadline, "offline status never seen");
@@ -353,7 +342,17 @@ async fn the_request_command_reaches_the_controller() {
 }
 
 async fn stop(mut rig: Rig) {
-    if let Some((hub, stop)) = rig.hub.take() {
-        tether_testkit::hub::stop(hub, stop).await;
+    stop_tether(rig.tether.take()).await;
+}
+
+/// Stops the daemon and checks it exited cleanly.
+async fn stop_tether(tether: Option<(JoinHandle<i32>, CancellationToken)>) {
+    if let Some((run, stop)) = tether {
+        stop.cancel();
+        let code = tokio::time::timeout(Duration::from_secs(15), run)
+            .await
+            .expect("the daemon stops within its grace period")
+            .expect("the daemon task");
+        assert_eq!(code, 0, "the daemon's exit code");
     }
 }

@@ -2,9 +2,13 @@
 //! one module per area, so the helpers compile and link once. Real
 //! Mosquitto brokers, real HTTP servers, real ptys and the real `tether`
 //! binary; the broker harness, the test PKI and the simulators' helpers
-//! are the `tether-testkit` crate (`testkit/`). Component tests that reach
-//! into a component live beside it in the crate instead (e.g.
-//! `src/hub/tests/`, `src/bridge/tests/`; `cargo test -p tether --lib`).
+//! are the `tether-testkit` crate (`testkit/`).
+//!
+//! These drive the daemon from outside (its binary, or `tether::app::Daemon`
+//! in-process) through its public API only; component tests that need the
+//! crate's internals live beside their component (`src/hub/tests/`,
+//! `src/bridge/tests/`, `src/relay/tests/`, `src/outbox/tests/`,
+//! `src/admin/tests/`; `cargo test -p tether --lib`).
 //!
 //! Run one area with a filter, e.g. `cargo test -p tether --test it dps_daemon::`.
 
@@ -13,13 +17,11 @@ mod chaos_rig;
 mod outbox_rig;
 mod powercut_rig;
 mod powercut_run;
-mod relay_support;
 
 mod admin_api;
 mod afero_failures;
 mod broker_harness;
 mod chaos_broker;
-mod chaos_controller;
 mod chaos_disk_full;
 mod chaos_link;
 mod chaos_soak;
@@ -42,8 +44,5 @@ mod outbox_salvage;
 mod outbox_webhook;
 mod powercut_fs;
 mod relay_e2e;
-mod relay_limits;
-mod relay_requests;
-mod relay_responses;
 mod relay_schedule;
 mod secrets_trace;

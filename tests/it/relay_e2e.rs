@@ -1,23 +1,47 @@
-//! The relay behind the real hub session: the test plays IoT Hub by
-//! publishing `RestApi` calls on `$iothub/methods/POST/RestApi/?$rid=N`
-//! to a real Mosquitto and reading the answers, while a local HTTPS server
-//! with Basic auth plays the controller.
+//! The relay behind the real daemon: the test plays IoT Hub by publishing
+//! `RestApi` calls on `$iothub/methods/POST/RestApi/?$rid=N` to a real
+//! Mosquitto and reading the answers, while a local HTTPS server with
+//! Basic auth plays the controller. The daemon runs in the test process
+//! (`tether::app::Daemon`) from a config, as `tether run` would; the
+//! relay's own behaviour, call by call, is tested in the crate
+//! (`src/relay/tests/`).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
+use tether::app::Daemon;
 use tether::clock::ManualClock;
 use tether::hub::credentials::azure_username;
-use tether::hub::{HubStatus, Router};
-use tether::relay::{Relay, Uploader};
 use tether_protocol::sas;
 use tether_testkit::http::{eclypse_tls, ECLYPSE_PASSWORD, ECLYPSE_USER};
 use tether_testkit::{Broker, BrokerOptions, TestCa};
+use tokio_util::sync::CancellationToken;
 
 const WAIT: Duration = Duration::from_secs(10);
 const T0: u64 = 1_900_000_000;
 const KEY_B64: &str = "ZGV2aWNlLWtleS1mb3ItdGVzdHMtMDEyMzQ1Njc4OSE=";
+const ADMIN_TOKEN: &str = "relay-e2e-admin";
+
+/// Polls the daemon's `/healthz` until its hub session has every
+/// subscription in place: a call published earlier would find no method
+/// subscription and never be answered.
+async fn wait_subscribed(admin: u16) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut last = None;
+    while tokio::time::Instant::now() < deadline {
+        if let Ok(answer) = reqwest::get(format!("http://127.0.0.1:{admin}/healthz")).await {
+            if let Ok(h) = answer.json::<Value>().await {
+                if h["hub"]["subscribed"] == true {
+                    return;
+                }
+                last = Some(h);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("the daemon's hub session never subscribed: {last:?}");
+}
 
 /// A relayed GET reaches the controller with tether's Basic credentials and
 /// the controller's answer comes back in the Cloud Relay shape with the
@@ -38,6 +62,10 @@ async fn relayed_calls_round_trip_through_the_hub() {
     let dir = tempfile::tempdir().unwrap();
     let controller_ca = dir.path().join("controller-ca.pem");
     std::fs::write(&controller_ca, ca.cert_pem()).unwrap();
+    let admin = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port");
 
     let text = format!(
         r#"
@@ -52,6 +80,13 @@ async fn relayed_calls_round_trip_through_the_hub() {
         username = "{ECLYPSE_USER}"
         password = "{ECLYPSE_PASSWORD}"
         ca_file = "{controller_ca}"
+
+        [store]
+        path = "state"
+
+        [admin]
+        listen = "127.0.0.1:{admin}"
+        token = "{ADMIN_TOKEN}"
         "#,
         port = broker.tls_port(),
         hub_ca = broker.ca_pem_path().display(),
@@ -59,21 +94,14 @@ async fn relayed_calls_round_trip_through_the_hub() {
         controller_ca = controller_ca.display(),
     );
     let cfg = tether::config::parse(&text, dir.path()).expect("valid config");
-    let clock = ManualClock::at_unix(T0);
-    let relay = Arc::new(Relay::new(&cfg.relay, &cfg.controller, Uploader::Disabled).unwrap());
-    let mut router = Router::new();
-    let r = relay.clone();
-    router.method("RestApi", move |call| {
-        let r = r.clone();
-        async move { r.handle(call).await }
-    });
-    let (hub, stop) = tether_testkit::hub::start(&cfg, router, Arc::new(clock));
+    let stop = CancellationToken::new();
+    let daemon = Daemon::new(
+        dir.path().join("tether.toml"),
+        Arc::new(ManualClock::at_unix(T0)),
+    );
+    let run = tokio::spawn(daemon.run_until(cfg, stop.clone()));
     let mut cloud = tether_testkit::cloud(broker.plain_port(), &["$iothub/methods/res/#"]).await;
-    let mut status = hub.handle.watch_status();
-    tokio::time::timeout(WAIT, status.wait_for(HubStatus::is_subscribed))
-        .await
-        .unwrap()
-        .unwrap();
+    wait_subscribed(admin).await;
 
     let call = json!({"path": "/api/rest/v1/info", "method": "GET", "headers": {"Accept": "application/json", "Authorization": "Bearer cloud-token"}});
     cloud
@@ -114,5 +142,5 @@ async fn relayed_calls_round_trip_through_the_hub() {
         "the attack reached the controller"
     );
     stop.cancel();
-    hub.task.await.unwrap();
+    assert_eq!(run.await.expect("the daemon task"), 0);
 }

@@ -97,7 +97,7 @@ pub struct RestRequest {
     /// The method.
     pub method: HttpMethod,
     /// The path as sent (`Remote-Query`, verbatim); the device checks it
-    /// before use.
+    /// with [`super::path::check`] before use.
     pub path: String,
     /// Headers to forward.
     pub headers: ForwardHeaders,

@@ -6,19 +6,16 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use tether::relay::{Relay, RelayError, Uploader};
-
-use crate::relay_support::*;
 use tether_testkit::http::{blob_source, eclypse, eclypse_tls};
 use tether_testkit::TestCa;
+
+use super::*;
+use crate::relay::RelayError;
 
 /// Every wait on a call; a hang fails fast.
 const WAIT: Duration = Duration::from_secs(10);
 
-async fn handle(
-    relay: &Relay,
-    call: tether::hub::methods::MethodCall,
-) -> tether::hub::methods::MethodResponse {
+async fn handle(relay: &Relay, call: MethodCall) -> MethodResponse {
     tokio::time::timeout(WAIT, relay.handle(call))
         .await
         .expect("answered in time")
@@ -418,7 +415,7 @@ async fn accept_invalid_certs_is_refused_for_remote_controllers() {
 async fn controller_errors_are_passed_on_as_they_are() {
     let eclypse = eclypse().await;
     let mut cfg = controller_config(&eclypse.base_url());
-    cfg.password = Some(tether::config::Secret::new("wrong"));
+    cfg.password = Some(Secret::new("wrong"));
     let relay = Relay::new(&relay_config(), &cfg, Uploader::Disabled).unwrap();
     let resp = handle(
         &relay,

@@ -1,5 +1,18 @@
-//! Helpers shared by the `relay_*` areas (and `chaos_controller`):
-//! configs, calls and answer decoding.
+//! Component tests of the relay: a direct-method call in, an answer out,
+//! against real HTTP servers on loopback (the ECLYPSE stand-in, blob
+//! sources and upload hubs of `tether-testkit`, which carry no tether type)
+//! and controllers that misbehave at the TCP level. The whole path through
+//! the broker is `tests/it/relay_e2e.rs`'s.
+//!
+//! Areas: [`requests`] (cloud-relay.md §1, §5), [`responses`] (§2, §3,
+//! §5), [`limits`] (admission, de-duplication, schedules, metrics, audit),
+//! [`chaos_controller`]. This file holds their shared configs, calls and
+//! answer decoding.
+
+mod chaos_controller;
+mod limits;
+mod requests;
+mod responses;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -7,15 +20,15 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use serde_json::Value;
-use tether::clock::ManualClock;
-use tether::config::{
+use tether_testkit::http::{eclypse, Eclypse, UploadHub, ECLYPSE_PASSWORD, ECLYPSE_USER};
+
+use crate::clock::ManualClock;
+use crate::config::{
     AzureAuth, AzureHub, BrokerHub, ControllerConfig, HubEndpoint, RelayConfig, Secret, SecretBytes,
 };
-use tether::hub::credentials::CredentialSource;
-use tether::hub::methods::{MethodCall, MethodResponse};
-use tether::relay::{EndpointAuth, Relay, Uploader};
-
-use tether_testkit::http::{eclypse, Eclypse, UploadHub, ECLYPSE_PASSWORD, ECLYPSE_USER};
+use crate::hub::credentials::CredentialSource;
+use crate::hub::methods::{MethodCall, MethodResponse};
+use crate::relay::{EndpointAuth, Relay, Uploader};
 
 /// The device id used by the uploaders.
 pub const DEVICE: &str = "dev1";

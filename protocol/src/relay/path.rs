@@ -1,9 +1,12 @@
-//! Checks on the `path` a cloud request names, before anything reaches the
-//! controller. Pure functions, no IO.
+//! The request's `path` (cloud-relay.md §1: the `Remote-Query` value,
+//! `/path[?query][#fragment]`, which the device appends to its local API
+//! base URL): what a path may be and how it splits. Pure functions, no IO;
+//! the device checks every path with [`check`] before anything reaches the
+//! controller, and a cloud side may use the same rules to refuse early.
 //!
-//! The path is relative to `controller.base_url` and must stay below it: the
-//! cloud may only name resources of the controller's own API. What is
-//! refused and why:
+//! The path is relative to the controller's base URL and must stay below
+//! it: the cloud may only name resources of the controller's own API. What
+//! is refused and why:
 //! - no leading `/`, or a leading `//` (`//host` is an authority), or any
 //!   other empty segment: after a URL normaliser they can turn into one;
 //! - control characters (CR/LF would split the request line) and
@@ -13,7 +16,7 @@
 //!   the controller sees;
 //! - percent-encoded dots, slashes and backslashes (`%2e`, `%2f`, `%5c`, any
 //!   case) and encoded control characters in the path part: the controller
-//!   decodes them after our checks, which would undo them;
+//!   decodes them after these checks, which would undo them;
 //! - malformed percent escapes in the path part (no decoder agrees on them).
 //!
 //! A `#fragment` is dropped (it never goes over HTTP) and the query is

@@ -5,15 +5,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::json;
-use tether::clock::ManualClock;
-use tether::config::ScheduleConfig;
-use tether::hub::methods::{MethodCall, MethodResponse};
-use tether::relay::{spawn_schedules, Relay, Uploader};
+use tether_testkit::http::Eclypse;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::relay_support::*;
-use tether_testkit::http::Eclypse;
+use super::*;
+use crate::config::ScheduleConfig;
+use crate::relay::schedule::ScheduleResult;
+use crate::relay::spawn_schedules;
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -181,7 +180,7 @@ async fn schedules_produce_results_on_their_period() {
     let mut seen = Vec::new();
     while seen
         .iter()
-        .filter(|r: &&tether::relay::ScheduleResult| r.name == "push")
+        .filter(|r: &&ScheduleResult| r.name == "push")
         .count()
         < 2
     {

@@ -6,12 +6,10 @@
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use tether::hub::methods::{MethodCall, MethodResponse};
-use tether::relay::{Relay, Uploader};
-
-use crate::relay_support::*;
 use tether_testkit::http::{eclypse, Eclypse, UploadHub, UPLOAD_CONTAINER};
 use tether_testkit::TestCa;
+
+use super::*;
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -295,9 +293,9 @@ async fn plain_broker_uploads_can_send_the_device_sas() {
     let uploader = Uploader::Endpoint {
         base_url: format!("{}/", hub.server.base_url()),
         device_id: DEVICE.into(),
-        auth: tether::relay::EndpointAuth::Device {
+        auth: EndpointAuth::Device {
             credentials: azure_credentials("hub.example.net"),
-            clock: std::sync::Arc::new(tether::clock::ManualClock::at_unix(NOW_UNIX)),
+            clock: Arc::new(ManualClock::at_unix(NOW_UNIX)),
         },
         ca_file: None,
     };

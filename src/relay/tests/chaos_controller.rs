@@ -7,11 +7,10 @@
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use tether::relay::{Relay, Uploader};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
-use crate::relay_support::*;
+use super::*;
 
 #[derive(Debug, Clone, Copy)]
 enum Misbehave {
