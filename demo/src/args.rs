@@ -30,8 +30,7 @@ pub struct DemoArgs {
 }
 
 /// `addr` as given, or with port 0 a free loopback port, for parts that
-/// need a concrete address before they bind (the broker, tether's admin
-/// API). Another program could take it in between; on a demo machine
+/// need a concrete address before they bind (the embedded broker). Another program could take it in between; on a demo machine
 /// that is unlikely and reported clearly when it happens.
 pub(crate) async fn free_addr(addr: SocketAddr) -> std::io::Result<SocketAddr> {
     if addr.port() != 0 {

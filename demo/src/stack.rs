@@ -14,7 +14,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::admin::Admin;
-use super::args::{free_addr, DemoArgs};
+use super::args::DemoArgs;
 use super::eclypse::{self, Eclypse};
 use super::error::DemoError;
 use super::mcu::{Mcu, McuEvent};
@@ -22,6 +22,7 @@ use super::observer::Observer;
 use super::proxy::Proxy;
 use tether::app::Daemon;
 use tether::clock::SystemClock;
+use tether::config::AdminListen;
 use tether_cloud::{self as cloud, BrokerConfig, DeviceAuth, ServeConfig, ServeHandle};
 use tether_protocol::topics::cloud as topics;
 
@@ -143,24 +144,25 @@ impl Stack {
         .map_err(|e| DemoError::io("simulated controller", e))?;
         let mcu = Mcu::start(&[(1, vec![0])]).map_err(|e| DemoError::Mcu(e.to_string()))?;
 
-        let admin = free_addr(loopback(args.admin_port))
-            .await
-            .map_err(|e| DemoError::io("admin port", e))?;
         let admin_token = uuid::Uuid::new_v4().simple().to_string();
         let write =
             |name: &str, text: &str| dir.write(name, text).map_err(|e| DemoError::io(name, e));
         write("controller-password", &password)?;
         write("admin-token", &admin_token)?;
         write("afBlink.json", PROFILE)?;
-        let toml = config_toml(&proxy, &eclypse, &cloud, &mcu, admin);
+        // Port 0: tether binds a free port and says which (no race with
+        // another program taking a port picked beforehand).
+        let toml = config_toml(&proxy, &eclypse, &cloud, &mcu, loopback(args.admin_port));
         let config = write("tether.toml", &toml)?;
         let cfg = tether::config::load(&config).map_err(|e| DemoError::Config(e.to_string()))?;
         for w in &cfg.warnings {
             tracing::warn!("{w}");
         }
         let daemon = Daemon::new(config.clone(), Arc::new(SystemClock));
+        let listening = daemon.admin_listening();
         let daemon_stop = stop.child_token();
         let daemon = tokio::spawn(daemon.run_until(cfg, daemon_stop.clone()));
+        let admin = admin_address(listening).await?;
 
         let http = reqwest::Client::builder()
             .no_proxy()
@@ -230,6 +232,24 @@ impl Stack {
         self.stop.cancel();
         let _ = tokio::time::timeout(Duration::from_secs(2), self.cloud.stopped()).await;
         drop(self.dir);
+    }
+}
+
+/// Where tether's admin API listens, once it is bound; an error when the
+/// daemon stops first (its log says why) or takes longer than a start.
+async fn admin_address(
+    mut listening: tokio::sync::watch::Receiver<Option<AdminListen>>,
+) -> Result<SocketAddr, DemoError> {
+    let bound = tokio::time::timeout(START_WAIT, listening.wait_for(Option::is_some))
+        .await
+        .map_err(|_| DemoError::Timeout("tether's admin API to listen"))?
+        .map_err(|_| DemoError::Tether("stopped before its admin API listened".into()))?
+        .clone();
+    match bound {
+        Some(AdminListen::Tcp(addr)) => Ok(addr),
+        other => Err(DemoError::Unexpected(format!(
+            "tether's admin API is not on TCP: {other:?}"
+        ))),
     }
 }
 

@@ -6,10 +6,10 @@
 use std::path::Path;
 
 /// A fuzz target.
-pub type Target = fn(&[u8]) -> String;
+pub(super) type Target = fn(&[u8]) -> String;
 
 /// Every target by name (also the corpus folder name).
-pub const TARGETS: &[(&str, Target)] = &[
+pub(super) const TARGETS: &[(&str, Target)] = &[
     ("connection_string", connection_string),
     ("config", config),
     ("relay_request", relay_request),

@@ -8,7 +8,7 @@ use crate::hub::refusal::Reason;
 use crate::hub::{ConnState, HubStatus};
 
 /// Something that can append Prometheus text.
-pub trait RenderMetrics: Send + Sync {
+pub(crate) trait RenderMetrics: Send + Sync {
     /// Appends metric families to `out`.
     fn render(&self, out: &mut String);
 }

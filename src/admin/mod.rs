@@ -29,10 +29,10 @@ use tracing::{info, warn};
 use crate::config::{AdminListen, Secret};
 use crate::hub::HubStatus;
 
-pub use metrics::RenderMetrics;
+pub(crate) use metrics::RenderMetrics;
 
 /// A component's contribution to `/healthz`.
-pub trait HealthCheck: Send + Sync {
+pub(crate) trait HealthCheck: Send + Sync {
     /// Name, healthy?, details.
     fn check(&self) -> (&'static str, bool, Value);
 }

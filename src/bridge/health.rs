@@ -12,7 +12,7 @@ use crate::admin::{HealthCheck, RenderMetrics};
 
 /// Counters and link state, shared by the bridge task and the admin API.
 #[derive(Debug, Default)]
-pub struct BridgeStats {
+pub(crate) struct BridgeStats {
     device: String,
     link_up: AtomicBool,
     device_open: AtomicBool,
@@ -44,7 +44,7 @@ impl BridgeStats {
     }
 
     /// Whether the boot sequence finished and the MCU is reachable.
-    pub fn link_up(&self) -> bool {
+    pub(crate) fn link_up(&self) -> bool {
         self.link_up.load(Ordering::Relaxed)
     }
 

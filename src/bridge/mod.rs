@@ -45,10 +45,10 @@ use crate::hub::HubHandle;
 use crate::service::Beat;
 
 pub(crate) use api::{register, Reply};
-pub use health::BridgeStats;
+pub(crate) use health::BridgeStats;
 pub(crate) use port::GpioError;
 pub(crate) use upstream::Forward;
-pub use upstream::{AttributeChange, Upstream};
+pub(crate) use upstream::{AttributeChange, Upstream};
 
 use api::{Command, Origin};
 use upstream::Reporter;
@@ -62,7 +62,7 @@ const CALLER_GRACE: Duration = Duration::from_secs(2);
 
 /// The bridge could not start.
 #[derive(Debug, thiserror::Error)]
-pub enum BridgeError {
+pub(crate) enum BridgeError {
     /// `bridge.profile` is not set: without it no MCU attribute is known
     /// and afLib's every UPDATE would be refused.
     #[error("bridge.profile is required: the device description names the MCU's attributes")]
@@ -92,7 +92,7 @@ pub enum BridgeError {
 
 /// Timings that tests shorten; [`Tuning::default`] is for real devices.
 #[derive(Debug, Clone)]
-pub struct Tuning {
+pub(crate) struct Tuning {
     /// Ceiling of the first reopen delay (jittered between half of it and
     /// all of it); doubles up to `reopen_cap`.
     pub reopen_base: Duration,
@@ -128,7 +128,7 @@ struct Shared {
 
 /// The bridge's face for the rest of tether. Cheap to clone.
 #[derive(Clone)]
-pub struct BridgeHandle {
+pub(crate) struct BridgeHandle {
     tx: mpsc::Sender<Command>,
     shared: Arc<Shared>,
 }
@@ -157,7 +157,7 @@ pub(crate) fn spawn(
 ///
 /// # Errors
 /// [`BridgeError`] for a missing or invalid profile.
-pub fn spawn_with<P: OutputPin + Send + 'static>(
+pub(crate) fn spawn_with<P: OutputPin + Send + 'static>(
     cfg: &BridgeConfig,
     tuning: Tuning,
     mcu_reset: Option<P>,
@@ -236,12 +236,12 @@ impl BridgeHandle {
     }
 
     /// Link state and counters: a `HealthCheck` and `RenderMetrics` source.
-    pub fn stats(&self) -> Arc<BridgeStats> {
+    pub(crate) fn stats(&self) -> Arc<BridgeStats> {
         self.shared.stats.clone()
     }
 
     /// Waits until the bridge's tasks have ended (after shutdown).
-    pub async fn join(&self) {
+    pub(crate) async fn join(&self) {
         let tasks = std::mem::take(
             &mut *self
                 .shared

@@ -62,7 +62,7 @@ impl TimeSource for TokioClock {
 /// A GPIO line could not be requested.
 #[derive(Debug, thiserror::Error)]
 #[error("GPIO {chip}:{line}: {source}")]
-pub struct GpioError {
+pub(crate) struct GpioError {
     /// The chip device, e.g. `/dev/gpiochip0`.
     pub chip: String,
     /// Line offset on the chip.

@@ -23,10 +23,10 @@ const UPSTREAM_QUEUE: usize = 1024;
 
 /// One attribute value on its way upstream: the outbox's own type, so the
 /// bridge and the admin API build messages the same way.
-pub use tether_protocol::afero::AttributeChange;
+pub(crate) use tether_protocol::afero::AttributeChange;
 
 /// Accepts attribute messages for the cloud (implemented by the outbox).
-pub trait Upstream: Send + Sync {
+pub(crate) trait Upstream: Send + Sync {
     /// Takes one change; `Err` is logged and counted, not retried.
     fn attribute(&self, change: AttributeChange) -> BoxFuture<Result<(), String>>;
 }

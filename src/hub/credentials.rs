@@ -45,7 +45,7 @@ pub(crate) enum CredentialError {
 
 /// Mints credentials for each connection attempt.
 #[derive(Debug, Clone)]
-pub struct CredentialSource {
+pub(crate) struct CredentialSource {
     client_id: String,
     kind: Kind,
 }
@@ -74,7 +74,7 @@ enum Kind {
 
 impl CredentialSource {
     /// Credentials for `endpoint`; `sas_ttl` is the life of minted tokens.
-    pub fn new(endpoint: &HubEndpoint, sas_ttl: Duration) -> Self {
+    pub(crate) fn new(endpoint: &HubEndpoint, sas_ttl: Duration) -> Self {
         match endpoint {
             HubEndpoint::Azure(a) => Self::azure(a, sas_ttl),
             HubEndpoint::Broker(b) => Self::broker(b),
@@ -193,7 +193,7 @@ impl CredentialSource {
 
 /// The IoT Hub username ([`tether_protocol::iothub::username`]) naming
 /// this tether as the device client.
-pub fn azure_username(host_name: &str, client_id: &str) -> String {
+pub(crate) fn azure_username(host_name: &str, client_id: &str) -> String {
     tether_protocol::iothub::username(host_name, client_id, DEVICE_CLIENT_TYPE)
 }
 

@@ -143,7 +143,7 @@ impl Shared {
 
 /// Handle to the hub session. Cheap to clone.
 #[derive(Clone)]
-pub struct HubHandle {
+pub(crate) struct HubHandle {
     pub(super) shared: Arc<Shared>,
 }
 
@@ -157,12 +157,12 @@ impl HubHandle {
     }
 
     /// A snapshot of the connection status.
-    pub fn status(&self) -> HubStatus {
+    pub(crate) fn status(&self) -> HubStatus {
         self.shared.status.borrow().clone()
     }
 
     /// A receiver that sees every status change.
-    pub fn watch_status(&self) -> watch::Receiver<HubStatus> {
+    pub(crate) fn watch_status(&self) -> watch::Receiver<HubStatus> {
         self.shared.status.clone()
     }
 

@@ -242,9 +242,12 @@ impl Session {
             properties: props,
             payload: p.payload.to_vec(),
         };
+        // The cloud's message id lets an operator find the refused message
+        // on the service side.
+        let message_id = properties::get(&msg.properties, "$.mid").map(str::to_string);
         tokio::spawn(async move {
             if let Err(e) = handler(msg).await {
-                warn!(kind = ?kind, error = %e, "a cloud-to-device message was refused");
+                warn!(kind = ?kind, message_id = ?message_id, error = %e, "a cloud-to-device message was refused");
             }
             let _ = client.ack(&p).await;
         });

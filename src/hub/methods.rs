@@ -12,11 +12,11 @@ use serde_json::json;
 use super::refusal::MethodRefusal;
 
 /// A boxed, sendable future.
-pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+pub(crate) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
 /// One direct-method invocation.
 #[derive(Debug, Clone)]
-pub struct MethodCall {
+pub(crate) struct MethodCall {
     /// Method name.
     pub name: String,
     /// The hub's request id (`$rid`), echoed in the response.
@@ -30,7 +30,7 @@ pub struct MethodCall {
 
 /// The answer to a direct method.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MethodResponse {
+pub(crate) struct MethodResponse {
     /// Status code sent in the response topic.
     pub status: u16,
     /// JSON body.
@@ -57,7 +57,7 @@ pub(crate) type MethodHandler = Arc<dyn Fn(MethodCall) -> BoxFuture<MethodRespon
 
 /// A cloud-to-device message.
 #[derive(Debug, Clone)]
-pub struct C2dMessage {
+pub(crate) struct C2dMessage {
     /// Decoded property bag.
     pub properties: Vec<(String, Option<String>)>,
     /// Body.
@@ -78,7 +78,7 @@ pub(crate) type DesiredHandler = Arc<dyn Fn(serde_json::Value, bool) + Send + Sy
 
 /// Handlers, keyed by method name and C2D `type`.
 #[derive(Clone, Default)]
-pub struct Router {
+pub(crate) struct Router {
     methods: HashMap<String, MethodHandler>,
     c2d: HashMap<String, C2dHandler>,
     refusals: HashMap<String, RefusalHandler>,
@@ -87,12 +87,12 @@ pub struct Router {
 
 impl Router {
     /// An empty router: every method is answered 404.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self::default()
     }
 
     /// Registers a direct-method handler.
-    pub fn method<F, Fut>(&mut self, name: &str, f: F) -> &mut Self
+    pub(crate) fn method<F, Fut>(&mut self, name: &str, f: F) -> &mut Self
     where
         F: Fn(MethodCall) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = MethodResponse> + Send + 'static,

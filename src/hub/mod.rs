@@ -21,13 +21,13 @@
 
 mod alarm;
 mod connection;
-pub mod credentials;
+pub(crate) mod credentials;
 pub(crate) mod failure;
 mod handle;
 mod hold;
 mod inbound;
 pub(crate) mod machine;
-pub mod methods;
+pub(crate) mod methods;
 pub(crate) mod options;
 pub(crate) mod provisioning;
 pub(crate) mod refusal;
@@ -40,9 +40,11 @@ mod tests;
 // The wire formats live in tether-protocol, shared with the cloud side.
 pub(crate) use tether_protocol::{properties, sas, topics};
 
-pub use handle::HubHandle;
+pub(crate) use handle::HubHandle;
 pub(crate) use handle::{Prepared, PublishError, Telemetry};
-pub use machine::Failure;
-pub use machine::{ConnState, HubStatus};
-pub use methods::{C2dMessage, MethodCall, MethodResponse, Router};
-pub use session::{start, Delivery, Hub};
+pub(crate) use machine::Failure;
+pub(crate) use machine::{ConnState, HubStatus};
+pub(crate) use methods::{C2dMessage, MethodCall, MethodResponse, Router};
+#[cfg(test)]
+pub(crate) use session::Hub;
+pub(crate) use session::{start, Delivery};

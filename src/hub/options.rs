@@ -40,7 +40,7 @@ impl std::fmt::Display for Target {
 
 /// Options could not be built.
 #[derive(Debug, thiserror::Error)]
-pub enum OptionsError {
+pub(crate) enum OptionsError {
     /// TLS material unusable.
     #[error(transparent)]
     Tls(#[from] TlsError),

@@ -7,7 +7,7 @@
 
 /// Why an inbound message was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Reason {
+pub(crate) enum Reason {
     /// Over [`super::options::MAX_PACKET_BYTES`]; its payload was never read.
     TooLarge,
     /// A C2D message or twin document that is not JSON.
@@ -16,10 +16,10 @@ pub enum Reason {
 
 impl Reason {
     /// Every reason, in the order metrics list them.
-    pub const ALL: [Reason; 2] = [Reason::TooLarge, Reason::NotJson];
+    pub(crate) const ALL: [Reason; 2] = [Reason::TooLarge, Reason::NotJson];
 
     /// The `reason` label of `tether_hub_inbound_refused_total`.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Reason::TooLarge => "too_large",
             Reason::NotJson => "not_json",
@@ -29,7 +29,7 @@ impl Reason {
 
 /// Refused inbound messages since start, per reason.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Refused {
+pub(crate) struct Refused {
     /// [`Reason::TooLarge`].
     pub too_large: u64,
     /// [`Reason::NotJson`].
@@ -38,7 +38,7 @@ pub struct Refused {
 
 impl Refused {
     /// Counts one refusal.
-    pub fn add(&mut self, reason: Reason) {
+    pub(crate) fn add(&mut self, reason: Reason) {
         match reason {
             Reason::TooLarge => self.too_large += 1,
             Reason::NotJson => self.not_json += 1,
@@ -46,7 +46,7 @@ impl Refused {
     }
 
     /// The count for `reason`.
-    pub fn get(&self, reason: Reason) -> u64 {
+    pub(crate) fn get(&self, reason: Reason) -> u64 {
         match reason {
             Reason::TooLarge => self.too_large,
             Reason::NotJson => self.not_json,
@@ -56,7 +56,7 @@ impl Refused {
 
 /// A direct-method call refused before its handler ran.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum MethodRefusal {
+pub(crate) enum MethodRefusal {
     /// The call's packet exceeded the limit; its payload was discarded.
     #[error(
         "the call's message of {size} bytes exceeds this device's limit of {max} bytes; \

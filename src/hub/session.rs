@@ -35,7 +35,7 @@ use super::tracker::{Queued, Token, Tracker};
 
 /// What the session tells the owner of delivery tokens (the outbox).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Delivery {
+pub(crate) enum Delivery {
     /// A new connection is up (numbered from 1).
     Connected(u64),
     /// The publish with this token was acknowledged by the hub.
@@ -46,7 +46,7 @@ pub enum Delivery {
 }
 
 /// A running hub session.
-pub struct Hub {
+pub(crate) struct Hub {
     /// Handle for publishing and status.
     pub handle: HubHandle,
     /// Delivery notices, for exactly one consumer.
@@ -69,7 +69,7 @@ const SLACK: Duration = Duration::from_secs(30);
 ///
 /// # Errors
 /// When TLS material or the proxy setting cannot be used.
-pub fn start(
+pub(crate) fn start(
     cfg: &HubConfig,
     router: Router,
     clock: SharedClock,

@@ -99,7 +99,7 @@ impl From<RequestError> for Failure {
 
 impl Failure {
     /// The HTTP status answered for this failure.
-    pub fn status(&self) -> u16 {
+    pub(crate) fn status(&self) -> u16 {
         match self {
             Failure::InvalidRequest(_) | Failure::InvalidPath(_) => 400,
             Failure::PathNotAllowed(_) => 403,
@@ -115,7 +115,7 @@ impl Failure {
     }
 
     /// A stable machine-readable name, the answer's `error` field.
-    pub fn code(&self) -> &'static str {
+    pub(crate) fn code(&self) -> &'static str {
         match self {
             Failure::InvalidRequest(_) => "invalid_request",
             Failure::InvalidPath(_) => "invalid_path",

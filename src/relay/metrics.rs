@@ -49,7 +49,7 @@ impl Default for RelayMetrics {
 
 impl RelayMetrics {
     /// Records one answered call.
-    pub fn record(&self, status: u16, took: Duration, sent: u64, received: u64) {
+    pub(crate) fn record(&self, status: u16, took: Duration, sent: u64, received: u64) {
         if let Some(c) = self.requests.get(usize::from(status)) {
             c.fetch_add(1, Ordering::Relaxed);
         }
@@ -68,17 +68,17 @@ impl RelayMetrics {
     }
 
     /// A call refused because every slot and queue place was taken.
-    pub fn busy(&self) {
+    pub(crate) fn busy(&self) {
         self.busy.fetch_add(1, Ordering::Relaxed);
     }
 
     /// A repeated `$rid` answered from the cache.
-    pub fn deduplicated(&self) {
+    pub(crate) fn deduplicated(&self) {
         self.deduplicated.fetch_add(1, Ordering::Relaxed);
     }
 
     /// A response upload, and whether it worked.
-    pub fn upload(&self, ok: bool) {
+    pub(crate) fn upload(&self, ok: bool) {
         self.uploads.fetch_add(1, Ordering::Relaxed);
         if !ok {
             self.upload_failures.fetch_add(1, Ordering::Relaxed);
@@ -107,7 +107,7 @@ impl RelayMetrics {
     }
 
     /// Appends every metric in the Prometheus text exposition format.
-    pub fn render_prometheus(&self, out: &mut String) {
+    pub(crate) fn render_prometheus(&self, out: &mut String) {
         let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
         // Writing to a String cannot fail; results are ignored on purpose.
         let _ = writeln!(

@@ -32,7 +32,7 @@ pub(crate) struct ScheduleResult {
 impl ScheduleResult {
     /// The telemetry message: the answer's fields plus `schedule` and
     /// `atUnixMs`.
-    pub fn to_message(&self) -> Value {
+    pub(crate) fn to_message(&self) -> Value {
         let mut msg = json!({ "schedule": self.name, "atUnixMs": self.at_unix_ms });
         if let (Some(m), Some(r)) = (msg.as_object_mut(), self.response.as_object()) {
             for (k, v) in r {

@@ -24,7 +24,7 @@ pub(crate) struct Liveness {
 
 /// One loop's heartbeat.
 #[derive(Debug, Clone)]
-pub struct Beat {
+pub(crate) struct Beat {
     origin: Instant,
     state: Arc<BeatState>,
 }
@@ -75,8 +75,9 @@ impl Liveness {
 }
 
 impl Beat {
-    /// A beat nobody watches (tests, tools).
-    pub fn detached() -> Self {
+    /// A beat nobody watches (component tests).
+    #[cfg(test)]
+    pub(crate) fn detached() -> Self {
         Liveness::new().register("detached", Duration::MAX)
     }
 

@@ -7,5 +7,5 @@ pub(crate) mod liveness;
 pub(crate) mod notify;
 pub(crate) mod signals;
 
-pub use liveness::Beat;
+pub(crate) use liveness::Beat;
 pub(crate) use liveness::Liveness;

@@ -1,13 +1,14 @@
-//! The integration tests' kit (`tests/it`, `tests/cloud`): what every test
-//! binary needs to run tether against real things.
+//! The tests' kit: what the integration tests (`tests/it`, `tests/cloud`)
+//! and the crates' component tests need to run tether against real
+//! things. Nothing here names a `tether` type: the component tests link
+//! the test build of `tether`, and the kit the normal one.
 //!
 //! - [`broker`]: a real mosquitto per test ([`Broker`], [`BrokerOptions`]).
 //! - [`certs`]: the test PKI ([`TestCa`], [`Issued`], [`untrusted_ca_pem`]).
-//! - [`hub`]: a hub session in the test process.
 //! - [`child`]: part of a test run again in a child process, at trace level.
 //! - [`dps`]: a stand-in for Azure DPS answering the device API on the test broker.
 //! - [`http`]: HTTP servers: the simulated controller, an upload hub, blobs.
-//! - [`mcu`]: the demo's simulated afLib4 MCU on a pty, and a bridge on it.
+//! - [`mcu`]: the demo's simulated afLib4 MCU on a pty.
 //! - [`cloud`], [`link_cutter`]: the demo's observer and link cutter
 //!   (the simulators live in `tether_demo`, one of each, used by the demo
 //!   and the tests alike).
@@ -17,7 +18,6 @@ pub mod broker;
 pub mod certs;
 pub mod child;
 pub mod dps;
-pub mod hub;
 
 pub use broker::{Broker, BrokerOptions, LogMark};
 pub use certs::{untrusted_ca_pem, Issued, TestCa};

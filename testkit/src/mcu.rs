@@ -1,21 +1,26 @@
 //! The simulated afLib4 MCU of the demo ([`tether_demo::mcu`]) as
 //! the bridge tests use it: on a pty reached through a symlink, with
-//! waits that fail the test, plus the rig that starts a bridge on it.
+//! waits that fail the test (the bridge's rig is in-crate,
+//! `src/bridge/tests/rig.rs`).
 //!
 //! The symlink in a temporary directory is like a udev name for a USB
 //! serial adapter: unplugging drops the MCU end and removes the symlink;
 //! plugging makes a new pty under the same name.
 use std::ops::{Deref, DerefMut};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use tether_demo::mcu;
 use tokio_serial::{SerialPort, SerialStream};
 
-mod rig;
-
 pub use mcu::{LineFault, McuEvent, Target};
-pub use rig::{blink_profile, bridge_config, fast_tuning, ChannelUpstream, Rig, WAIT};
+
+/// The afBlink Plumo-2D profile (attribute 1 BOOLEAN R/W, LED 1024 R/W,
+/// button 1030 R), as firmware-bridge's tests keep it.
+pub fn blink_profile() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../firmware-bridge/tests/data/profiles/afBlink_Plumo-2D_UART.json")
+}
 
 /// A running simulated MCU; everything else it does is
 /// [`tether_demo::mcu::Mcu`]'s.

@@ -34,8 +34,9 @@ fn dps_token() -> String {
         .to_owned()
 }
 
-/// The IoT Hub username of `dev1`, naming this tether as the client.
-fn hub_username() -> String {
+/// The IoT Hub username of `dev1`, naming this tether as the client (also
+/// `relay_e2e`'s).
+pub(crate) fn hub_username() -> String {
     iothub::username("localhost", "dev1", DEVICE_CLIENT_TYPE)
 }
 

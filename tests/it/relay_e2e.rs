@@ -12,11 +12,12 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use tether::app::Daemon;
 use tether::clock::ManualClock;
-use tether::hub::credentials::azure_username;
 use tether_protocol::sas;
 use tether_testkit::http::{eclypse_tls, ECLYPSE_PASSWORD, ECLYPSE_USER};
 use tether_testkit::{Broker, BrokerOptions, TestCa};
 use tokio_util::sync::CancellationToken;
+
+use crate::dps_daemon::hub_username;
 
 const WAIT: Duration = Duration::from_secs(10);
 const T0: u64 = 1_900_000_000;
@@ -54,9 +55,7 @@ async fn relayed_calls_round_trip_through_the_hub() {
         &sas::resource_uri("localhost", "dev1", None),
         T0 + 3600,
     );
-    let broker = Broker::start(
-        BrokerOptions::new().user(&azure_username("localhost", "dev1"), token.expose()),
-    );
+    let broker = Broker::start(BrokerOptions::new().user(&hub_username(), token.expose()));
     let ca = TestCa::new("controller test CA");
     let controller = eclypse_tls(&ca.issue_server(&["localhost", "127.0.0.1"])).await;
     let dir = tempfile::tempdir().unwrap();

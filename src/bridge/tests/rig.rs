@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tether_testkit::mcu::Mcu;
+use tether_testkit::mcu::{blink_profile, Mcu};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -28,12 +28,6 @@ impl Upstream for ChannelUpstream {
         let tx = self.0.clone();
         Box::pin(async move { tx.send(change).await.map_err(|e| e.to_string()) })
     }
-}
-
-/// The afBlink Plumo-2D profile (attribute 1 BOOLEAN R/W, LED 1024 R/W, button 1030 R).
-fn blink_profile() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("firmware-bridge/tests/data/profiles/afBlink_Plumo-2D_UART.json")
 }
 
 /// A `[bridge]` section for a device at `device`.

@@ -27,7 +27,7 @@ use crate::backoff::Backoff;
 use super::refusal::Reason;
 use drops::QuickDrops;
 use renewal::{RenewalDue, Step};
-pub use status::{ConnState, HubStatus};
+pub(crate) use status::{ConnState, HubStatus};
 
 /// The time of an event on both clocks: `mono` (since any fixed origin,
 /// never jumps) measures intervals, `wall` is what tokens and status show.
@@ -42,7 +42,7 @@ pub(crate) struct Now {
 /// Why the last attempt failed; auth, TLS and throttling get a longer floor
 /// because retrying them quickly only adds load (and throttling).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Failure {
+pub(crate) enum Failure {
     /// Network unreachable, refused, reset, timed out.
     Network,
     /// The hub refused the credentials.

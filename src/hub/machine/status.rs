@@ -7,7 +7,7 @@ use super::Failure;
 
 /// Connection state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ConnState {
+pub(crate) enum ConnState {
     /// The wall clock reads before the build date; waiting for NTP.
     WaitingForClock,
     /// Connecting (TCP, TLS, CONNECT).
@@ -35,7 +35,7 @@ impl ConnState {
 
 /// A snapshot of the session.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HubStatus {
+pub(crate) struct HubStatus {
     /// Current state.
     pub state: ConnState,
     /// When it entered that state.
@@ -61,7 +61,7 @@ pub struct HubStatus {
 
 impl HubStatus {
     /// The initial status.
-    pub fn new(now: SystemTime) -> Self {
+    pub(crate) fn new(now: SystemTime) -> Self {
         Self {
             state: ConnState::Connecting,
             since: now,
@@ -77,12 +77,12 @@ impl HubStatus {
     }
 
     /// Whether the hub is connected.
-    pub fn is_connected(&self) -> bool {
+    pub(crate) fn is_connected(&self) -> bool {
         self.state == ConnState::Connected
     }
 
     /// Whether the hub is connected with every subscription in place.
-    pub fn is_subscribed(&self) -> bool {
+    pub(crate) fn is_subscribed(&self) -> bool {
         self.is_connected() && self.subscribed
     }
 

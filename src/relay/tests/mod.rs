@@ -31,12 +31,12 @@ use crate::hub::methods::{MethodCall, MethodResponse};
 use crate::relay::{EndpointAuth, Relay, Uploader};
 
 /// The device id used by the uploaders.
-pub const DEVICE: &str = "dev1";
+pub(super) const DEVICE: &str = "dev1";
 /// The clock every SAS token is minted at.
-pub const NOW_UNIX: u64 = 1_700_000_000;
+pub(super) const NOW_UNIX: u64 = 1_700_000_000;
 
 /// Relay defaults, with a test-sized timeout.
-pub fn relay_config() -> RelayConfig {
+pub(super) fn relay_config() -> RelayConfig {
     RelayConfig {
         method_name: "RestApi".into(),
         allowed_paths: Vec::new(),
@@ -50,7 +50,7 @@ pub fn relay_config() -> RelayConfig {
 }
 
 /// A controller at `base_url` with the stand-in's credentials.
-pub fn controller_config(base_url: &str) -> ControllerConfig {
+pub(super) fn controller_config(base_url: &str) -> ControllerConfig {
     ControllerConfig {
         base_url: base_url.into(),
         username: Some(ECLYPSE_USER.into()),
@@ -61,7 +61,7 @@ pub fn controller_config(base_url: &str) -> ControllerConfig {
 }
 
 /// A relay on a plain-HTTP ECLYPSE stand-in, upload disabled.
-pub async fn plain_relay(cfg: RelayConfig) -> (Eclypse, Relay) {
+pub(super) async fn plain_relay(cfg: RelayConfig) -> (Eclypse, Relay) {
     let eclypse = eclypse().await;
     let relay = Relay::new(
         &cfg,
@@ -73,12 +73,12 @@ pub async fn plain_relay(cfg: RelayConfig) -> (Eclypse, Relay) {
 }
 
 /// A `RestApi` call on connection 1.
-pub fn call(rid: &str, payload: &Value) -> MethodCall {
+pub(super) fn call(rid: &str, payload: &Value) -> MethodCall {
     call_on(1, rid, payload.to_string().as_bytes())
 }
 
 /// A call with raw payload bytes on `connection`.
-pub fn call_on(connection: u64, rid: &str, payload: &[u8]) -> MethodCall {
+pub(super) fn call_on(connection: u64, rid: &str, payload: &[u8]) -> MethodCall {
     MethodCall {
         name: "RestApi".into(),
         rid: rid.into(),
@@ -89,7 +89,7 @@ pub fn call_on(connection: u64, rid: &str, payload: &[u8]) -> MethodCall {
 
 /// Decodes an answer, checking the invariants every answer keeps: a JSON
 /// object whose root `status` is the method status.
-pub fn decode(resp: &MethodResponse) -> Value {
+pub(super) fn decode(resp: &MethodResponse) -> Value {
     let v: Value = serde_json::from_slice(&resp.body).expect("answer is JSON");
     assert!(v.is_object(), "answer is an object: {v}");
     assert_eq!(
@@ -102,7 +102,7 @@ pub fn decode(resp: &MethodResponse) -> Value {
 }
 
 /// The `error` code of a failure answer, checking its shape.
-pub fn error_of(resp: &MethodResponse) -> String {
+pub(super) fn error_of(resp: &MethodResponse) -> String {
     let v = decode(resp);
     assert_eq!(
         v["headers"],
@@ -116,7 +116,7 @@ pub fn error_of(resp: &MethodResponse) -> String {
 }
 
 /// `Basic base64(user:password)`.
-pub fn basic(user: &str, password: &str) -> String {
+pub(super) fn basic(user: &str, password: &str) -> String {
     format!(
         "Basic {}",
         base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
@@ -124,19 +124,19 @@ pub fn basic(user: &str, password: &str) -> String {
 }
 
 /// The controller's expected Authorization.
-pub fn eclypse_basic() -> String {
+pub(super) fn eclypse_basic() -> String {
     basic(ECLYPSE_USER, ECLYPSE_PASSWORD)
 }
 
 /// Writes a PEM into `dir` and returns its path.
-pub fn write_pem(dir: &tempfile::TempDir, name: &str, pem: &str) -> PathBuf {
+pub(super) fn write_pem(dir: &tempfile::TempDir, name: &str, pem: &str) -> PathBuf {
     let path = dir.path().join(name);
     std::fs::write(&path, pem).expect("write PEM");
     path
 }
 
 /// Credentials of an Azure device on `host` with a device key.
-pub fn azure_credentials(host: &str) -> CredentialSource {
+pub(super) fn azure_credentials(host: &str) -> CredentialSource {
     CredentialSource::new(
         &HubEndpoint::Azure(AzureHub {
             host_name: host.into(),
@@ -151,7 +151,7 @@ pub fn azure_credentials(host: &str) -> CredentialSource {
 }
 
 /// Credentials of a plain-broker device with a username and password.
-pub fn broker_credentials() -> CredentialSource {
+pub(super) fn broker_credentials() -> CredentialSource {
     CredentialSource::new(
         &HubEndpoint::Broker(BrokerHub {
             host: "127.0.0.1".into(),
@@ -168,7 +168,7 @@ pub fn broker_credentials() -> CredentialSource {
 }
 
 /// The Azure uploader for a TLS [`UploadHub`] trusted through `ca_file`.
-pub fn azure_uploader(hub: &UploadHub, ca_file: PathBuf) -> Uploader {
+pub(super) fn azure_uploader(hub: &UploadHub, ca_file: PathBuf) -> Uploader {
     let host = hub.server.host_port();
     Uploader::Azure {
         host_name: host.clone(),
@@ -181,7 +181,7 @@ pub fn azure_uploader(hub: &UploadHub, ca_file: PathBuf) -> Uploader {
 }
 
 /// The plain-broker uploader for an HTTP [`UploadHub`], Basic auth.
-pub fn endpoint_uploader(hub: &UploadHub, ca_file: Option<PathBuf>) -> Uploader {
+pub(super) fn endpoint_uploader(hub: &UploadHub, ca_file: Option<PathBuf>) -> Uploader {
     Uploader::Endpoint {
         base_url: hub.server.base_url(),
         device_id: DEVICE.into(),

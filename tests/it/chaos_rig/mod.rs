@@ -14,15 +14,15 @@ use tokio_util::sync::CancellationToken;
 use crate::outbox_rig::{body_ids, Subscriber, EVENTS, TOKEN};
 
 /// Whether the long variants run (`TETHER_CHAOS_LONG=1`).
-pub fn long() -> bool {
+pub(crate) fn long() -> bool {
     std::env::var("TETHER_CHAOS_LONG").is_ok_and(|v| v == "1")
 }
 
 /// Attribute changes per request.
-pub const BATCH: usize = 10;
+pub(crate) const BATCH: usize = 10;
 
 /// HTTP clients posting attribute batches until stopped.
-pub struct Load {
+pub(crate) struct Load {
     accepted: Arc<Mutex<Vec<String>>>,
     stop: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
@@ -32,13 +32,13 @@ impl Load {
     /// Starts `clients` loops against the admin API at `addr`. Errors and
     /// timeouts (tether down, store full) are expected: only 202 answers
     /// count as accepted.
-    pub fn start(http: &reqwest::Client, addr: SocketAddr, clients: u32) -> Load {
+    pub(crate) fn start(http: &reqwest::Client, addr: SocketAddr, clients: u32) -> Load {
         Load::spawn(http, addr, clients, None)
     }
 
     /// One client posting a batch of [`BATCH`] every `every`: a steady rate
     /// for long runs (full speed for an hour would fill the disk).
-    pub fn paced(http: &reqwest::Client, addr: SocketAddr, every: Duration) -> Load {
+    pub(crate) fn paced(http: &reqwest::Client, addr: SocketAddr, every: Duration) -> Load {
         Load::spawn(http, addr, 1, Some(every))
     }
 
@@ -76,12 +76,12 @@ impl Load {
     }
 
     /// Ids accepted so far.
-    pub fn count(&self) -> usize {
+    pub(crate) fn count(&self) -> usize {
         self.accepted.lock().unwrap().len()
     }
 
     /// Stops the clients and returns every accepted id.
-    pub async fn stop(self) -> Vec<String> {
+    pub(crate) async fn stop(self) -> Vec<String> {
         self.stop.cancel();
         for t in self.tasks {
             let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
@@ -123,7 +123,7 @@ async fn post(
 
 /// What a fault run delivered.
 #[derive(Debug, Default, Clone, Copy)]
-pub struct Tally {
+pub(crate) struct Tally {
     pub accepted: usize,
     pub delivered: usize,
     pub lost: usize,
@@ -132,7 +132,7 @@ pub struct Tally {
 
 impl Tally {
     /// Prints the row of the fault table (`CHAOS|` lines; `--nocapture`).
-    pub fn report(&self, fault: &str, runs: usize) {
+    pub(crate) fn report(&self, fault: &str, runs: usize) {
         eprintln!(
             "CHAOS| {fault} | {runs} | {} | {} | {} | {}",
             self.accepted, self.delivered, self.lost, self.duplicates
@@ -143,12 +143,12 @@ impl Tally {
 /// Reads the subscriber until every accepted id arrived or `timeout`
 /// passed. Every copy of an id counts; a duplicate carries the same id by
 /// construction (ids are what is counted).
-pub async fn tally(sub: &mut Subscriber, accepted: &[String], timeout: Duration) -> Tally {
+pub(crate) async fn tally(sub: &mut Subscriber, accepted: &[String], timeout: Duration) -> Tally {
     tally_counts(sub, accepted, timeout).await.0
 }
 
 /// [`tally`], with the copies received of every id (accepted or not).
-pub async fn tally_counts(
+pub(crate) async fn tally_counts(
     sub: &mut Subscriber,
     accepted: &[String],
     timeout: Duration,
@@ -185,7 +185,7 @@ pub async fn tally_counts(
 /// Waits until the subscriber receives a probe published on the broker at
 /// `port` (after a broker restart it has resubscribed); what it receives
 /// meanwhile is kept in `sub.seen`.
-pub async fn subscriber_back(sub: &mut Subscriber, port: u16) {
+pub(crate) async fn subscriber_back(sub: &mut Subscriber, port: u16) {
     let probe = tether_testkit::cloud(port, &[]).await;
     let topic = format!("{EVENTS}probe");
     for _ in 0..100 {
@@ -204,7 +204,11 @@ pub async fn subscriber_back(sub: &mut Subscriber, port: u16) {
 }
 
 /// Waits until tether's outbox for the hub is empty (all PUBACKed).
-pub async fn wait_drained(http: &reqwest::Client, addr: SocketAddr, timeout: Duration) -> bool {
+pub(crate) async fn wait_drained(
+    http: &reqwest::Client,
+    addr: SocketAddr,
+    timeout: Duration,
+) -> bool {
     let deadline = tokio::time::Instant::now() + timeout;
     while tokio::time::Instant::now() < deadline {
         if let Ok(r) = http
@@ -225,7 +229,7 @@ pub async fn wait_drained(http: &reqwest::Client, addr: SocketAddr, timeout: Dur
 }
 
 /// Fetches `/healthz` (any status code); `Null` when tether does not answer.
-pub async fn health(http: &reqwest::Client, addr: SocketAddr) -> Value {
+pub(crate) async fn health(http: &reqwest::Client, addr: SocketAddr) -> Value {
     match http
         .get(format!("http://{addr}/healthz"))
         .timeout(Duration::from_secs(2))

@@ -9,7 +9,7 @@ use tether_outbox::store::{Batch, Storage};
 /// Writes `messages` attribute messages in the format-1 layout (`m` + seq
 /// keys, the counters, a hub cursor, the age-clock checkpoint, format 1)
 /// into `storage`, syncs, and returns their ids in order.
-pub fn write(storage: &dyn Storage, messages: u64) -> Vec<String> {
+pub(crate) fn write(storage: &dyn Storage, messages: u64) -> Vec<String> {
     let mut ids = Vec::new();
     let mut live_b = 0;
     for chunk in (1..=messages).collect::<Vec<_>>().chunks(5000) {

@@ -3,7 +3,7 @@
 //! through its admin API; a persistent-session subscriber playing the
 //! cloud; the real binary for the tests that kill it.
 
-pub mod format1;
+pub(crate) mod format1;
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -23,15 +23,15 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-pub const TOKEN: &str = "0123456789abcdef0123456789abcdef";
-pub const EVENTS: &str = "devices/dev1/messages/events/";
+pub(crate) const TOKEN: &str = "0123456789abcdef0123456789abcdef";
+pub(crate) const EVENTS: &str = "devices/dev1/messages/events/";
 
 /// How long the daemon may take to bind its admin API.
 const START_WAIT: Duration = Duration::from_secs(10);
 
 /// How to start tether in-process.
 #[derive(Default)]
-pub struct RigOptions {
+pub(crate) struct RigOptions {
     /// Lines for `[store]`.
     pub store: String,
     /// Wall clock (default: the system clock).
@@ -42,7 +42,7 @@ pub struct RigOptions {
 
 /// The daemon running in this process, its admin API bound to a port the
 /// system picked.
-pub struct Rig {
+pub(crate) struct Rig {
     pub admin_addr: SocketAddr,
     pub http: reqwest::Client,
     pub stop: CancellationToken,
@@ -50,7 +50,7 @@ pub struct Rig {
 }
 
 /// A config for tether against `127.0.0.1:port` with the store in `dir`.
-pub fn config_text(
+pub(crate) fn config_text(
     port: u16,
     dir: &Path,
     store: &str,
@@ -76,7 +76,7 @@ pub fn config_text(
 /// # Panics
 /// When the daemon exits instead (its exit code says why) or does not bind
 /// within [`START_WAIT`].
-pub async fn run_daemon(
+pub(crate) async fn run_daemon(
     daemon: Daemon,
     cfg: tether::config::Config,
     stop: CancellationToken,
@@ -100,7 +100,7 @@ pub async fn run_daemon(
 impl Rig {
     /// The daemon with the hub at `127.0.0.1:broker_port`, its store in a
     /// temporary directory, the admin API on a free loopback port.
-    pub async fn start(broker_port: u16, opts: RigOptions) -> Rig {
+    pub(crate) async fn start(broker_port: u16, opts: RigOptions) -> Rig {
         let dir = tempfile::tempdir().expect("tempdir");
         let any_port = SocketAddr::from(([127, 0, 0, 1], 0));
         let text = format!(
@@ -125,12 +125,12 @@ impl Rig {
         }
     }
 
-    pub fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.admin_addr)
     }
 
     /// A request with the token; returns status, Retry-After and JSON body.
-    pub async fn call(
+    pub(crate) async fn call(
         &self,
         method: reqwest::Method,
         path: &str,
@@ -157,7 +157,7 @@ impl Rig {
 
     /// Posts `n` attribute changes to `/v1/attributes`, `per` per request,
     /// asserting each request is accepted; returns their ids in order.
-    pub async fn submit(&self, n: usize, per: usize) -> Vec<String> {
+    pub(crate) async fn submit(&self, n: usize, per: usize) -> Vec<String> {
         let mut ids = Vec::with_capacity(n);
         while ids.len() < n {
             let k = per.min(n - ids.len());
@@ -179,7 +179,7 @@ impl Rig {
     }
 
     /// The outbox's counts (`GET /v1/outbox/stats`).
-    pub async fn stats(&self) -> Stats {
+    pub(crate) async fn stats(&self) -> Stats {
         let (status, _, body) = self
             .call(reqwest::Method::GET, "/v1/outbox/stats", None)
             .await;
@@ -188,7 +188,7 @@ impl Rig {
     }
 
     /// `/healthz`'s body, whatever its status.
-    pub async fn health(&self) -> Value {
+    pub(crate) async fn health(&self) -> Value {
         let resp = self.http.get(self.url("/healthz")).send().await;
         resp.expect("/healthz answers")
             .json()
@@ -197,7 +197,7 @@ impl Rig {
     }
 
     /// Waits until `/healthz` says the hub session is connected.
-    pub async fn wait_connected(&self, timeout: Duration) {
+    pub(crate) async fn wait_connected(&self, timeout: Duration) {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let h = self.health().await;
@@ -213,7 +213,7 @@ impl Rig {
     }
 
     /// Waits until `f(stats)` holds.
-    pub async fn wait_stats(
+    pub(crate) async fn wait_stats(
         &self,
         what: &str,
         timeout: Duration,
@@ -260,14 +260,14 @@ fn answered_ids(body: &Value) -> Vec<String> {
 /// A cloud-side subscriber with a persistent session (clean_session off),
 /// re-subscribing on every CONNACK, so nothing is missed across broker
 /// restarts when the broker persists sessions.
-pub struct Subscriber {
+pub(crate) struct Subscriber {
     rx: mpsc::Receiver<rumqttc::Publish>,
     task: tokio::task::JoinHandle<()>,
     pub seen: Vec<rumqttc::Publish>,
 }
 
 impl Subscriber {
-    pub async fn connect(port: u16, filter: &str) -> Subscriber {
+    pub(crate) async fn connect(port: u16, filter: &str) -> Subscriber {
         let id = format!("sub-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
         let mut opts = MqttOptions::new(id, "127.0.0.1", port);
         opts.set_keep_alive(Duration::from_secs(5));
@@ -307,7 +307,7 @@ impl Subscriber {
     }
 
     /// The next publish within `timeout`, if any (not kept in `seen`).
-    pub async fn next(&mut self, timeout: Duration) -> Option<rumqttc::Publish> {
+    pub(crate) async fn next(&mut self, timeout: Duration) -> Option<rumqttc::Publish> {
         tokio::time::timeout(timeout, self.rx.recv())
             .await
             .ok()
@@ -316,7 +316,7 @@ impl Subscriber {
 
     /// Collects publishes until every id in `want` was seen (as `$.mid` or
     /// inside a batch); returns the ids of every message seen, in order.
-    pub async fn until_all(&mut self, want: &[String], timeout: Duration) -> Vec<String> {
+    pub(crate) async fn until_all(&mut self, want: &[String], timeout: Duration) -> Vec<String> {
         let deadline = tokio::time::Instant::now() + timeout;
         let mut missing: HashSet<&String> = want.iter().collect();
         let mut order = Vec::new();
@@ -346,7 +346,7 @@ impl Subscriber {
 }
 
 /// An attribute-typed test message carrying its id and number `n`.
-pub fn test_message(n: usize) -> NewMessage {
+pub(crate) fn test_message(n: usize) -> NewMessage {
     let id = uuid::Uuid::new_v4();
     NewMessage {
         id,
@@ -360,7 +360,7 @@ pub fn test_message(n: usize) -> NewMessage {
 
 /// Message ids in a payload: the `id` of a message, or of each element of
 /// a batch.
-pub fn body_ids(payload: &[u8]) -> Vec<String> {
+pub(crate) fn body_ids(payload: &[u8]) -> Vec<String> {
     match serde_json::from_slice::<Value>(payload) {
         Ok(Value::Array(items)) => items
             .iter()
@@ -378,19 +378,19 @@ impl Drop for Subscriber {
 }
 
 /// The real binary, killed when dropped.
-pub struct Tether {
+pub(crate) struct Tether {
     pub child: Child,
 }
 
 impl Tether {
-    pub fn start(cfg: &Path, log: &Path) -> Tether {
+    pub(crate) fn start(cfg: &Path, log: &Path) -> Tether {
         Tether::spawn(cfg, log, false)
     }
 
     /// [`Tether::start`] in a process group of its own, so that killing
     /// the group takes its children (the salvage's reading process) with
     /// it, as a power cut does.
-    pub fn start_group(cfg: &Path, log: &Path) -> Tether {
+    pub(crate) fn start_group(cfg: &Path, log: &Path) -> Tether {
         Tether::spawn(cfg, log, true)
     }
 
@@ -421,7 +421,7 @@ impl Tether {
 
     /// SIGKILL: no goodbye, no final sync (for its whole group, when it
     /// leads one).
-    pub fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         if let Ok(pid) = i32::try_from(self.child.id()) {
             // ESRCH when it leads no group.
             let _ = nix::sys::signal::killpg(
@@ -440,7 +440,7 @@ impl Drop for Tether {
     }
 }
 
-pub fn client() -> reqwest::Client {
+pub(crate) fn client() -> reqwest::Client {
     tether::tls::install_crypto_provider();
     reqwest::Client::new()
 }
@@ -448,7 +448,7 @@ pub fn client() -> reqwest::Client {
 /// Writes `dir/tether.toml` for the real binary (the hub at `port`, the
 /// store in `dir`, the admin API on a free loopback address); returns the
 /// config path, the log path beside it and the admin address.
-pub fn daemon_config(dir: &Path, port: u16) -> (PathBuf, PathBuf, SocketAddr) {
+pub(crate) fn daemon_config(dir: &Path, port: u16) -> (PathBuf, PathBuf, SocketAddr) {
     let addr = free_addr();
     let cfg = dir.join("tether.toml");
     std::fs::write(&cfg, config_text(port, dir, "", Some(addr))).unwrap();
@@ -456,7 +456,7 @@ pub fn daemon_config(dir: &Path, port: u16) -> (PathBuf, PathBuf, SocketAddr) {
 }
 
 /// The stores tether set aside under `root` (`outbox.corrupt-*`).
-pub fn set_aside(root: &Path) -> Vec<PathBuf> {
+pub(crate) fn set_aside(root: &Path) -> Vec<PathBuf> {
     std::fs::read_dir(root)
         .unwrap()
         .flatten()
@@ -469,14 +469,18 @@ pub fn set_aside(root: &Path) -> Vec<PathBuf> {
         .collect()
 }
 
-pub fn free_addr() -> SocketAddr {
+pub(crate) fn free_addr() -> SocketAddr {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     l.local_addr().unwrap()
 }
 
 /// Posts `n` attribute changes to the admin API at `addr`, 100 per request,
 /// asserting each request is accepted (202); returns the ids, in order.
-pub async fn post_attributes(http: &reqwest::Client, addr: SocketAddr, n: usize) -> Vec<String> {
+pub(crate) async fn post_attributes(
+    http: &reqwest::Client,
+    addr: SocketAddr,
+    n: usize,
+) -> Vec<String> {
     let mut ids = Vec::with_capacity(n);
     while ids.len() < n {
         let r = http
@@ -495,7 +499,7 @@ pub async fn post_attributes(http: &reqwest::Client, addr: SocketAddr, n: usize)
 
 /// Waits for `/healthz` to answer 2xx. As long as the soak's wait: a daemon
 /// restarted while the machine is loaded (CI) may take its backoff first.
-pub async fn wait_healthy(http: &reqwest::Client, addr: SocketAddr) -> Value {
+pub(crate) async fn wait_healthy(http: &reqwest::Client, addr: SocketAddr) -> Value {
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while std::time::Instant::now() < deadline {
         if let Ok(r) = http.get(format!("http://{addr}/healthz")).send().await {

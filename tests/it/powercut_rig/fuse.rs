@@ -26,7 +26,7 @@ const TTL: Duration = Duration::ZERO;
 
 /// The model and the process a fired trigger kills.
 #[derive(Default)]
-pub struct Shared {
+pub(crate) struct Shared {
     pub model: Mutex<Model>,
     pub victim: Mutex<Option<u32>>,
 }
@@ -34,13 +34,13 @@ pub struct Shared {
 impl Shared {
     /// The model, locked (a panicking test thread does not poison it for
     /// the cleanup).
-    pub fn lock(&self) -> MutexGuard<'_, Model> {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Model> {
         self.model.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
 /// The `fuser` file system over [`Shared`].
-pub struct PowerCutFs {
+pub(crate) struct PowerCutFs {
     pub shared: Arc<Shared>,
     pub uid: u32,
     pub gid: u32,

@@ -15,8 +15,8 @@
 //! [`PowerCut::mount_or_skip`] prints why and the test returns, except in
 //! CI (`CI=true`), where it fails.
 
-pub mod fuse;
-pub mod model;
+pub(crate) mod fuse;
+pub(crate) mod model;
 
 use std::ffi::OsStr;
 use std::os::unix::fs::MetadataExt;
@@ -30,11 +30,11 @@ use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 
 use self::fuse::{PowerCutFs, Shared};
-pub use self::model::{Op, Rules, Trigger};
+pub(crate) use self::model::{Op, Rules, Trigger};
 
 /// A mounted power-cut file system, unmounted on drop (stop the processes
 /// using it first: drop them before this).
-pub struct PowerCut {
+pub(crate) struct PowerCut {
     shared: Arc<Shared>,
     session: Option<BackgroundSession>,
     mountpoint: PathBuf,
@@ -46,7 +46,7 @@ impl PowerCut {
     ///
     /// # Errors
     /// When FUSE cannot be mounted here (no `/dev/fuse`, not root).
-    pub fn mount(rules: Rules) -> std::io::Result<PowerCut> {
+    pub(crate) fn mount(rules: Rules) -> std::io::Result<PowerCut> {
         let dir = tempfile::tempdir()?;
         let mountpoint = dir.path().join("mnt");
         std::fs::create_dir(&mountpoint)?;
@@ -75,7 +75,7 @@ impl PowerCut {
     /// [`PowerCut::mount`], or `None` after saying why the test `name` is
     /// skipped. In CI (`CI=true`) a mount failure panics instead: the
     /// power-cut tests must run there.
-    pub fn mount_or_skip(name: &str, rules: Rules) -> Option<PowerCut> {
+    pub(crate) fn mount_or_skip(name: &str, rules: Rules) -> Option<PowerCut> {
         match PowerCut::mount(rules) {
             Ok(p) => Some(p),
             Err(e) if std::env::var("CI").is_ok_and(|v| v == "true") => panic!(
@@ -93,13 +93,13 @@ impl PowerCut {
     }
 
     /// The mount point.
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.mountpoint
     }
 
     /// Makes everything written so far durable (what a test prepared
     /// before the first start, as if it had all been fsynced).
-    pub fn settle(&self) {
+    pub(crate) fn settle(&self) {
         self.shared.lock().settle();
     }
 
@@ -107,7 +107,7 @@ impl PowerCut {
     /// its process group, when it leads one) and reaps it, waits until the
     /// rest of its group is gone, reverts every file to its durable state,
     /// thaws.
-    pub fn cut(&self, child: &mut Child) {
+    pub(crate) fn cut(&self, child: &mut Child) {
         self.shared.lock().freeze();
         let pid = i32::try_from(child.id()).unwrap_or(i32::MAX);
         let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
@@ -120,7 +120,7 @@ impl PowerCut {
     /// Arms a cut at the first operation `trigger` accepts: the file system
     /// then freezes and SIGKILLs `child`. Finish it with
     /// [`PowerCut::finish_armed`].
-    pub fn arm(&self, child: &Child, trigger: Trigger) {
+    pub(crate) fn arm(&self, child: &Child, trigger: Trigger) {
         *self
             .shared
             .victim
@@ -132,7 +132,7 @@ impl PowerCut {
     /// Waits until the armed trigger fired (or `child` ended by itself),
     /// then reaps `child` and reverts; after `timeout` it cuts anyway.
     /// Returns whether the trigger fired.
-    pub async fn finish_armed(&self, child: &mut Child, timeout: Duration) -> bool {
+    pub(crate) async fn finish_armed(&self, child: &mut Child, timeout: Duration) -> bool {
         let deadline = tokio::time::Instant::now() + timeout;
         let fired = loop {
             if self.shared.lock().tripped {
@@ -158,12 +158,12 @@ impl PowerCut {
     }
 
     /// Changing file operations so far.
-    pub fn ops(&self) -> u64 {
+    pub(crate) fn ops(&self) -> u64 {
         self.shared.lock().ops
     }
 
     /// Power cuts so far.
-    pub fn cuts(&self) -> u64 {
+    pub(crate) fn cuts(&self) -> u64 {
         self.shared.lock().cuts
     }
 }
@@ -219,7 +219,7 @@ fn group_alive(pgid: i32) -> bool {
 
 /// Power fails just before the `n`-th changing operation from now (1 is
 /// the very next one).
-pub fn after_ops(n: u64) -> Trigger {
+pub(crate) fn after_ops(n: u64) -> Trigger {
     let mut left = n.max(1);
     Box::new(move |_, _| {
         left -= 1;
@@ -229,7 +229,7 @@ pub fn after_ops(n: u64) -> Trigger {
 
 /// Power fails just before the `nth` (from 1) operation `op` on a name
 /// containing `name`.
-pub fn at(op: Op, name: &str, nth: u64) -> Trigger {
+pub(crate) fn at(op: Op, name: &str, nth: u64) -> Trigger {
     let (name, mut left) = (name.to_string(), nth.max(1));
     Box::new(move |o, n: &OsStr| {
         if o != op || !n.to_string_lossy().contains(&name) {

@@ -22,11 +22,11 @@ use tether_testkit::{Broker, BrokerOptions};
 /// (sled), 26 (redb; 39 creating the store), counted with
 /// [`PowerCut::ops`]. Every one of these (and a few of the first intake's)
 /// gets a cut.
-pub const START_OPS: u64 = 40;
+pub(crate) const START_OPS: u64 = 40;
 
 /// One engine's power-cut run: the mount, the broker and subscriber, the
 /// load, and the config of the binary.
-pub struct PowerRun {
+pub(crate) struct PowerRun {
     pub engine: &'static str,
     pub http: reqwest::Client,
     pub addr: SocketAddr,
@@ -46,7 +46,7 @@ pub struct PowerRun {
 }
 
 impl PowerRun {
-    pub async fn new(engine: &'static str, pc: PowerCut) -> PowerRun {
+    pub(crate) async fn new(engine: &'static str, pc: PowerCut) -> PowerRun {
         let broker = Broker::start(BrokerOptions::new().extra_config("max_queued_messages 0"));
         let sub = Subscriber::connect(broker.plain_port(), &format!("{EVENTS}#")).await;
         let dir = tempfile::tempdir().unwrap();
@@ -67,17 +67,17 @@ impl PowerRun {
     }
 
     /// `store.path`: created by tether itself on the first start.
-    pub fn store_root(&self) -> PathBuf {
+    pub(crate) fn store_root(&self) -> PathBuf {
         self.pc.path().join("store")
     }
 
     /// Makes what the test wrote under the mount durable.
-    pub fn settle(&self) {
+    pub(crate) fn settle(&self) {
         self.pc.settle();
     }
 
     /// Starts the binary with the hub up or down.
-    pub fn start(&self, hub_up: bool) -> Tether {
+    pub(crate) fn start(&self, hub_up: bool) -> Tether {
         let port = if hub_up {
             self.broker.plain_port()
         } else {
@@ -98,18 +98,18 @@ impl PowerRun {
     }
 
     /// Starts posting (3 clients) until [`PowerRun::finish`].
-    pub fn start_load(&mut self) {
+    pub(crate) fn start_load(&mut self) {
         self.load = Some(Load::start(&self.http, self.addr, 3));
     }
 
-    pub fn accepted(&self) -> usize {
+    pub(crate) fn accepted(&self) -> usize {
         self.load.as_ref().map_or(0, Load::count)
     }
 
     /// Starts tether and cuts the power at its `op`-th changing file
     /// operation (opening the store, migrating, salvaging, or later when
     /// opening takes fewer). Returns whether the cut came at that operation.
-    pub async fn cut_while_starting(&self, op: u64, hub_up: bool) -> bool {
+    pub(crate) async fn cut_while_starting(&self, op: u64, hub_up: bool) -> bool {
         let mut tether = self.start(hub_up);
         self.pc.arm(&tether.child, after_ops(op));
         self.pc
@@ -119,7 +119,7 @@ impl PowerRun {
 
     /// [`PowerRun::cut_while_starting`] at each of the first `ops` file
     /// operations in turn; returns how many cuts came at their operation.
-    pub async fn sweep_start(&self, ops: u64, hub_up: bool) -> u32 {
+    pub(crate) async fn sweep_start(&self, ops: u64, hub_up: bool) -> u32 {
         let mut at = 0;
         for op in 1..=ops {
             at += u32::from(self.cut_while_starting(op, hub_up).await);
@@ -130,7 +130,7 @@ impl PowerRun {
     /// Starts tether, waits until it accepts messages (and, with the hub
     /// up, is connected), then lets it run and cuts the power: after
     /// `run`, or at the `op`-th changing file operation after that.
-    pub async fn cut_while_running(&self, hub_up: bool, run: Duration, op: Option<u64>) {
+    pub(crate) async fn cut_while_running(&self, hub_up: bool, run: Duration, op: Option<u64>) {
         let mut tether = self.start(hub_up);
         self.wait_accepting(hub_up).await;
         tokio::time::sleep(run).await;
@@ -146,7 +146,7 @@ impl PowerRun {
     }
 
     /// Waits until the running tether answered 202 at least once more.
-    pub async fn wait_accepting(&self, hub_up: bool) {
+    pub(crate) async fn wait_accepting(&self, hub_up: bool) {
         if hub_up {
             wait_healthy(&self.http, self.addr).await;
         }
@@ -165,11 +165,11 @@ impl PowerRun {
     }
 
     /// tether's log (every start appends to it).
-    pub fn log_path(&self) -> &std::path::Path {
+    pub(crate) fn log_path(&self) -> &std::path::Path {
         &self.log
     }
 
-    pub fn log_tail(&self) -> String {
+    pub(crate) fn log_tail(&self) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         let mut tail: Vec<&str> = text.lines().rev().take(40).collect();
         tail.reverse();
@@ -178,19 +178,19 @@ impl PowerRun {
 
     /// Adds ids that [`PowerRun::finish`] expects (messages of a store the
     /// test prepared).
-    pub fn expect(&mut self, ids: &[String]) {
+    pub(crate) fn expect(&mut self, ids: &[String]) {
         self.acked.extend(ids.iter().cloned());
     }
 
     /// Starts posting one batch every `every` (one client) until
     /// [`PowerRun::stop_load`] or [`PowerRun::finish`].
-    pub fn start_paced_load(&mut self, every: Duration) {
+    pub(crate) fn start_paced_load(&mut self, every: Duration) {
         self.load = Some(Load::paced(&self.http, self.addr, every));
     }
 
     /// Stops the load; what it had acknowledged joins the ids
     /// [`PowerRun::finish`] expects.
-    pub async fn stop_load(&mut self) {
+    pub(crate) async fn stop_load(&mut self) {
         if let Some(load) = self.load.take() {
             self.acked.extend(load.stop().await);
         }
@@ -199,12 +199,12 @@ impl PowerRun {
     /// Stops the load, starts tether with the hub up, waits until the
     /// outbox drained and tallies what the subscriber got. Fails when the
     /// log says a store was lost, or was moved aside unless `aside`.
-    pub async fn finish(&mut self, aside: bool) -> Tally {
+    pub(crate) async fn finish(&mut self, aside: bool) -> Tally {
         self.finish_counts(aside).await.0
     }
 
     /// [`PowerRun::finish`], with the copies received of every id.
-    pub async fn finish_counts(&mut self, aside: bool) -> (Tally, HashMap<String, usize>) {
+    pub(crate) async fn finish_counts(&mut self, aside: bool) -> (Tally, HashMap<String, usize>) {
         self.stop_load().await;
         let _tether = self.start(true);
         wait_healthy(&self.http, self.addr).await;
@@ -239,14 +239,14 @@ impl PowerRun {
     /// Starts tether with the hub up or down and cuts the power at the
     /// first file operation `trigger` accepts (or after `timeout`).
     /// Returns whether the cut came at that operation.
-    pub async fn cut_at(&self, trigger: Trigger, hub_up: bool, timeout: Duration) -> bool {
+    pub(crate) async fn cut_at(&self, trigger: Trigger, hub_up: bool, timeout: Duration) -> bool {
         let mut tether = self.start(hub_up);
         self.pc.arm(&tether.child, trigger);
         self.pc.finish_armed(&mut tether.child, timeout).await
     }
 
     /// Waits until the admin API answers (the hub may be down).
-    pub async fn wait_up(&self) {
+    pub(crate) async fn wait_up(&self) {
         for _ in 0..400 {
             if !health(&self.http, self.addr).await.is_null() {
                 return;
@@ -263,14 +263,14 @@ impl PowerRun {
     /// Posts `n` attribute changes, 100 per request, to the running
     /// tether; returns the ids it acknowledged (which [`PowerRun::finish`]
     /// then expects).
-    pub async fn queue(&mut self, n: usize) -> Vec<String> {
+    pub(crate) async fn queue(&mut self, n: usize) -> Vec<String> {
         let ids = crate::outbox_rig::post_attributes(&self.http, self.addr, n).await;
         self.acked.extend(ids.iter().cloned());
         ids
     }
 
     /// `/healthz` `components.outbox.details`.
-    pub async fn details(&self) -> Value {
+    pub(crate) async fn details(&self) -> Value {
         health(&self.http, self.addr).await["components"]["outbox"]["details"].clone()
     }
 }

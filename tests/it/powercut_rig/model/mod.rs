@@ -25,7 +25,7 @@ use std::time::SystemTime;
 
 /// Which `fsync` makes a file's names durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Rules {
+pub(crate) enum Rules {
     /// A `fsync` of the file or of its directory (ext4's behaviour).
     #[default]
     Ext4,
@@ -36,17 +36,17 @@ pub enum Rules {
 mod pages;
 mod power;
 
-pub use pages::Pages;
-pub use power::{Op, Trigger};
+pub(crate) use pages::Pages;
+pub(crate) use power::{Op, Trigger};
 
 /// An inode number.
-pub type Ino = u64;
+pub(crate) type Ino = u64;
 /// The mount point's inode.
-pub const ROOT: Ino = 1;
+pub(crate) const ROOT: Ino = 1;
 
 /// Why an operation failed (the FUSE adapter maps these to errno values).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Error {
+pub(crate) enum Error {
     /// ENOENT.
     NotFound,
     /// EEXIST.
@@ -81,7 +81,7 @@ struct Node {
 
 /// A node's kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
+pub(crate) enum Kind {
     /// A regular file.
     File,
     /// A directory.
@@ -90,7 +90,7 @@ pub enum Kind {
 
 /// What `stat` shows.
 #[derive(Debug, Clone, Copy)]
-pub struct Attr {
+pub(crate) struct Attr {
     /// Inode number.
     pub ino: Ino,
     /// File or directory.
@@ -112,7 +112,7 @@ struct Handle {
 }
 
 /// The whole file system.
-pub struct Model {
+pub(crate) struct Model {
     nodes: HashMap<Ino, Node>,
     next_ino: Ino,
     handles: HashMap<u64, Handle>,
@@ -174,7 +174,7 @@ impl Model {
     }
 
     /// `stat` of `ino`.
-    pub fn getattr(&mut self, ino: Ino) -> Result<Attr, Error> {
+    pub(crate) fn getattr(&mut self, ino: Ino) -> Result<Attr, Error> {
         self.gate(None)?;
         self.attr(ino)
     }
@@ -208,14 +208,14 @@ impl Model {
     }
 
     /// The node `name` in `parent`.
-    pub fn lookup(&mut self, parent: Ino, name: &OsStr) -> Result<Attr, Error> {
+    pub(crate) fn lookup(&mut self, parent: Ino, name: &OsStr) -> Result<Attr, Error> {
         self.gate(None)?;
         let ino = *self.entries(parent)?.get(name).ok_or(Error::NotFound)?;
         self.attr(ino)
     }
 
     /// Entries of `dir` (without `.` and `..`).
-    pub fn readdir(&mut self, dir: Ino) -> Result<Vec<(Ino, Kind, OsString)>, Error> {
+    pub(crate) fn readdir(&mut self, dir: Ino) -> Result<Vec<(Ino, Kind, OsString)>, Error> {
         self.gate(None)?;
         let entries = self.entries(dir)?;
         Ok(entries
@@ -237,7 +237,7 @@ impl Model {
     }
 
     /// A new empty file, opened (`sync` for `O_SYNC`/`O_DSYNC`).
-    pub fn create(
+    pub(crate) fn create(
         &mut self,
         parent: Ino,
         name: &OsStr,
@@ -254,7 +254,7 @@ impl Model {
     }
 
     /// A new empty directory.
-    pub fn mkdir(&mut self, parent: Ino, name: &OsStr, perm: u16) -> Result<Attr, Error> {
+    pub(crate) fn mkdir(&mut self, parent: Ino, name: &OsStr, perm: u16) -> Result<Attr, Error> {
         self.gate(Some((Op::Mkdir, name)))?;
         let body = Body::Dir {
             now: Entries::new(),
@@ -264,7 +264,7 @@ impl Model {
     }
 
     /// Removes the name `name` (`dir` says which kind it must be).
-    pub fn remove(&mut self, parent: Ino, name: &OsStr, dir: bool) -> Result<(), Error> {
+    pub(crate) fn remove(&mut self, parent: Ino, name: &OsStr, dir: bool) -> Result<(), Error> {
         self.gate(Some((Op::Remove, name)))?;
         let ino = *self.entries(parent)?.get(name).ok_or(Error::NotFound)?;
         match (&self.node(ino)?.body, dir) {
@@ -278,7 +278,7 @@ impl Model {
     }
 
     /// `rename(2)`; `noreplace` for `RENAME_NOREPLACE`.
-    pub fn rename(
+    pub(crate) fn rename(
         &mut self,
         from: (Ino, &OsStr),
         to: (Ino, &OsStr),
@@ -315,14 +315,14 @@ impl Model {
     }
 
     /// Opens `ino`; returns the handle.
-    pub fn open(&mut self, ino: Ino, sync: bool) -> Result<u64, Error> {
+    pub(crate) fn open(&mut self, ino: Ino, sync: bool) -> Result<u64, Error> {
         self.gate(None)?;
         self.node(ino)?;
         Ok(self.open_handle(ino, sync))
     }
 
     /// Closes a handle (unknown ones, from before a cut, are fine).
-    pub fn release(&mut self, fh: u64) {
+    pub(crate) fn release(&mut self, fh: u64) {
         self.handles.remove(&fh);
     }
 
@@ -334,7 +334,7 @@ impl Model {
     }
 
     /// `pread`.
-    pub fn read(&mut self, ino: Ino, offset: u64, len: u32) -> Result<Vec<u8>, Error> {
+    pub(crate) fn read(&mut self, ino: Ino, offset: u64, len: u32) -> Result<Vec<u8>, Error> {
         self.gate(None)?;
         match &self.node(ino)?.body {
             Body::File { now, .. } => Ok(now.read(offset, u64::from(len))),
@@ -343,7 +343,13 @@ impl Model {
     }
 
     /// `pwrite` through handle `fh`.
-    pub fn write(&mut self, ino: Ino, fh: u64, offset: u64, data: &[u8]) -> Result<(), Error> {
+    pub(crate) fn write(
+        &mut self,
+        ino: Ino,
+        fh: u64,
+        offset: u64,
+        data: &[u8],
+    ) -> Result<(), Error> {
         self.gate_ino(Op::Write, ino)?;
         self.pages_mut(ino)?.write(offset, data);
         self.touch(ino);
@@ -358,7 +364,7 @@ impl Model {
     }
 
     /// `ftruncate`, or `fallocate` growing the file to `size` (`grow_only`).
-    pub fn resize(&mut self, ino: Ino, size: u64, grow_only: bool) -> Result<Attr, Error> {
+    pub(crate) fn resize(&mut self, ino: Ino, size: u64, grow_only: bool) -> Result<Attr, Error> {
         self.gate_ino(Op::Resize, ino)?;
         let pages = self.pages_mut(ino)?;
         if !grow_only || size > pages.size() {
@@ -369,7 +375,7 @@ impl Model {
     }
 
     /// `chmod`.
-    pub fn chmod(&mut self, ino: Ino, perm: u16) -> Result<Attr, Error> {
+    pub(crate) fn chmod(&mut self, ino: Ino, perm: u16) -> Result<Attr, Error> {
         self.gate(None)?;
         self.nodes.get_mut(&ino).ok_or(Error::NotFound)?.perm = perm;
         self.attr(ino)

@@ -8,19 +8,19 @@ const PAGE: usize = 4096;
 /// A file's bytes in pages, so the durable snapshot shares
 /// every page not written since the last `fsync`.
 #[derive(Clone, Default)]
-pub struct Pages {
+pub(crate) struct Pages {
     size: u64,
     pages: BTreeMap<u64, Arc<[u8; PAGE]>>,
 }
 
 impl Pages {
     /// The length in bytes.
-    pub fn size(&self) -> u64 {
+    pub(crate) fn size(&self) -> u64 {
         self.size
     }
 
     /// Up to `len` bytes from `offset`.
-    pub fn read(&self, offset: u64, len: u64) -> Vec<u8> {
+    pub(crate) fn read(&self, offset: u64, len: u64) -> Vec<u8> {
         let end = offset.saturating_add(len).min(self.size);
         if offset >= end {
             return Vec::new();
@@ -37,7 +37,7 @@ impl Pages {
     }
 
     /// Writes `data` at `offset`, growing the file as needed.
-    pub fn write(&mut self, offset: u64, data: &[u8]) {
+    pub(crate) fn write(&mut self, offset: u64, data: &[u8]) {
         let step = PAGE as u64;
         let mut done = 0usize;
         while done < data.len() {
@@ -52,7 +52,7 @@ impl Pages {
     }
 
     /// Sets the length; bytes past it are gone, a longer file reads zeros.
-    pub fn resize(&mut self, size: u64) {
+    pub(crate) fn resize(&mut self, size: u64) {
         let step = PAGE as u64;
         if size < self.size {
             self.pages.retain(|&n, _| n * step < size);

@@ -8,7 +8,7 @@ use super::{Body, Error, Ino, Model, Node, Rules, ROOT};
 
 /// Operations that change something; a [`Trigger`] sees each of them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Op {
+pub(crate) enum Op {
     /// `write`.
     Write,
     /// `truncate`/`ftruncate`, `fallocate`.
@@ -29,29 +29,29 @@ pub enum Op {
 
 /// Decides, for each changing operation and the name it concerns, whether
 /// the power fails just before it.
-pub type Trigger = Box<dyn FnMut(Op, &OsStr) -> bool + Send>;
+pub(crate) type Trigger = Box<dyn FnMut(Op, &OsStr) -> bool + Send>;
 
 impl Model {
     /// Fails every operation from now on until [`Model::revert`].
-    pub fn freeze(&mut self) {
+    pub(crate) fn freeze(&mut self) {
         self.frozen = true;
     }
 
     /// Arms `trigger`: the first operation it accepts is not applied; the
     /// file system freezes instead and sets [`Model::tripped`].
-    pub fn arm(&mut self, trigger: Trigger) {
+    pub(crate) fn arm(&mut self, trigger: Trigger) {
         self.trigger = Some(trigger);
         self.tripped = false;
     }
 
     /// Drops an armed trigger that did not fire.
-    pub fn disarm(&mut self) {
+    pub(crate) fn disarm(&mut self) {
         self.trigger = None;
     }
 
     /// The power cut: every node back at its durable state, the
     /// unreachable ones gone, no open files; then the power is back.
-    pub fn revert(&mut self) {
+    pub(crate) fn revert(&mut self) {
         for node in self.nodes.values_mut() {
             match &mut node.body {
                 Body::File { now, durable } => *now = durable.clone(),
@@ -68,7 +68,7 @@ impl Model {
 
     /// Makes everything durable, as if every file and directory had been
     /// fsynced (for what a test prepares before starting tether).
-    pub fn settle(&mut self) {
+    pub(crate) fn settle(&mut self) {
         for node in self.nodes.values_mut() {
             match &mut node.body {
                 Body::File { now, durable } => *durable = now.clone(),
@@ -117,7 +117,7 @@ impl Model {
     }
 
     /// `fsync`/`fdatasync` of a file, or `fsync` of a directory.
-    pub fn fsync(&mut self, ino: Ino) -> Result<(), Error> {
+    pub(crate) fn fsync(&mut self, ino: Ino) -> Result<(), Error> {
         let is_dir = matches!(self.node(ino)?.body, Body::Dir { .. });
         if is_dir {
             self.gate_ino(Op::FsyncDir, ino)?;
