@@ -9,6 +9,7 @@
 //! - [`dps`]: a stand-in for Azure DPS answering the device API on the test broker.
 //! - [`http`]: HTTP servers: the simulated controller, an upload hub, blobs.
 //! - [`mcu`]: the demo's simulated afLib4 MCU on a pty.
+//! - [`poison`]: a broker passing messages of any size, and their publisher.
 //! - [`cloud`], [`link_cutter`]: the demo's observer and link cutter
 //!   (the simulators live in `tether_demo`, one of each, used by the demo
 //!   and the tests alike).
@@ -23,6 +24,7 @@ pub use broker::{Broker, BrokerOptions, LogMark};
 pub use certs::{untrusted_ca_pem, Issued, TestCa};
 pub mod http;
 pub mod mcu;
+pub mod poison;
 
 /// The demo's link cutter between tether and `127.0.0.1:{upstream}`,
 /// on a free port; it stops when dropped.

@@ -10,9 +10,8 @@ use std::time::Duration;
 use crate::outbox_rig::{
     client, daemon_config, post_attributes, wait_healthy, Subscriber, Tether, EVENTS,
 };
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use serde_json::{json, Value};
-use tether_testkit::{Broker, BrokerOptions};
+use tether_testkit::poison::{big_json, poison_broker, publish_big};
 
 /// Larger than tether's 264 KiB packet limit.
 const OVERSIZE: usize = 300 * 1024;
@@ -20,45 +19,6 @@ const METHODS: &str = "devices/dev1/methods/POST";
 const ANSWERS: &str = "devices/dev1/methods/res/";
 /// How long the test waits for a method answer.
 const WAIT: Duration = Duration::from_secs(10);
-
-fn poison_broker() -> Broker {
-    Broker::start(
-        BrokerOptions::new()
-            .user("dev1", "s3cret")
-            // Room for the 1,000-call burst in the device's queue.
-            .extra_config("message_size_limit 0\nmax_queued_messages 5000"),
-    )
-}
-
-/// A JSON document of about `size` bytes.
-fn big_json(size: usize) -> Vec<u8> {
-    json!({ "pad": "x".repeat(size) }).to_string().into_bytes()
-}
-
-/// Publishes one message of any size from a cloud-side client (QoS 1),
-/// returning once the broker acknowledged it.
-async fn publish_big(port: u16, topic: &str, payload: Vec<u8>, retain: bool) {
-    let mut opts = MqttOptions::new(format!("big-{}", uuid::Uuid::new_v4()), "127.0.0.1", port);
-    let limit = payload.len() + 64 * 1024;
-    opts.set_max_packet_size(limit, limit);
-    let (client, mut eventloop) = AsyncClient::new(opts, 4);
-    client
-        .publish(topic, QoS::AtLeastOnce, retain, payload)
-        .await
-        .expect("queued");
-    let acked = tokio::time::timeout(Duration::from_secs(30), async {
-        loop {
-            match eventloop.poll().await {
-                Ok(Event::Incoming(Packet::PubAck(_))) => return,
-                Ok(_) => {}
-                Err(e) => panic!("publishing {topic}: {e}"),
-            }
-        }
-    })
-    .await;
-    acked.expect("the broker acknowledged the big publish");
-    let _ = client.disconnect().await;
-}
 
 /// The real binary, with poison queued for its persistent session while it
 /// was down: a 64 MiB method call, a garbage method payload, an oversize C2D

@@ -10,10 +10,10 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use serde_json::{json, Value};
 use tether_demo::observer::Observer;
-use tether_testkit::{Broker, BrokerOptions};
+use tether_testkit::poison::{big_json, poison_broker, publish_big};
+use tether_testkit::Broker;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -25,15 +25,6 @@ use crate::hub::{C2dMessage, Hub, HubStatus, MethodCall, MethodResponse, Router}
 const OVERSIZE: usize = 300 * 1024;
 const METHODS: &str = "devices/dev1/methods/POST";
 const ANSWERS: &str = "devices/dev1/methods/res/";
-
-fn poison_broker() -> Broker {
-    Broker::start(
-        BrokerOptions::new()
-            .user("dev1", "s3cret")
-            // Room for the 1,000-call burst in the device's queue.
-            .extra_config("message_size_limit 0\nmax_queued_messages 5000"),
-    )
-}
 
 fn echo_router() -> Router {
     let mut r = Router::new();
@@ -74,36 +65,6 @@ async fn device(broker: &Broker, router: Router) -> (Hub, CancellationToken) {
         }
     }
     (hub, stop)
-}
-
-/// A JSON document of about `size` bytes.
-fn big_json(size: usize) -> Vec<u8> {
-    json!({ "pad": "x".repeat(size) }).to_string().into_bytes()
-}
-
-/// Publishes one message of any size from a cloud-side client (QoS 1),
-/// returning once the broker acknowledged it.
-async fn publish_big(port: u16, topic: &str, payload: Vec<u8>, retain: bool) {
-    let mut opts = MqttOptions::new(format!("big-{}", uuid::Uuid::new_v4()), "127.0.0.1", port);
-    let limit = payload.len() + 64 * 1024;
-    opts.set_max_packet_size(limit, limit);
-    let (client, mut eventloop) = AsyncClient::new(opts, 4);
-    client
-        .publish(topic, QoS::AtLeastOnce, retain, payload)
-        .await
-        .expect("queued");
-    let acked = tokio::time::timeout(Duration::from_secs(30), async {
-        loop {
-            match eventloop.poll().await {
-                Ok(Event::Incoming(Packet::PubAck(_))) => return,
-                Ok(_) => {}
-                Err(e) => panic!("publishing {topic}: {e}"),
-            }
-        }
-    })
-    .await;
-    acked.expect("the broker acknowledged the big publish");
-    let _ = client.disconnect().await;
 }
 
 /// The next method answer that is not for a probe of [`device`].
