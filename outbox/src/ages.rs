@@ -32,17 +32,17 @@ use crate::clock::{is_plausible, SharedClock};
 /// since boot (`CLOCK_BOOTTIME`, which also counts suspend). Two points
 /// with the same id measure elapsed time whatever the wall clock did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Boot {
+pub(crate) struct Boot {
     /// `/proc/sys/kernel/random/boot_id`.
-    pub id: u128,
+    pub(crate) id: u128,
     /// Milliseconds since that boot.
-    pub at_ms: u64,
+    pub(crate) at_ms: u64,
 }
 
 impl Boot {
     /// Now, from `/proc`; `None` where it cannot be read (then restarts
     /// fall back to the wall clock).
-    pub fn current() -> Option<Boot> {
+    pub(crate) fn current() -> Option<Boot> {
         let id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
         let id = u128::from_str_radix(&id.trim().replace('-', ""), 16).ok()?;
         let uptime = std::fs::read_to_string("/proc/uptime").ok()?;
@@ -62,19 +62,19 @@ impl Boot {
 /// A persisted checkpoint: store-clock ms, the wall clock then (ms, or 0
 /// when it was not plausible) and the boot clock then (when known).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Checkpoint {
+pub(crate) struct Checkpoint {
     /// Store clock.
-    pub store_ms: u64,
+    pub(crate) store_ms: u64,
     /// Wall clock, 0 when unknown.
-    pub wall_ms: u64,
+    pub(crate) wall_ms: u64,
     /// Boot clock.
-    pub boot: Option<Boot>,
+    pub(crate) boot: Option<Boot>,
 }
 
 impl Checkpoint {
     /// 16 bytes, big-endian, then 24 more (boot id, boot ms) when the boot
     /// clock is known. Stores written before the boot clock hold 16.
-    pub fn encode(&self) -> Vec<u8> {
+    pub(crate) fn encode(&self) -> Vec<u8> {
         let mut v = self.store_ms.to_be_bytes().to_vec();
         v.extend_from_slice(&self.wall_ms.to_be_bytes());
         if let Some(b) = self.boot {
@@ -85,7 +85,7 @@ impl Checkpoint {
     }
 
     /// Reads [`Checkpoint::encode`]; `None` when malformed.
-    pub fn decode(b: &[u8]) -> Option<Self> {
+    pub(crate) fn decode(b: &[u8]) -> Option<Self> {
         let boot = match b.len() {
             16 => None,
             40 => Some(Boot {
@@ -103,7 +103,7 @@ impl Checkpoint {
 }
 
 /// The store clock of one run.
-pub struct AgeClock {
+pub(crate) struct AgeClock {
     wall: SharedClock,
     started: Instant,
     base_ms: u64,
@@ -126,12 +126,12 @@ fn ms(d: Duration) -> u64 {
 impl AgeClock {
     /// Resumes from `persisted` (none for a new store); `cap` bounds how
     /// much a restart can age messages.
-    pub fn resume(wall: SharedClock, persisted: Option<Checkpoint>, cap: Duration) -> Self {
+    pub(crate) fn resume(wall: SharedClock, persisted: Option<Checkpoint>, cap: Duration) -> Self {
         Self::resume_at(wall, persisted, cap, Boot::current())
     }
 
     /// [`AgeClock::resume`] with the boot clock now given.
-    pub fn resume_at(
+    pub(crate) fn resume_at(
         wall: SharedClock,
         persisted: Option<Checkpoint>,
         cap: Duration,
@@ -168,7 +168,7 @@ impl AgeClock {
 
     /// The store clock now, in ms. Also resolves a pending downtime once
     /// the wall clock is plausible.
-    pub fn now_ms(&mut self) -> u64 {
+    pub(crate) fn now_ms(&mut self) -> u64 {
         let run_ms = ms(self.started.elapsed());
         let wall = self.wall.now();
         if is_plausible(wall) {
@@ -197,7 +197,7 @@ impl AgeClock {
     }
 
     /// What to persist now.
-    pub fn checkpoint(&mut self) -> Checkpoint {
+    pub(crate) fn checkpoint(&mut self) -> Checkpoint {
         let now = self.now_ms();
         let run_ms = ms(self.started.elapsed());
         let boot = self.boot.map(|b| Boot {
@@ -228,7 +228,7 @@ impl AgeClock {
     }
 
     /// The wall clock (for `createdTimestamp` and error texts).
-    pub fn wall_now(&self) -> SystemTime {
+    pub(crate) fn wall_now(&self) -> SystemTime {
         self.wall.now()
     }
 }

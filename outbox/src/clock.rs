@@ -60,11 +60,12 @@ pub(crate) use tether_protocol::time::unix_seconds;
 
 /// The build time less a day: any earlier reading means the clock has not
 /// been set yet (no RTC, NTP not synced).
-pub fn build_floor_unix() -> u64 {
+pub(crate) fn build_floor_unix() -> u64 {
     env!("TETHER_BUILD_UNIX").parse().unwrap_or(0)
 }
 
-/// Whether `now` can be trusted for TLS and SAS tokens.
+/// Whether `now` can be trusted for TLS and SAS tokens (the hub session
+/// waits for it before connecting).
 pub fn is_plausible(now: SystemTime) -> bool {
     unix_seconds(now) >= build_floor_unix()
 }

@@ -123,7 +123,7 @@ impl Core {
     ///
     /// # Errors
     /// On I/O errors, or [`StoreError::Corrupt`] when a counter is unreadable.
-    pub fn load(
+    pub(crate) fn load(
         storage: Arc<dyn Storage>,
         sinks: &[String],
         settings: Settings,
@@ -328,7 +328,7 @@ impl Core {
     }
 
     /// Messages stored.
-    pub fn live_messages(&self) -> u64 {
+    pub(crate) fn live_messages(&self) -> u64 {
         self.lock().ledger.live_n
     }
 
@@ -345,12 +345,12 @@ impl Core {
     }
 
     /// The size on disk, as last measured.
-    pub fn disk_bytes(&self) -> u64 {
+    pub(crate) fn disk_bytes(&self) -> u64 {
         self.disk_bytes.load(Ordering::Relaxed)
     }
 
     /// Measures the size on disk again.
-    pub fn refresh_disk_bytes(&self) -> u64 {
+    pub(crate) fn refresh_disk_bytes(&self) -> u64 {
         let d = self.storage.disk_bytes();
         self.disk_bytes.store(d, Ordering::Relaxed);
         d

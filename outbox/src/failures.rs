@@ -97,7 +97,7 @@ impl Core {
     ///
     /// # Errors
     /// On storage errors.
-    pub fn purge_failures(&self, limit: usize) -> Result<usize, StoreError> {
+    pub(crate) fn purge_failures(&self, limit: usize) -> Result<usize, StoreError> {
         let rows = self
             .storage
             .scan(&[keys::FAIL], &[keys::FAIL + 1], limit, false)?;

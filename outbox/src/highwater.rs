@@ -31,28 +31,28 @@ use crate::keys;
 use crate::store::{Batch, Storage, StoreError};
 
 /// The record's file name, in `store.path` next to the `outbox` directory.
-pub const STATE_FILE: &str = "outbox.state";
+pub(crate) const STATE_FILE: &str = "outbox.state";
 /// Most frequent rewrite of the record while running.
-pub const WRITE_EVERY: Duration = Duration::from_secs(1);
+pub(crate) const WRITE_EVERY: Duration = Duration::from_secs(1);
 const RECORD_VERSION: u32 = 1;
 
 /// What the record file holds.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Record {
+pub(crate) struct Record {
     /// Layout of this file.
-    pub version: u32,
+    pub(crate) version: u32,
     /// The id stored in the store under `k:id`.
-    pub store_id: String,
+    pub(crate) store_id: String,
     /// Every sequence number below this was accepted and durable.
-    pub next_seq: u64,
+    pub(crate) next_seq: u64,
     /// Messages the store held at the time (may be stale).
-    pub messages: u64,
+    pub(crate) messages: u64,
 }
 
 /// The record file cannot be used.
 #[derive(Debug, thiserror::Error)]
-pub enum RecordError {
+pub(crate) enum RecordError {
     /// Reading it failed.
     #[error(
         "cannot read {path}: {source}; the check for outbox messages lost between runs is \
@@ -82,7 +82,7 @@ pub enum RecordError {
 ///
 /// # Errors
 /// When the file exists but cannot be read or parsed.
-pub fn read(root: &Path) -> Result<Option<Record>, RecordError> {
+pub(crate) fn read(root: &Path) -> Result<Option<Record>, RecordError> {
     let path = root.join(STATE_FILE);
     let text = match std::fs::read(&path) {
         Ok(t) => t,
@@ -107,20 +107,20 @@ pub fn read(root: &Path) -> Result<Option<Record>, RecordError> {
 ///
 /// # Errors
 /// On I/O errors (a full disk keeps the old record, which is still safe).
-pub fn write(root: &Path, record: &Record) -> io::Result<()> {
+pub(crate) fn write(root: &Path, record: &Record) -> io::Result<()> {
     let body = serde_json::to_vec(record).map_err(io::Error::other)?;
     super::store::durable::replace_file(root, STATE_FILE, &body)
 }
 
 /// What [`reconcile`] found.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Verdict {
+pub(crate) struct Verdict {
     /// The store's identity.
-    pub store_id: String,
+    pub(crate) store_id: String,
     /// Set when messages were lost, saying what happened.
-    pub loss: Option<String>,
+    pub(crate) loss: Option<String>,
     /// The record named another store (this one replaced it).
-    pub replaced: bool,
+    pub(crate) replaced: bool,
 }
 
 /// Checks the store against `record` before the core loads it: gives a
@@ -129,7 +129,10 @@ pub struct Verdict {
 ///
 /// # Errors
 /// On storage errors, or [`StoreError::Corrupt`] when `k:id` is unreadable.
-pub fn reconcile(storage: &dyn Storage, record: Option<&Record>) -> Result<Verdict, StoreError> {
+pub(crate) fn reconcile(
+    storage: &dyn Storage,
+    record: Option<&Record>,
+) -> Result<Verdict, StoreError> {
     let mut batch = Batch::default();
     let store_id = match storage.get(keys::ID)? {
         Some(v) => {
@@ -184,7 +187,7 @@ fn judge(r: &Record, store_id: &str, next: u64) -> Option<String> {
 }
 
 /// Keeps the record up to date while tether runs.
-pub struct HighWater {
+pub(crate) struct HighWater {
     root: PathBuf,
     store_id: String,
     /// When the record was last written and what it said; `None` before
@@ -194,7 +197,7 @@ pub struct HighWater {
 
 impl HighWater {
     /// Tracks the store with `store_id` in `root`.
-    pub fn new(root: PathBuf, store_id: String) -> Self {
+    pub(crate) fn new(root: PathBuf, store_id: String) -> Self {
         Self {
             root,
             store_id,
@@ -205,7 +208,7 @@ impl HighWater {
     /// Writes the record if it changed, at most every [`WRITE_EVERY`]
     /// unless `now` (start and clean stop). A failure is logged: the old
     /// record stays, behind reality, which is safe.
-    pub fn update(&self, core: &Core, now: bool) {
+    pub(crate) fn update(&self, core: &Core, now: bool) {
         let mut last = self
             .last
             .lock()
@@ -240,7 +243,13 @@ impl HighWater {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
+    use crate::clock::SystemClock;
+    use crate::config::{FullPolicy, StoreConfig, StoreEngine};
+    use crate::message::NewMessage;
+    use crate::Outbox;
 
     fn record(store_id: &str, next_seq: u64, messages: u64) -> Record {
         Record {
@@ -285,5 +294,102 @@ mod tests {
         assert!(judge(&record("a", 10, 5), "a", 4).is_some_and(|m| m.contains("up to 6")));
         assert!(judge(&record("a", 10, 5), "b", 1).is_some_and(|m| m.contains("5 messages")));
         assert_eq!(judge(&record("a", 10, 0), "b", 1), None);
+    }
+
+    /// `[store]` with the daemon's defaults, under `root`, on the engine
+    /// `TETHER_TEST_ENGINE` names (as the daemon's store tests do).
+    fn store_config(root: &Path) -> StoreConfig {
+        let engine = if std::env::var("TETHER_TEST_ENGINE").as_deref() == Ok("redb") {
+            StoreEngine::Redb
+        } else {
+            StoreEngine::Sled
+        };
+        StoreConfig {
+            path: root.join("store"),
+            ttl: Duration::from_secs(24 * 3600),
+            max_bytes: 256 << 20,
+            full_policy: FullPolicy::DropOldest,
+            engine,
+            cache_bytes: 4 << 20,
+            batch_max_bytes: 0,
+            failure_ttl: Duration::from_secs(24 * 3600),
+            extended_data: serde_json::Map::new(),
+        }
+    }
+
+    /// Opens the outbox (retrying while the previous run's writer thread
+    /// still holds sled's lock).
+    async fn open(cfg: &StoreConfig) -> Outbox {
+        for _ in 0..100 {
+            match Outbox::open(cfg, &[], Arc::new(SystemClock), &|| {}) {
+                Ok(o) => return o,
+                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+        panic!("the outbox never opened");
+    }
+
+    /// One run: opens, accepts `n` messages, stops cleanly (upkeep rounds
+    /// as the daemon's upkeep task runs them: one at start, the last at
+    /// shutdown, which writes the record). Returns the sequence numbers
+    /// accepted.
+    async fn run(cfg: &StoreConfig, n: usize) -> Vec<u64> {
+        let outbox = open(cfg).await;
+        let upkeep = outbox.upkeep();
+        upkeep.round(false).await;
+        let mut seqs = Vec::new();
+        for chunk in 0..n.div_ceil(10) {
+            let msgs = (0..10.min(n - chunk * 10))
+                .map(|i| {
+                    NewMessage::json(
+                        "attribute",
+                        &serde_json::json!({"n": chunk * 10 + i, "pad": "x".repeat(100)}),
+                    )
+                })
+                .collect();
+            let receipts = outbox.intake.submit(msgs).await.expect("accepted");
+            seqs.extend(receipts.iter().map(|r| r.seq));
+        }
+        upkeep.round(true).await;
+        seqs
+    }
+
+    /// What a start finds: messages held, the loss it reports, the next
+    /// sequence number.
+    async fn live(cfg: &StoreConfig) -> (u64, Option<String>, u64) {
+        let outbox = open(cfg).await;
+        let c = &outbox.core;
+        let next = *c.durable().borrow();
+        (c.live_messages(), c.store_loss(), next)
+    }
+
+    #[tokio::test]
+    async fn a_missing_record_is_a_first_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = store_config(dir.path());
+        let first = run(&cfg, 20).await;
+        std::fs::remove_file(cfg.path.join(STATE_FILE)).unwrap();
+        let (held, loss, next) = live(&cfg).await;
+        assert_eq!((held, loss), (20, None));
+        assert!(next > *first.last().unwrap());
+        let record = read(&cfg.path).unwrap().expect("written again");
+        assert_eq!(record.next_seq, next);
+    }
+
+    #[tokio::test]
+    async fn a_damaged_record_is_no_error_and_is_rewritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = store_config(dir.path());
+        run(&cfg, 20).await;
+        let state = cfg.path.join(STATE_FILE);
+        std::fs::write(&state, b"{\"version\":1,\"storeId\":\"x\",\"nextSeq\":").unwrap();
+        let err = read(&cfg.path).unwrap_err().to_string();
+        assert!(
+            err.contains(STATE_FILE) && err.contains("rewritten"),
+            "{err}"
+        );
+        let (held, loss, _) = live(&cfg).await;
+        assert_eq!((held, loss), (20, None));
+        assert!(read(&cfg.path).unwrap().is_some());
     }
 }

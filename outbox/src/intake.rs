@@ -57,7 +57,7 @@ impl Intake {
     ///
     /// # Errors
     /// See [`IntakeError`]; nothing of a refused group is kept.
-    pub async fn import(&self, group: ImportBatch) -> Result<Vec<Receipt>, IntakeError> {
+    pub(crate) async fn import(&self, group: ImportBatch) -> Result<Vec<Receipt>, IntakeError> {
         self.send(Request::Import(Box::new(group))).await
     }
 

@@ -14,26 +14,26 @@
 //! migration (`super::migrate`) still reads it.
 
 /// Segment prefix.
-pub const SEG: u8 = b's';
+pub(crate) const SEG: u8 = b's';
 /// Format-1 message prefix (read by the migration only).
-pub const MSG_V1: u8 = b'm';
+pub(crate) const MSG_V1: u8 = b'm';
 /// Failure prefix.
-pub const FAIL: u8 = b'f';
+pub(crate) const FAIL: u8 = b'f';
 /// Live message count and bytes: 16 bytes.
-pub const LIVE: &[u8] = b"k:live";
+pub(crate) const LIVE: &[u8] = b"k:live";
 /// Next sequence number: 8 bytes.
-pub const NEXT: &[u8] = b"k:next";
+pub(crate) const NEXT: &[u8] = b"k:next";
 /// Age clock checkpoint.
-pub const CLOCK: &[u8] = b"k:clock";
+pub(crate) const CLOCK: &[u8] = b"k:clock";
 /// Next failure id and stored failure count: 16 bytes.
-pub const FAILS: &[u8] = b"k:fails";
+pub(crate) const FAILS: &[u8] = b"k:fails";
 /// The store's identity (UTF-8 UUID), checked against the high-water record.
-pub const ID: &[u8] = b"k:id";
+pub(crate) const ID: &[u8] = b"k:id";
 /// Migration progress (format 1 to 2): messages converted so far, 8 bytes.
-pub const MIGRATED: &[u8] = b"k:migrated";
+pub(crate) const MIGRATED: &[u8] = b"k:migrated";
 
 /// `prefix` + `n` big-endian.
-pub fn numbered(prefix: u8, n: u64) -> [u8; 9] {
+pub(crate) fn numbered(prefix: u8, n: u64) -> [u8; 9] {
     let mut k = [0u8; 9];
     k[0] = prefix;
     k[1..].copy_from_slice(&n.to_be_bytes());
@@ -41,24 +41,24 @@ pub fn numbered(prefix: u8, n: u64) -> [u8; 9] {
 }
 
 /// The number in a [`numbered`] key.
-pub fn number(key: &[u8]) -> Option<u64> {
+pub(crate) fn number(key: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(key.get(1..9)?.try_into().ok()?))
 }
 
 /// A segment's key range and size, as its key holds them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SegKey {
+pub(crate) struct SegKey {
     /// First sequence number.
-    pub first: u64,
+    pub(crate) first: u64,
     /// Last sequence number (inclusive).
-    pub last: u64,
+    pub(crate) last: u64,
     /// Bytes of its records, uncompressed (what the live counters count).
-    pub bytes: u32,
+    pub(crate) bytes: u32,
 }
 
 impl SegKey {
     /// The key bytes.
-    pub fn encode(&self) -> Vec<u8> {
+    pub(crate) fn encode(&self) -> Vec<u8> {
         let mut k = Vec::with_capacity(21);
         k.push(SEG);
         k.extend_from_slice(&self.first.to_be_bytes());
@@ -68,7 +68,7 @@ impl SegKey {
     }
 
     /// Reads a segment key; `None` for any other key.
-    pub fn decode(key: &[u8]) -> Option<Self> {
+    pub(crate) fn decode(key: &[u8]) -> Option<Self> {
         if key.len() != 21 || key[0] != SEG {
             return None;
         }
@@ -78,33 +78,33 @@ impl SegKey {
     }
 
     /// Messages in the segment.
-    pub fn count(&self) -> u64 {
+    pub(crate) fn count(&self) -> u64 {
         self.last - self.first + 1
     }
 }
 
 /// The smallest key of a segment starting at `first` or later: scan bound.
-pub fn seg_from(first: u64) -> Vec<u8> {
+pub(crate) fn seg_from(first: u64) -> Vec<u8> {
     numbered(SEG, first).to_vec()
 }
 
 /// The end of the segment keyspace.
-pub const SEG_END: [u8; 1] = [SEG + 1];
+pub(crate) const SEG_END: [u8; 1] = [SEG + 1];
 
 /// A sink's cursor key.
-pub fn cursor(sink: &str) -> Vec<u8> {
+pub(crate) fn cursor(sink: &str) -> Vec<u8> {
     [b"c:".as_slice(), sink.as_bytes()].concat()
 }
 
 /// Two u64s, big-endian.
-pub fn pair(a: u64, b: u64) -> Vec<u8> {
+pub(crate) fn pair(a: u64, b: u64) -> Vec<u8> {
     let mut v = a.to_be_bytes().to_vec();
     v.extend_from_slice(&b.to_be_bytes());
     v
 }
 
 /// Reads `n` big-endian u64s.
-pub fn u64s<const N: usize>(b: &[u8]) -> Option<[u64; N]> {
+pub(crate) fn u64s<const N: usize>(b: &[u8]) -> Option<[u64; N]> {
     let mut out = [0u64; N];
     for (i, o) in out.iter_mut().enumerate() {
         *o = u64::from_be_bytes(b.get(i * 8..i * 8 + 8)?.try_into().ok()?);

@@ -11,7 +11,7 @@
 //! - [`store`]: the storage trait, the engines (hardened sled, redb),
 //!   opening, format versions; `migrate` converts a format-1 store (one
 //!   key per message).
-//! - [`keys`]: the key layout; [`segment`]: the messages of one group
+//! - `keys`: the key layout; `segment`: the messages of one group
 //!   commit under one key (store format 2).
 //! - `ledger`: the pure bookkeeping (counters, per-sink cursors and done
 //!   ranges, capacity policy, expiry, failure recording, compaction): events
@@ -19,8 +19,8 @@
 //!   shell that locks it, applies its batches in order and reads segments
 //!   for the sinks; `append`, `maintain` and `failures` are its entry
 //!   points for intake, upkeep and the failure API (`failure_record` the
-//!   records, `failure_id` their UUIDs); [`ages`] the age clock.
-//! - [`highwater`]: the record outside the store that notices messages
+//!   records, `failure_id` their UUIDs); `ages` the age clock.
+//! - `highwater`: the record outside the store that notices messages
 //!   lost between runs in ways the engine does not report.
 //! - `intake`: group commit (one writer thread, one sync per group).
 //! - `counters`: what the core and the ledger count, for the daemon's
@@ -51,11 +51,11 @@
 //!   least the incoming bytes (the engine reuses the freed space, so the
 //!   disk stops growing); `reject-new` answers 503 with `Retry-After`.
 //! - *Ages* follow a persisted monotonic store clock, not the wall clock:
-//!   see [`ages`].
+//!   see `ages`.
 
 #![forbid(unsafe_code)]
 
-pub mod ages;
+mod ages;
 mod append;
 pub mod clock;
 pub mod config;
@@ -64,15 +64,15 @@ mod counters;
 mod failure_id;
 mod failure_record;
 mod failures;
-pub mod highwater;
+mod highwater;
 mod intake;
-pub mod keys;
+mod keys;
 mod ledger;
 mod maintain;
 pub mod message;
 mod migrate;
 pub mod salvage;
-pub mod segment;
+mod segment;
 pub mod store;
 
 use std::path::PathBuf;
@@ -201,7 +201,11 @@ impl Outbox {
         Self::start(core, opened.moved_aside, Some(Arc::new(high_water)))
     }
 
-    /// An outbox over any [`Storage`] (tests inject failures this way).
+    /// An outbox over any [`Storage`], with the sinks `hub` + `webhooks`:
+    /// for a program that brings its own storage (another engine, or an
+    /// engine wrapped to meter its writes or to make them fail on demand).
+    /// The caller owns the storage: nothing is moved aside or migrated, and
+    /// there is no high-water record.
     ///
     /// # Errors
     /// When loading fails or the thread cannot start.

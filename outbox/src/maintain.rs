@@ -65,7 +65,7 @@ impl Core {
     ///
     /// # Errors
     /// On storage errors.
-    pub fn expire(&self, max_wait: Duration) -> Result<Duration, StoreError> {
+    pub(crate) fn expire(&self, max_wait: Duration) -> Result<Duration, StoreError> {
         let durable = *self.durable().borrow();
         let w = self.writing();
         let mut st = w.state();
@@ -87,7 +87,7 @@ impl Core {
     ///
     /// # Errors
     /// On storage errors.
-    pub fn compact(&self) -> Result<bool, StoreError> {
+    pub(crate) fn compact(&self) -> Result<bool, StoreError> {
         let w = self.writing();
         let mut st = w.state();
         let Some(batch) = st.ledger.compact(self.storage.as_ref())? else {

@@ -31,7 +31,7 @@ pub struct NewMessage {
 /// A new message id: a random (version 4) UUID from the thread's CSPRNG.
 /// `Uuid::new_v4` asks the kernel for 16 bytes each time, a system call
 /// per accepted message (1-2 % of tether's CPU under load).
-pub fn new_id() -> Uuid {
+pub(crate) fn new_id() -> Uuid {
     uuid::Builder::from_random_bytes(rand::random()).into_uuid()
 }
 
@@ -143,7 +143,7 @@ const RECORD_V1: u8 = 1;
 
 impl Stored {
     /// The record's bytes: version, times, id, type, sink, body.
-    pub fn encode(&self) -> Vec<u8> {
+    pub(crate) fn encode(&self) -> Vec<u8> {
         let sink = self.only_sink.as_deref().unwrap_or("");
         let mut out =
             Vec::with_capacity(36 + self.message_type.len() + sink.len() + self.body.len());
@@ -160,7 +160,8 @@ impl Stored {
         out
     }
 
-    /// The length of [`Stored::encode`]'s output, without encoding.
+    /// The length of the record this message is stored as (what the live
+    /// counters count), without encoding it.
     pub fn encoded_len(&self) -> u64 {
         let sink = self.only_sink.as_deref().map_or(0, |s| s.len().min(255));
         (35 + self.message_type.len().min(255) + sink + self.body.len()) as u64
@@ -170,7 +171,7 @@ impl Stored {
     ///
     /// # Errors
     /// A description of what is malformed.
-    pub fn decode(seq: u64, b: &[u8]) -> Result<Self, String> {
+    pub(crate) fn decode(seq: u64, b: &[u8]) -> Result<Self, String> {
         let short = || format!("record {seq} is truncated");
         if b.first() != Some(&RECORD_V1) {
             return Err(format!("record {seq} has an unknown version"));

@@ -106,7 +106,7 @@ pub(crate) mod v1 {
 
     /// Writes `n` messages (seqs `1..=n`, with `skip` missing) the way
     /// format 1 did, a cursor for `hub` at `cursor`, and the counters.
-    pub fn write(storage: &dyn Storage, n: u64, skip: &[u64], cursor: u64) -> Vec<Stored> {
+    pub(crate) fn write(storage: &dyn Storage, n: u64, skip: &[u64], cursor: u64) -> Vec<Stored> {
         let mut batch = Batch::default();
         let mut msgs = Vec::new();
         let (mut live_n, mut live_b) = (0, 0);

@@ -23,33 +23,25 @@ use crate::keys::SegKey;
 use crate::message::Stored;
 
 /// Messages per segment at most.
-pub const MAX_RECORDS: usize = 64;
+pub(crate) const MAX_RECORDS: usize = 64;
 /// Record bytes per segment at most (one larger message is alone).
-pub const RAW_BOUND: usize = 4 * 1024;
+pub(crate) const RAW_BOUND: usize = 4 * 1024;
 const VERSION: u8 = 2;
 const LZ4: u8 = 1;
 const HEADER: usize = 14;
 
 /// A decoded segment.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Segment {
+pub(crate) struct Segment {
     /// Its key.
-    pub key: SegKey,
+    pub(crate) key: SegKey,
     /// Its messages, `key.first..=key.last` in order.
-    pub records: Vec<Stored>,
-}
-
-impl Segment {
-    /// The message `seq`, if it is in this segment.
-    pub fn get(&self, seq: u64) -> Option<&Stored> {
-        let i = seq.checked_sub(self.key.first)?;
-        self.records.get(usize::try_from(i).ok()?)
-    }
+    pub(crate) records: Vec<Stored>,
 }
 
 /// Encodes consecutive records (`records[i].seq == first + i`) as one
 /// segment: its key and value.
-pub fn encode(records: &[Stored]) -> (SegKey, Vec<u8>) {
+pub(crate) fn encode(records: &[Stored]) -> (SegKey, Vec<u8>) {
     let mut area = Vec::new();
     for r in records {
         let e = r.encode();
@@ -78,7 +70,7 @@ pub fn encode(records: &[Stored]) -> (SegKey, Vec<u8>) {
 }
 
 /// The first record's age-clock time, from the header alone.
-pub fn first_accepted_ms(value: &[u8]) -> Option<u64> {
+pub(crate) fn first_accepted_ms(value: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(value.get(6..14)?.try_into().ok()?))
 }
 
@@ -86,7 +78,7 @@ pub fn first_accepted_ms(value: &[u8]) -> Option<u64> {
 ///
 /// # Errors
 /// A description of what is malformed.
-pub fn decode(key: SegKey, value: &[u8]) -> Result<Segment, String> {
+pub(crate) fn decode(key: SegKey, value: &[u8]) -> Result<Segment, String> {
     let bad = |what: &str| format!("segment {}..={}: {what}", key.first, key.last);
     if value.len() < HEADER || value[0] != VERSION {
         return Err(bad("unknown layout"));
@@ -120,7 +112,7 @@ pub fn decode(key: SegKey, value: &[u8]) -> Result<Segment, String> {
 
 /// Cuts records, in sequence order, into segments: a new one starts at a
 /// gap in the sequence numbers or where the bounds would be exceeded.
-pub fn cut(records: &[Stored]) -> Vec<&[Stored]> {
+pub(crate) fn cut(records: &[Stored]) -> Vec<&[Stored]> {
     let mut out = Vec::new();
     let mut start = 0;
     let mut bytes = 0usize;
@@ -167,7 +159,7 @@ mod tests {
     }
 
     #[test]
-    fn segments_round_trip_and_find_their_records() {
+    fn segments_round_trip_with_their_range_and_size() {
         let recs: Vec<Stored> = (10..40).map(|s| record(s, 194)).collect();
         let (key, value) = encode(&recs);
         assert_eq!((key.first, key.last), (10, 39));
@@ -178,9 +170,6 @@ mod tests {
         assert_eq!(first_accepted_ms(&value), Some(1010));
         let seg = decode(key, &value).unwrap();
         assert_eq!(seg.records, recs);
-        assert_eq!(seg.get(12), Some(&recs[2]));
-        assert_eq!(seg.get(40), None);
-        assert_eq!(seg.get(9), None);
     }
 
     #[test]

@@ -8,7 +8,10 @@
 //! in-process) through its public API only; component tests that need the
 //! crate's internals live beside their component (`src/hub/tests/`,
 //! `src/bridge/tests/`, `src/relay/tests/`, `src/outbox/tests/`,
-//! `src/admin/tests/`; `cargo test -p tether --lib`).
+//! `src/admin/tests/`; `cargo test -p tether --lib`). Likewise the store:
+//! tests here write or damage one only through `tether-outbox`'s public
+//! engines (`tether_outbox::store`); its layout and records are tested in
+//! the outbox crate (`cargo test -p tether-outbox`).
 //!
 //! Run one area with a filter, e.g. `cargo test -p tether --test it dps_daemon::`.
 

@@ -4,8 +4,9 @@
 //! (`outbox.state`), reported in `/healthz` and metrics, and sequence
 //! numbers continue above everything ever accepted. A missing or damaged
 //! record is no error. Real stores in temporary directories, written by
-//! the outbox crate's own API; the report is read from the daemon's
-//! `/healthz` and `/metrics`.
+//! the outbox crate's public API; the report is read from the daemon's
+//! `/healthz` and `/metrics`. The record file itself (missing, damaged)
+//! is the outbox crate's own test (`highwater`).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -17,7 +18,6 @@ use tether::app::Daemon;
 use tether::config::AdminListen;
 use tether_outbox::clock::SystemClock;
 use tether_outbox::config::StoreConfig;
-use tether_outbox::highwater::{self, STATE_FILE};
 use tether_outbox::Outbox;
 use tokio_util::sync::CancellationToken;
 
@@ -108,7 +108,7 @@ async fn live(cfg: &StoreConfig) -> (u64, Option<String>, u64) {
     let outbox = open(cfg).await;
     let c = &outbox.core;
     let next = *c.durable().borrow();
-    (c.live_messages(), c.store_loss(), next)
+    (c.stats().messages, c.store_loss(), next)
 }
 
 #[tokio::test]
@@ -158,7 +158,7 @@ async fn a_truncated_db_file_is_reported_and_numbers_continue() {
     drop(f);
     let outbox = open(&cfg).await;
     let loss = outbox.core.store_loss();
-    let held = outbox.core.live_messages();
+    let held = outbox.core.stats().messages;
     let r = outbox.intake.submit(vec![test_message(0)]).await.unwrap();
     assert!(
         r[0].seq > *second.last().unwrap(),
@@ -228,34 +228,4 @@ async fn a_record_naming_a_store_set_aside_and_not_yet_salvaged_is_no_loss() {
         .store_loss()
         .expect("a replaced store is a loss");
     assert!(loss.contains("not the one"), "{loss}");
-}
-
-#[tokio::test]
-async fn a_missing_record_is_a_first_run() {
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = store_config(dir.path());
-    let (first, _) = run(&cfg, 20).await;
-    std::fs::remove_file(cfg.path.join(STATE_FILE)).unwrap();
-    let (held, loss, next) = live(&cfg).await;
-    assert_eq!((held, loss), (20, None));
-    assert!(next > *first.last().unwrap());
-    let record = highwater::read(&cfg.path).unwrap().expect("written again");
-    assert_eq!(record.next_seq, next);
-}
-
-#[tokio::test]
-async fn a_damaged_record_is_no_error_and_is_rewritten() {
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = store_config(dir.path());
-    run(&cfg, 20).await;
-    let state = cfg.path.join(STATE_FILE);
-    std::fs::write(&state, b"{\"version\":1,\"storeId\":\"x\",\"nextSeq\":").unwrap();
-    let err = highwater::read(&cfg.path).unwrap_err().to_string();
-    assert!(
-        err.contains(STATE_FILE) && err.contains("rewritten"),
-        "{err}"
-    );
-    let (held, loss, _) = live(&cfg).await;
-    assert_eq!((held, loss), (20, None));
-    assert!(highwater::read(&cfg.path).unwrap().is_some());
 }

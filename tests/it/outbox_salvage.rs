@@ -21,7 +21,6 @@ use crate::chaos_rig::{long, tally, wait_drained};
 use crate::outbox_rig::{client, daemon_config, wait_healthy, Subscriber, Tether, EVENTS};
 use rand::Rng;
 use serde_json::Value;
-use tether_outbox::keys;
 use tether_outbox::store::{Batch, RedbStorage, SledStorage, Storage};
 use tether_testkit::{Broker, BrokerOptions};
 
@@ -173,6 +172,17 @@ async fn metrics(http: &reqwest::Client, addr: SocketAddr) -> String {
         .unwrap()
 }
 
+/// The sequence numbers a segment key names. Store format 2 keeps the
+/// messages of one group commit under one key: `s`, the first and the
+/// last sequence number (u64 big-endian each), the record bytes (u32); the
+/// damage below is written in that layout.
+fn segment_range(key: &[u8]) -> (u64, u64) {
+    assert_eq!((key.len(), key[0]), (21, b's'), "a segment key: {key:?}");
+    let first = u64::from_be_bytes(key[1..9].try_into().unwrap());
+    let last = u64::from_be_bytes(key[9..17].try_into().unwrap());
+    (first, last)
+}
+
 fn set_aside_dirs(root: &Path) -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = std::fs::read_dir(root)
         .unwrap()
@@ -286,22 +296,23 @@ async fn a_corrupt_store_is_set_aside_and_its_readable_messages_delivered() {
     let mut q = queued(1000).await;
     let store = q.root().join("outbox");
     let s = raw_store(&store);
-    let rows = s
-        .scan(&[keys::SEG], &keys::SEG_END, usize::MAX, false)
-        .unwrap();
-    let held: u64 = rows
-        .iter()
-        .map(|(k, _)| keys::SegKey::decode(k).unwrap().count())
-        .sum();
+    let rows = s.scan(b"s", b"t", usize::MAX, false).unwrap();
+    let ranges: Vec<(u64, u64)> = rows.iter().map(|(k, _)| segment_range(k)).collect();
+    let held: u64 = ranges.iter().map(|(first, last)| last - first + 1).sum();
     assert_eq!(held, 1000);
+    // The store was new and the messages were posted one request after the
+    // other: sequence number n is the n-th id posted.
+    assert_eq!(
+        (ranges[0].0, ranges[ranges.len() - 1].1),
+        (1, 1000),
+        "{ranges:?}"
+    );
     let mut b = Batch::default();
-    b.put(keys::LIVE.to_vec(), b"bad".to_vec());
+    b.put(b"k:live".to_vec(), b"bad".to_vec());
     let mut damaged = Vec::new();
-    for (k, v) in rows.iter().step_by(10) {
+    for ((k, _), (first, last)) in rows.iter().zip(&ranges).step_by(10) {
         b.put(k.clone(), b"\x07garbage".to_vec());
-        let key = keys::SegKey::decode(k).unwrap();
-        let seg = tether_outbox::segment::decode(key, v).unwrap();
-        damaged.extend(seg.records.iter().map(|m| m.id.to_string()));
+        damaged.extend(q.ids[(first - 1) as usize..*last as usize].iter().cloned());
     }
     s.apply(b).unwrap();
     s.sync().unwrap();

@@ -73,7 +73,7 @@ impl DoneSet {
 
     /// Number of runs.
     #[cfg(test)]
-    pub fn runs(&self) -> usize {
+    pub(crate) fn runs(&self) -> usize {
         self.runs.len()
     }
 }

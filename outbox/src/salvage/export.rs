@@ -73,7 +73,7 @@ fn read_resume(input: &mut impl BufRead) -> io::Result<Resume> {
 }
 
 /// The line `read_resume` reads.
-pub fn resume_line(from: Resume) -> String {
+pub(crate) fn resume_line(from: Resume) -> String {
     format!("{} {}\n", from.after_seq, from.after_failure)
 }
 

@@ -35,8 +35,7 @@ mod tests {
     use crate::config::FullPolicy;
     use crate::failure_record::PushFailure;
     use crate::message::NewMessage;
-    use crate::salvage::ImportBatch;
-    use crate::salvage::{Imported, ImportedFailure, Progress};
+    use crate::salvage::plan::{ImportBatch, Imported, ImportedFailure, Progress};
     use crate::store::SledStorage;
     use crate::{Outbox, Settings};
 

@@ -13,7 +13,7 @@
 //!   format 2 adds its arm to `reader::export`).
 //! - `plan`: the decisions without IO: ages carried over, groups, counts.
 //! - `import`: the import path through the group commit
-//!   ([`crate::Intake::import`]), progress in the same batch.
+//!   (`Intake::import`), progress in the same batch.
 //! - `run`: the driver; `status`: `/healthz` and metrics.
 //!
 //! Guarantees: every group is imported with its progress in one durable
@@ -31,8 +31,8 @@ pub(crate) mod reader;
 pub(crate) mod run;
 pub(crate) mod status;
 
-pub use self::plan::{ImportBatch, Imported, ImportedFailure, Progress};
-pub use self::run::{Outcome, SalvageError, Salvager, DONE_FILE};
+pub(crate) use self::plan::ImportBatch;
+pub use self::run::{Outcome, SalvageError, Salvager};
 pub use self::status::{SalvageView, Status};
 
 pub(crate) use self::import::Undo;

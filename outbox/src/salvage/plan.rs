@@ -23,22 +23,22 @@ const PROGRESS: &str = "k:salvage:";
 /// A message carried over from another store: same id, type, body,
 /// `only_sink` and UTC time, and its age.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Imported {
+pub(crate) struct Imported {
     /// The message.
-    pub msg: NewMessage,
+    pub(crate) msg: NewMessage,
     /// How old it was on the source store's clock (ms).
-    pub age_ms: u64,
+    pub(crate) age_ms: u64,
     /// When it was first accepted (ms since the epoch).
-    pub utc_ms: u64,
+    pub(crate) utc_ms: u64,
 }
 
 /// A push failure carried over; it gets a new number in the new store.
 #[derive(Debug, Clone, PartialEq)]
-pub struct ImportedFailure {
+pub(crate) struct ImportedFailure {
     /// The failure as the API showed it.
-    pub failure: PushFailure,
+    pub(crate) failure: PushFailure,
     /// Its age on the source store's clock (ms), for `failure_ttl`.
-    pub age_ms: u64,
+    pub(crate) age_ms: u64,
 }
 
 /// What has been salvaged from one source store, kept in the new store
@@ -46,37 +46,37 @@ pub struct ImportedFailure {
 /// counts, so a kill mid-salvage resumes without loss or duplicates.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Progress {
+pub(crate) struct Progress {
     /// Where to resume.
-    pub resume: Resume,
+    pub(crate) resume: Resume,
     /// Messages imported.
-    pub messages: u64,
+    pub(crate) messages: u64,
     /// Push failures imported.
-    pub failures: u64,
+    pub(crate) failures: u64,
     /// Messages every sink of the source had already finished.
-    pub finished: u64,
+    pub(crate) finished: u64,
     /// Records that could not be read (undecodable, or never reached
     /// because the engine stopped).
-    pub unreadable: u64,
+    pub(crate) unreadable: u64,
     /// Why the engine stopped before the end, if it did.
-    pub stopped: Option<String>,
+    pub(crate) stopped: Option<String>,
     /// The whole store was read.
-    pub done: bool,
+    pub(crate) done: bool,
 }
 
 impl Progress {
     /// The key for the source store `source` (its id, or its directory name).
-    pub fn key(source: &str) -> Vec<u8> {
+    pub(crate) fn key(source: &str) -> Vec<u8> {
         format!("{PROGRESS}{source}").into_bytes()
     }
 
     /// Reads a stored progress value (`None` when malformed).
-    pub fn decode(v: &[u8]) -> Option<Self> {
+    pub(crate) fn decode(v: &[u8]) -> Option<Self> {
         serde_json::from_slice(v).ok()
     }
 
     /// The stored value.
-    pub fn encode(&self) -> Vec<u8> {
+    pub(crate) fn encode(&self) -> Vec<u8> {
         // Numbers, strings and bools always serialise.
         serde_json::to_vec(self).unwrap_or_default()
     }
@@ -84,15 +84,15 @@ impl Progress {
 
 /// One group to import atomically with the progress it completes.
 #[derive(Debug, Clone, PartialEq)]
-pub struct ImportBatch {
+pub(crate) struct ImportBatch {
     /// Messages, in source order.
-    pub messages: Vec<Imported>,
+    pub(crate) messages: Vec<Imported>,
     /// Push failures, in source order.
-    pub failures: Vec<ImportedFailure>,
+    pub(crate) failures: Vec<ImportedFailure>,
     /// The progress key.
-    pub key: Vec<u8>,
+    pub(crate) key: Vec<u8>,
     /// The progress once this group is durable.
-    pub progress: Progress,
+    pub(crate) progress: Progress,
 }
 
 /// Builds import groups from one source's export stream.

@@ -20,11 +20,11 @@ const PAGE: usize = 256;
 /// Where reading resumes: after these source numbers (0: from the start).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Resume {
+pub(crate) struct Resume {
     /// Last source message sequence number imported.
-    pub after_seq: u64,
+    pub(crate) after_seq: u64,
     /// Last source failure number imported.
-    pub after_failure: u64,
+    pub(crate) after_failure: u64,
 }
 
 /// Reading stopped.

@@ -29,7 +29,7 @@ use crate::store::{engine_in, SET_ASIDE_PREFIX};
 use crate::{keys, Core, Intake, IntakeError, Outbox, StoreError};
 
 /// Written into a set-aside directory once its salvage finished.
-pub const DONE_FILE: &str = "tether-salvaged.json";
+pub(crate) const DONE_FILE: &str = "tether-salvaged.json";
 /// Tries while a set-aside store is unavailable, and the wait between.
 const UNAVAILABLE_TRIES: u32 = 30;
 const UNAVAILABLE_WAIT: Duration = Duration::from_secs(1);
@@ -119,7 +119,7 @@ impl Outcome {
     }
 
     /// Whether anything was lost (then `storeLoss` says so).
-    pub fn lost(&self) -> bool {
+    pub(crate) fn lost(&self) -> bool {
         self.unreadable > 0 || self.unopened
     }
 }

@@ -45,7 +45,7 @@ impl Status {
     }
 
     /// A salvage of `store` starts, `from` what earlier runs imported.
-    pub fn started(&self, store: &str, from: &Progress) {
+    pub(crate) fn started(&self, store: &str, from: &Progress) {
         self.with(|v| {
             *v = Some(SalvageView {
                 state: "running",
@@ -61,7 +61,7 @@ impl Status {
 
     /// A group became durable; `before` and `after` are the progress
     /// around it.
-    pub fn progressed(&self, before: &Progress, after: &Progress) {
+    pub(crate) fn progressed(&self, before: &Progress, after: &Progress) {
         let add = |c: &AtomicU64, a: u64, b: u64| {
             c.fetch_add(a.saturating_sub(b), Ordering::Relaxed);
         };
@@ -82,7 +82,7 @@ impl Status {
     }
 
     /// The store could not be read at all: `why`.
-    pub fn unopened(&self, store: &str, why: &str) {
+    pub(crate) fn unopened(&self, store: &str, why: &str) {
         self.with(|v| {
             *v = Some(SalvageView {
                 state: "done",
@@ -94,7 +94,7 @@ impl Status {
     }
 
     /// The salvage failed and resumes later.
-    pub fn failed(&self, store: &str, error: String) {
+    pub(crate) fn failed(&self, store: &str, error: String) {
         self.with(|v| match v {
             Some(v) if v.store == store => {
                 v.state = "failed";

@@ -9,17 +9,20 @@ use super::open_marker::{self, guarded_open};
 use super::{durable, redb_store, Batch, RedbStorage, Reopening, SledStorage, Storage, StoreError};
 use crate::config::StoreEngine;
 
-/// The layout this build writes (see `crate::keys`): 2 = segments.
+/// The store format this build writes (its `k:format` key): 2 = segments.
+/// It reads and migrates format 1; a store of a higher format was written
+/// by a newer tether and is refused ([`StoreError::UnknownVersion`]), not
+/// set aside.
 pub const FORMAT_VERSION: u32 = 2;
 /// Where the version lives.
 pub(crate) const FORMAT_KEY: &[u8] = b"k:format";
 
 /// A store ready for use.
-pub struct Opened<T> {
+pub(crate) struct Opened<T> {
     /// What the loader built from the store.
-    pub value: T,
+    pub(crate) value: T,
     /// Set when an unusable store was moved aside to this path.
-    pub moved_aside: Option<PathBuf>,
+    pub(crate) moved_aside: Option<PathBuf>,
 }
 
 /// Opens the `engine` store in `<root>/outbox`, checks and migrates its format,
@@ -35,7 +38,7 @@ pub struct Opened<T> {
 /// I/O errors (permissions, full disk) are returned as they are: moving a
 /// healthy store aside because the disk is full would lose data. So is a
 /// store written by the other engine ([`StoreError::OtherEngine`]).
-pub fn open<T>(
+pub(crate) fn open<T>(
     root: &Path,
     engine: StoreEngine,
     cache_bytes: u64,
@@ -98,7 +101,12 @@ fn set_aside(root: &Path, dir: &Path, now_unix: u64) -> Result<Option<PathBuf>, 
     Ok(Some(aside))
 }
 
-/// How the names of set-aside stores begin, in `store.path`.
+/// How the names of set-aside stores begin, in `store.path`: an unusable
+/// store is renamed to `outbox.corrupt-<unix seconds>` and kept until
+/// salvage has imported it (`tether-salvaged.json` in it then). Operators
+/// and their tools look for these directories (to copy one off the device,
+/// to import it elsewhere with `tether outbox import`, to remove one that
+/// is salvaged).
 pub const SET_ASIDE_PREFIX: &str = "outbox.corrupt-";
 
 /// The file that shows which engine wrote a store directory.
@@ -161,7 +169,10 @@ pub fn engine_in(dir: &Path) -> Option<StoreEngine> {
 /// [`StoreError::Io`] (`NotFound`) when `dir` holds no store, what the
 /// engine reports otherwise, [`StoreError::UnknownVersion`] for a newer
 /// format.
-pub fn open_existing(dir: &Path, cache_bytes: u64) -> Result<(Arc<dyn Storage>, u32), StoreError> {
+pub(crate) fn open_existing(
+    dir: &Path,
+    cache_bytes: u64,
+) -> Result<(Arc<dyn Storage>, u32), StoreError> {
     let engine = engine_in(dir).ok_or_else(|| {
         StoreError::Io(std::io::Error::new(
             std::io::ErrorKind::NotFound,

@@ -9,10 +9,10 @@ use super::{Batch, Op, Rows, Storage, StoreError};
 
 /// A sorted map behind a mutex.
 #[derive(Default)]
-pub struct MemStorage {
+pub(crate) struct MemStorage {
     map: Mutex<BTreeMap<Vec<u8>, Vec<u8>>>,
     /// `sync` calls so far.
-    pub syncs: AtomicU64,
+    pub(crate) syncs: AtomicU64,
 }
 
 impl Storage for MemStorage {

@@ -1,7 +1,14 @@
 //! The storage engine behind the outbox: a small ordered key-value trait so
-//! the engine (sled or redb, `store.engine`) can be swapped, and failures can be injected in
-//! tests ([`Storage`]), plus opening with hardening and format versioning
-//! ([`open`]).
+//! the engine (sled or redb, `store.engine`) can be swapped, plus opening
+//! with hardening and format versioning (`open`).
+//!
+//! Public for programs that run the outbox on a storage of their own
+//! ([`crate::Outbox::with_storage`]): [`Storage`] with its [`Batch`],
+//! [`Rows`] and [`StoreError`] is the seam, [`SledStorage`] and
+//! [`RedbStorage`] are the engines to wrap (to meter writes, to make them
+//! fail on demand, to read a store directly). [`FORMAT_VERSION`] and
+//! [`SET_ASIDE_PREFIX`] name what operators find on disk; [`durable`] and
+//! [`engine_in`] are the file helpers the daemon shares.
 
 pub mod durable;
 mod format;
@@ -15,9 +22,10 @@ mod sled_store;
 use std::io;
 use std::path::PathBuf;
 
-pub use format::{engine_in, open, open_existing, Opened, FORMAT_VERSION, SET_ASIDE_PREFIX};
+pub use format::{engine_in, FORMAT_VERSION, SET_ASIDE_PREFIX};
+pub(crate) use format::{open, open_existing};
 pub use redb_store::RedbStorage;
-pub use reopen::Reopening;
+pub(crate) use reopen::Reopening;
 pub use sled_store::SledStorage;
 
 /// One write in a [`Batch`].
@@ -109,7 +117,9 @@ impl StoreError {
 pub type Rows = Vec<(Vec<u8>, Vec<u8>)>;
 
 /// An ordered key-value store with atomic batches and an explicit
-/// durability point. Keys compare as bytes.
+/// durability point. Keys compare as bytes. The outbox runs on any
+/// implementation ([`crate::Outbox::with_storage`]); the outbox's crash
+/// guarantees hold when `apply` is atomic and `sync` is durable.
 pub trait Storage: Send + Sync + 'static {
     /// The value at `key`.
     ///

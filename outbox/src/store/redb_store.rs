@@ -24,7 +24,9 @@ pub(super) const FILE: &str = "outbox.redb";
 /// The single ordered keyspace (see `crate::keys`).
 const TABLE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("outbox");
 
-/// A redb database in `<dir>/outbox.redb`.
+/// A redb database in `<dir>/outbox.redb` (`store.engine = "redb"`);
+/// public to be wrapped or read directly beside
+/// [`crate::Outbox::with_storage`].
 pub struct RedbStorage {
     db: Database,
     file: PathBuf,

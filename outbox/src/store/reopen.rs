@@ -21,7 +21,7 @@ const REOPEN_EVERY: Duration = Duration::from_secs(1);
 type Opener<S> = Box<dyn Fn() -> Result<S, StoreError> + Send + Sync>;
 
 /// An engine that is opened again after a failed write.
-pub struct Reopening<S> {
+pub(crate) struct Reopening<S> {
     open: Opener<S>,
     /// `None` only while a reopen is failing.
     engine: RwLock<Option<S>>,
@@ -53,7 +53,7 @@ impl<S: Storage> Reopening<S> {
     ///
     /// # Errors
     /// What the first `open` returns.
-    pub fn open(
+    pub(crate) fn open(
         open: impl Fn() -> Result<S, StoreError> + Send + Sync + 'static,
     ) -> Result<Self, StoreError> {
         let engine = open()?;

@@ -17,7 +17,10 @@ use std::sync::Mutex;
 
 use super::{Batch, Op, Rows, Storage, StoreError};
 
-/// A sled database in one directory.
+/// A sled database in one directory, set up as the outbox runs it (no
+/// background flusher: [`Storage::sync`] is the durability point). The
+/// default engine; public to be wrapped or read directly beside
+/// [`crate::Outbox::with_storage`].
 pub struct SledStorage {
     db: sled::Db,
     dir: PathBuf,
