@@ -127,7 +127,8 @@ pub struct Outbox {
     high_water: Option<Arc<HighWater>>,
 }
 
-/// Settings derived from `[store]`.
+/// Settings derived from `[store]`, for [`Outbox::with_storage`] (and
+/// what [`Outbox::open`] runs with).
 pub fn settings(cfg: &StoreConfig) -> Settings {
     Settings {
         ttl: cfg.ttl,
@@ -202,10 +203,10 @@ impl Outbox {
     }
 
     /// An outbox over any [`Storage`], with the sinks `hub` + `webhooks`:
-    /// for a program that brings its own storage (another engine, or an
-    /// engine wrapped to meter its writes or to make them fail on demand).
-    /// The caller owns the storage: nothing is moved aside or migrated, and
-    /// there is no high-water record.
+    /// for a storage other than the engines [`Outbox::open`] picks, such as
+    /// one that fails on demand (tether's full-disk component test makes
+    /// every sync fail this way). The caller owns the storage: nothing is
+    /// moved aside or migrated, and there is no high-water record.
     ///
     /// # Errors
     /// When loading fails or the thread cannot start.

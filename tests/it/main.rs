@@ -9,9 +9,10 @@
 //! crate's internals live beside their component (`src/hub/tests/`,
 //! `src/bridge/tests/`, `src/relay/tests/`, `src/outbox/tests/`,
 //! `src/admin/tests/`; `cargo test -p tether --lib`). Likewise the store:
-//! tests here write or damage one only through `tether-outbox`'s public
-//! engines (`tether_outbox::store`); its layout and records are tested in
-//! the outbox crate (`cargo test -p tether-outbox`).
+//! the outbox crate tests its layout and records (`cargo test -p
+//! tether-outbox`); the tests here see a store as files on disk, and put
+//! an older tether's store there or damage one with the engine itself
+//! (`outbox_rig::raw`).
 //!
 //! Run one area with a filter, e.g. `cargo test -p tether --test it dps_daemon::`.
 

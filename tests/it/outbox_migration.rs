@@ -9,9 +9,9 @@ use crate::outbox_rig;
 use std::path::Path;
 use std::time::Duration;
 
+use crate::outbox_rig::raw::{test_engine, RawStore};
 use crate::outbox_rig::{client, daemon_config, wait_healthy, Subscriber, Tether, EVENTS};
 use rand::Rng;
-use tether_outbox::store::{RedbStorage, SledStorage, Storage};
 use tether_testkit::{Broker, BrokerOptions};
 
 const MESSAGES: u64 = 50_000;
@@ -20,14 +20,8 @@ const READY: &str = "tether started";
 
 /// Writes `MESSAGES` messages in the format-1 layout and returns their ids.
 fn write_format_1(store_dir: &Path) -> Vec<String> {
-    let dir = store_dir.join("outbox");
-    let storage: Box<dyn Storage> = if std::env::var("TETHER_TEST_ENGINE").as_deref() == Ok("redb")
-    {
-        Box::new(RedbStorage::open(&dir, 4 << 20).unwrap())
-    } else {
-        Box::new(SledStorage::open(&dir, 4 << 20).unwrap())
-    };
-    outbox_rig::format1::write(storage.as_ref(), MESSAGES)
+    let store = RawStore::open(test_engine(), &store_dir.join("outbox")).unwrap();
+    outbox_rig::format1::write(&store, MESSAGES)
 }
 
 fn log_has(log: &Path, what: &str) -> usize {

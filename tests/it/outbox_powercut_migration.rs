@@ -15,10 +15,10 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::chaos_rig::long;
+use crate::outbox_rig::raw::RawStore;
 use crate::powercut_rig::{after_ops, at, Op, PowerCut, Rules};
 use crate::powercut_run::{PowerRun, START_OPS};
 use rand::Rng;
-use tether_outbox::store::{RedbStorage, SledStorage, Storage, FORMAT_VERSION};
 
 /// Messages in the format-1 store (five migration steps).
 const MESSAGES: u64 = 20_000;
@@ -27,28 +27,23 @@ const MIGRATING: &str = "migrating the outbox store to format 2";
 /// What the start that finished it logs.
 const MIGRATED: &str = "the outbox store is migrated to format 2";
 
-fn raw(engine: &str, dir: &Path) -> Box<dyn Storage> {
-    if engine == "redb" {
-        Box::new(RedbStorage::open(dir, 4 << 20).expect("a redb store"))
-    } else {
-        Box::new(SledStorage::open(dir, 4 << 20).expect("a sled store"))
-    }
+fn raw(engine: &str, dir: &Path) -> RawStore {
+    RawStore::open(engine, dir).unwrap_or_else(|e| panic!("a {engine} store: {e}"))
 }
 
 /// Writes `MESSAGES` messages in the format-1 layout under the mount and
 /// makes them durable; returns their ids.
 fn write_format_1(run: &PowerRun) -> Vec<String> {
-    let storage = raw(run.engine, &run.store_root().join("outbox"));
-    let ids = outbox_rig::format1::write(storage.as_ref(), MESSAGES);
-    drop(storage);
+    let store = raw(run.engine, &run.store_root().join("outbox"));
+    let ids = outbox_rig::format1::write(&store, MESSAGES);
+    drop(store);
     run.settle();
     ids
 }
 
-/// The store's format version, read raw after tether stopped.
+/// The store's format version (`k:format`), read raw after tether stopped.
 fn format_of(run: &PowerRun) -> Option<u32> {
-    let storage = raw(run.engine, &run.store_root().join("outbox"));
-    let v = storage.get(b"k:format").ok().flatten()?;
+    let v = raw(run.engine, &run.store_root().join("outbox")).get(b"k:format")?;
     Some(u32::from_be_bytes(v.as_slice().try_into().ok()?))
 }
 
@@ -103,7 +98,7 @@ async fn power_cuts_during_migration(engine: &'static str) {
     assert!(!text.contains("moved aside"), "{engine}: nothing set aside");
     let aside = outbox_rig::set_aside(&run.store_root());
     assert!(aside.is_empty(), "{engine}: nothing set aside: {aside:?}");
-    assert_eq!(format_of(&run), Some(FORMAT_VERSION), "{engine}: format 2");
+    assert_eq!(format_of(&run), Some(2), "{engine}: format 2");
 }
 
 #[tokio::test]

@@ -19,12 +19,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::chaos_rig::long;
-use crate::outbox_rig::body_ids;
+use crate::outbox_rig::{body_ids, SET_ASIDE_PREFIX as ASIDE};
 use crate::powercut_rig::{after_ops, at, Op, PowerCut, Rules, Trigger};
 use crate::powercut_run::{PowerRun, START_OPS};
 use rand::Rng;
 use serde_json::Value;
-use tether_outbox::store::SET_ASIDE_PREFIX as ASIDE;
 
 /// Messages in the store that is set aside and salvaged (some 40 import
 /// groups).

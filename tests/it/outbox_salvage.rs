@@ -14,14 +14,15 @@ use crate::chaos_rig;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Arc;
 use std::time::Duration;
 
 use crate::chaos_rig::{long, tally, wait_drained};
-use crate::outbox_rig::{client, daemon_config, wait_healthy, Subscriber, Tether, EVENTS};
+use crate::outbox_rig::raw::{test_engine, RawStore};
+use crate::outbox_rig::{
+    client, daemon_config, wait_healthy, Subscriber, Tether, EVENTS, SET_ASIDE_PREFIX,
+};
 use rand::Rng;
 use serde_json::Value;
-use tether_outbox::store::{Batch, RedbStorage, SledStorage, Storage};
 use tether_testkit::{Broker, BrokerOptions};
 
 /// Waits until the admin API answers (the hub may be down).
@@ -98,19 +99,10 @@ fn broker_options() -> BrokerOptions {
     BrokerOptions::new().extra_config("max_queued_messages 0")
 }
 
-fn redb() -> bool {
-    std::env::var("TETHER_TEST_ENGINE").as_deref() == Ok("redb")
-}
-
 /// Opens the store in `dir` raw (waiting while a killed tether's lock goes).
-fn raw_store(dir: &Path) -> Arc<dyn Storage> {
+fn raw_store(dir: &Path) -> RawStore {
     for _ in 0..250 {
-        let opened: Result<Arc<dyn Storage>, _> = if redb() {
-            RedbStorage::open(dir, 1 << 20).map(|s| Arc::new(s) as Arc<dyn Storage>)
-        } else {
-            SledStorage::open(dir, 1 << 20).map(|s| Arc::new(s) as Arc<dyn Storage>)
-        };
-        match opened {
+        match RawStore::open(test_engine(), dir) {
             Ok(s) => return s,
             Err(_) => std::thread::sleep(Duration::from_millis(20)),
         }
@@ -190,7 +182,7 @@ fn set_aside_dirs(root: &Path) -> Vec<PathBuf> {
         .filter(|e| {
             e.file_name()
                 .to_string_lossy()
-                .starts_with("outbox.corrupt-")
+                .starts_with(SET_ASIDE_PREFIX)
         })
         .map(|e| e.path())
         .collect();
@@ -296,7 +288,7 @@ async fn a_corrupt_store_is_set_aside_and_its_readable_messages_delivered() {
     let mut q = queued(1000).await;
     let store = q.root().join("outbox");
     let s = raw_store(&store);
-    let rows = s.scan(b"s", b"t", usize::MAX, false).unwrap();
+    let rows = s.scan(b"s", b"t");
     let ranges: Vec<(u64, u64)> = rows.iter().map(|(k, _)| segment_range(k)).collect();
     let held: u64 = ranges.iter().map(|(first, last)| last - first + 1).sum();
     assert_eq!(held, 1000);
@@ -307,15 +299,13 @@ async fn a_corrupt_store_is_set_aside_and_its_readable_messages_delivered() {
         (1, 1000),
         "{ranges:?}"
     );
-    let mut b = Batch::default();
-    b.put(b"k:live".to_vec(), b"bad".to_vec());
+    let mut damage = vec![(b"k:live".to_vec(), b"bad".to_vec())];
     let mut damaged = Vec::new();
     for ((k, _), (first, last)) in rows.iter().zip(&ranges).step_by(10) {
-        b.put(k.clone(), b"\x07garbage".to_vec());
+        damage.push((k.clone(), b"\x07garbage".to_vec()));
         damaged.extend(q.ids[(first - 1) as usize..*last as usize].iter().cloned());
     }
-    s.apply(b).unwrap();
-    s.sync().unwrap();
+    s.put(damage);
     drop(s);
     q.ids.retain(|id| !damaged.contains(id));
     let t = start_up(&q.cfg, &q.log, &q.http, q.addr).await;
@@ -443,7 +433,11 @@ fn copy_dir(from: &Path, to: &Path) {
 /// without losing the queue).
 #[tokio::test]
 async fn a_store_of_the_other_engine_imports() {
-    let other = if redb() { "sled" } else { "redb" };
+    let other = if test_engine() == "redb" {
+        "sled"
+    } else {
+        "redb"
+    };
     let mut broker = Broker::start(broker_options());
     let src = tempfile::tempdir().unwrap();
     let (cfg, log, addr) = daemon_config(src.path(), broker.plain_port());

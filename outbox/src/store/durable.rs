@@ -3,7 +3,8 @@
 //! rename) durable only when its parent directory is fsynced too. Without
 //! that, a power cut after tether created `store.path` or moved a store
 //! aside can take the whole directory, with every acknowledged message in
-//! it (`tests/it/outbox_powercut.rs` showed it).
+//! it (`tests/it/outbox_powercut.rs` showed it). Public because the daemon
+//! writes its DPS provisioning cache the same way.
 
 use std::fs::File;
 use std::io::{self, Write};

@@ -13,7 +13,7 @@ use crate::config::StoreEngine;
 /// It reads and migrates format 1; a store of a higher format was written
 /// by a newer tether and is refused ([`StoreError::UnknownVersion`]), not
 /// set aside.
-pub const FORMAT_VERSION: u32 = 2;
+const FORMAT_VERSION: u32 = 2;
 /// Where the version lives.
 pub(crate) const FORMAT_KEY: &[u8] = b"k:format";
 
@@ -102,12 +102,10 @@ fn set_aside(root: &Path, dir: &Path, now_unix: u64) -> Result<Option<PathBuf>, 
 }
 
 /// How the names of set-aside stores begin, in `store.path`: an unusable
-/// store is renamed to `outbox.corrupt-<unix seconds>` and kept until
-/// salvage has imported it (`tether-salvaged.json` in it then). Operators
-/// and their tools look for these directories (to copy one off the device,
-/// to import it elsewhere with `tether outbox import`, to remove one that
-/// is salvaged).
-pub const SET_ASIDE_PREFIX: &str = "outbox.corrupt-";
+/// store is renamed to `outbox.corrupt-<unix seconds>` and kept after
+/// salvage has imported it (`tether-salvaged.json` in it then); salvage
+/// finds the pending ones by this name.
+pub(crate) const SET_ASIDE_PREFIX: &str = "outbox.corrupt-";
 
 /// The file that shows which engine wrote a store directory.
 fn marker_file(engine: StoreEngine) -> &'static str {
@@ -154,7 +152,9 @@ fn open_engine(
     })
 }
 
-/// The engine whose files are in `dir`, if any (sled's `db`, redb's file).
+/// The engine whose files are in `dir`, if any (sled's `db`, redb's file):
+/// `tether outbox import` refuses a directory without a store before it
+/// asks the daemon.
 pub fn engine_in(dir: &Path) -> Option<StoreEngine> {
     [StoreEngine::Sled, StoreEngine::Redb]
         .into_iter()

@@ -2,13 +2,13 @@
 //! the engine (sled or redb, `store.engine`) can be swapped, plus opening
 //! with hardening and format versioning (`open`).
 //!
-//! Public for programs that run the outbox on a storage of their own
-//! ([`crate::Outbox::with_storage`]): [`Storage`] with its [`Batch`],
-//! [`Rows`] and [`StoreError`] is the seam, [`SledStorage`] and
-//! [`RedbStorage`] are the engines to wrap (to meter writes, to make them
-//! fail on demand, to read a store directly). [`FORMAT_VERSION`] and
-//! [`SET_ASIDE_PREFIX`] name what operators find on disk; [`durable`] and
-//! [`engine_in`] are the file helpers the daemon shares.
+//! Public: [`Storage`] with its [`Batch`], [`Op`] and [`Rows`], the seam
+//! of [`crate::Outbox::with_storage`] for a storage other than the two
+//! engines (tether's full-disk component test makes syncs fail through
+//! it); [`StoreError`], which the daemon's APIs answer from; [`engine_in`]
+//! (`tether outbox import` checks a directory with it) and [`durable`]
+//! (the daemon writes its provisioning cache the same way). The engines,
+//! the format version and the names on disk are the crate's own.
 
 pub mod durable;
 mod format;
@@ -22,11 +22,11 @@ mod sled_store;
 use std::io;
 use std::path::PathBuf;
 
-pub use format::{engine_in, FORMAT_VERSION, SET_ASIDE_PREFIX};
-pub(crate) use format::{open, open_existing};
-pub use redb_store::RedbStorage;
+pub use format::engine_in;
+pub(crate) use format::{open, open_existing, SET_ASIDE_PREFIX};
+pub(crate) use redb_store::RedbStorage;
 pub(crate) use reopen::Reopening;
-pub use sled_store::SledStorage;
+pub(crate) use sled_store::SledStorage;
 
 /// One write in a [`Batch`].
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -24,10 +24,8 @@ pub(super) const FILE: &str = "outbox.redb";
 /// The single ordered keyspace (see `crate::keys`).
 const TABLE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("outbox");
 
-/// A redb database in `<dir>/outbox.redb` (`store.engine = "redb"`);
-/// public to be wrapped or read directly beside
-/// [`crate::Outbox::with_storage`].
-pub struct RedbStorage {
+/// A redb database in `<dir>/outbox.redb`.
+pub(crate) struct RedbStorage {
     db: Database,
     file: PathBuf,
 }
@@ -39,7 +37,7 @@ impl RedbStorage {
     /// # Errors
     /// When the directory is unusable, another process has the file open
     /// ([`StoreError::Io`]), or redb refuses the file ([`StoreError::Corrupt`]).
-    pub fn open(dir: &Path, cache_bytes: u64) -> Result<Self, StoreError> {
+    pub(crate) fn open(dir: &Path, cache_bytes: u64) -> Result<Self, StoreError> {
         super::durable::create_dir_all(dir).map_err(StoreError::from_io)?;
         let file = dir.join(FILE);
         if !file.exists() {

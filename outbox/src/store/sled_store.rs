@@ -17,11 +17,8 @@ use std::sync::Mutex;
 
 use super::{Batch, Op, Rows, Storage, StoreError};
 
-/// A sled database in one directory, set up as the outbox runs it (no
-/// background flusher: [`Storage::sync`] is the durability point). The
-/// default engine; public to be wrapped or read directly beside
-/// [`crate::Outbox::with_storage`].
-pub struct SledStorage {
+/// A sled database in one directory.
+pub(crate) struct SledStorage {
     db: sled::Db,
     dir: PathBuf,
     /// The log file, kept open for `sync_data`; a mutex because syncs from
@@ -36,7 +33,7 @@ impl SledStorage {
     /// # Errors
     /// When the directory is unusable or sled refuses the files
     /// ([`StoreError::Corrupt`] for corruption).
-    pub fn open(dir: &Path, cache_bytes: u64) -> Result<Self, StoreError> {
+    pub(crate) fn open(dir: &Path, cache_bytes: u64) -> Result<Self, StoreError> {
         super::durable::create_dir_all(dir).map_err(StoreError::from_io)?;
         remove_unfinished_snapshots(dir)?;
         let db = sled::Config::new()

@@ -4,13 +4,14 @@
 //! delivery task and the admin API run in-process against a real
 //! Mosquitto; the cloud side is an observer.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use tether_outbox::store::{Batch, Rows, SledStorage};
+use tether_outbox::store::{Batch, Op, Rows};
 use tether_outbox::{Outbox, Stats, Storage, StoreError};
 use tether_testkit::{Broker, BrokerOptions};
 use tokio::net::TcpListener;
@@ -24,19 +25,29 @@ use crate::outbox::metrics::OutboxMetrics;
 use crate::outbox::{spawn_hub_sink, spawn_upkeep, HubSinkOptions};
 use crate::service::Beat;
 
-const MIB: u64 = 1 << 20;
 const TOKEN: &str = "0123456789abcdef0123456789abcdef";
 const EVENTS: &str = "devices/dev1/messages/events/";
 
-/// Sled with a switch that makes every sync fail as a full disk would.
+/// A store in memory whose syncs fail as on a full disk while `full` is
+/// set. In memory, not on an engine: the engines are the outbox crate's
+/// own, and the answer to a full disk is the outbox's and the daemon's
+/// whatever the engine (`tests/it/chaos_disk_full.rs` fills a real disk
+/// under the binary).
+#[derive(Default)]
 struct FullDisk {
-    inner: SledStorage,
+    map: Mutex<BTreeMap<Vec<u8>, Vec<u8>>>,
     full: AtomicBool,
+}
+
+impl FullDisk {
+    fn map(&self) -> MutexGuard<'_, BTreeMap<Vec<u8>, Vec<u8>>> {
+        self.map.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
 impl Storage for FullDisk {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        self.inner.get(key)
+        Ok(self.map().get(key).cloned())
     }
     fn scan(
         &self,
@@ -45,10 +56,30 @@ impl Storage for FullDisk {
         limit: usize,
         reverse: bool,
     ) -> Result<Rows, StoreError> {
-        self.inner.scan(from, to, limit, reverse)
+        if from >= to {
+            return Ok(Vec::new());
+        }
+        let map = self.map();
+        let range = map.range(from.to_vec()..to.to_vec());
+        let rows: Box<dyn Iterator<Item = _>> = if reverse {
+            Box::new(range.rev())
+        } else {
+            Box::new(range)
+        };
+        Ok(rows
+            .take(limit)
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect())
     }
     fn apply(&self, batch: Batch) -> Result<(), StoreError> {
-        self.inner.apply(batch)
+        let mut map = self.map();
+        for op in batch.ops {
+            match op {
+                Op::Put(k, v) => map.insert(k, v),
+                Op::Del(k) => map.remove(&k),
+            };
+        }
+        Ok(())
     }
     fn sync(&self) -> Result<(), StoreError> {
         if self.full.load(Ordering::SeqCst) {
@@ -56,10 +87,10 @@ impl Storage for FullDisk {
                 std::io::ErrorKind::StorageFull,
             )));
         }
-        self.inner.sync()
+        Ok(())
     }
     fn disk_bytes(&self) -> u64 {
-        self.inner.disk_bytes()
+        0
     }
 }
 
@@ -141,10 +172,7 @@ async fn a_full_disk_answers_507_and_keeps_nothing_of_the_refused_request() {
     let broker = Broker::start(BrokerOptions::new());
     let mut cloud = tether_testkit::cloud(broker.plain_port(), &[&format!("{EVENTS}#")]).await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let storage = Arc::new(FullDisk {
-        inner: SledStorage::open(&dir.path().join("sled"), 4 * MIB).expect("sled opens"),
-        full: AtomicBool::new(false),
-    });
+    let storage = Arc::new(FullDisk::default());
     let stop = CancellationToken::new();
     let base = start(broker.plain_port(), storage.clone(), dir.path(), &stop).await;
     let http = reqwest::Client::new();

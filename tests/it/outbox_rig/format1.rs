@@ -1,5 +1,5 @@
 //! A store in the format-1 layout (one `m` + seq key per message), written
-//! directly through the engine, for the migration tests. Format 1 is
+//! directly with the engine ([`RawStore`]), for the migration tests. Format 1 is
 //! frozen: the stores that tether must still migrate hold exactly these
 //! bytes, so they are spelled out here from the format rather than taken
 //! from the outbox's current encoders (a change to those must not change
@@ -16,7 +16,7 @@
 //! - `k:clock`: the age-clock checkpoint, store ms and wall ms (u64 each);
 //! - `k:format`: 1 (u32).
 
-use tether_outbox::store::{Batch, Storage};
+use super::raw::{RawStore, Rows};
 
 /// Record version 1.
 const RECORD_V1: u8 = 1;
@@ -43,12 +43,12 @@ fn u64s(values: &[u64]) -> Vec<u8> {
 
 /// Writes `messages` attribute messages in the format-1 layout (`m` + seq
 /// keys, the counters, a hub cursor, the age-clock checkpoint, format 1)
-/// into `storage`, syncs, and returns their ids in order.
-pub(crate) fn write(storage: &dyn Storage, messages: u64) -> Vec<String> {
+/// into `store`, durably, and returns their ids in order.
+pub(crate) fn write(store: &RawStore, messages: u64) -> Vec<String> {
     let mut ids = Vec::new();
     let mut live_b = 0;
     for chunk in (1..=messages).collect::<Vec<_>>().chunks(5000) {
-        let mut batch = Batch::default();
+        let mut batch = Rows::new();
         for &seq in chunk {
             let id = uuid::Uuid::new_v4();
             let body = serde_json::json!({"id": id.to_string(), "n": seq, "pad": "x".repeat(100)})
@@ -57,20 +57,19 @@ pub(crate) fn write(storage: &dyn Storage, messages: u64) -> Vec<String> {
             live_b += v.len() as u64;
             let mut key = vec![b'm'];
             key.extend_from_slice(&seq.to_be_bytes());
-            batch.put(key, v);
+            batch.push((key, v));
             ids.push(id.to_string());
         }
-        storage.apply(batch).unwrap();
+        store.put(batch);
     }
-    let mut batch = Batch::default();
-    batch.put(b"k:next".to_vec(), u64s(&[messages + 1]));
-    batch.put(b"k:live".to_vec(), u64s(&[messages, live_b]));
-    batch.put(b"c:hub".to_vec(), u64s(&[1, messages, live_b]));
-    // Every format-1 commit wrote the age-clock checkpoint: without it the
-    // messages (accepted at store time 0) would count as one TTL old.
-    batch.put(b"k:clock".to_vec(), u64s(&[0, 0]));
-    batch.put(b"k:format".to_vec(), 1u32.to_be_bytes().to_vec());
-    storage.apply(batch).unwrap();
-    storage.sync().unwrap();
+    store.put(vec![
+        (b"k:next".to_vec(), u64s(&[messages + 1])),
+        (b"k:live".to_vec(), u64s(&[messages, live_b])),
+        (b"c:hub".to_vec(), u64s(&[1, messages, live_b])),
+        // Every format-1 commit wrote the age-clock checkpoint: without it
+        // the messages (accepted at store time 0) would count as one TTL old.
+        (b"k:clock".to_vec(), u64s(&[0, 0])),
+        (b"k:format".to_vec(), 1u32.to_be_bytes().to_vec()),
+    ]);
     ids
 }

@@ -4,6 +4,7 @@
 //! cloud; the real binary for the tests that kill it.
 
 pub(crate) mod format1;
+pub(crate) mod raw;
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -25,6 +26,9 @@ use tokio_util::sync::CancellationToken;
 
 pub(crate) const TOKEN: &str = "0123456789abcdef0123456789abcdef";
 pub(crate) const EVENTS: &str = "devices/dev1/messages/events/";
+/// How the name of a store tether set aside begins, in `store.path`
+/// (`outbox.corrupt-<unix seconds>`; README, Store damage).
+pub(crate) const SET_ASIDE_PREFIX: &str = "outbox.corrupt-";
 
 /// How long the daemon may take to bind its admin API.
 const START_WAIT: Duration = Duration::from_secs(10);
@@ -463,7 +467,7 @@ pub(crate) fn set_aside(root: &Path) -> Vec<PathBuf> {
         .filter(|e| {
             e.file_name()
                 .to_string_lossy()
-                .starts_with(tether_outbox::store::SET_ASIDE_PREFIX)
+                .starts_with(SET_ASIDE_PREFIX)
         })
         .map(|e| e.path())
         .collect()
