@@ -3,8 +3,8 @@
 //! outbox crate, whose ages and TTLs are its first users; the daemon
 //! re-exports it as `tether::clock` for its own (SAS tokens, TLS).
 
-use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::time::SystemTime;
 
 /// A source of wall-clock time.
 pub trait Clock: Send + Sync + 'static {
@@ -19,37 +19,6 @@ pub struct SystemClock;
 impl Clock for SystemClock {
     fn now(&self) -> SystemTime {
         SystemTime::now()
-    }
-}
-
-/// A clock that only moves when told to (tests, simulations).
-#[derive(Debug, Clone)]
-pub struct ManualClock(Arc<Mutex<SystemTime>>);
-
-impl ManualClock {
-    /// A clock reading `unix_seconds`.
-    pub fn at_unix(unix_seconds: u64) -> Self {
-        Self(Arc::new(Mutex::new(
-            UNIX_EPOCH + Duration::from_secs(unix_seconds),
-        )))
-    }
-
-    /// Sets the time.
-    pub fn set_unix(&self, unix_seconds: u64) {
-        *self.0.lock().unwrap_or_else(PoisonError::into_inner) =
-            UNIX_EPOCH + Duration::from_secs(unix_seconds);
-    }
-
-    /// Moves the time forward (or back, with a negative jump via `set_unix`).
-    pub fn advance(&self, by: Duration) {
-        let mut t = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        *t += by;
-    }
-}
-
-impl Clock for ManualClock {
-    fn now(&self) -> SystemTime {
-        *self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -71,7 +40,53 @@ pub fn is_plausible(now: SystemTime) -> bool {
 }
 
 #[cfg(test)]
+pub(crate) use self::manual::ManualClock;
+
+#[cfg(test)]
+mod manual {
+    use std::sync::{Arc, Mutex, PoisonError};
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+    use super::Clock;
+
+    /// A clock that only moves when told to, for this crate's unit tests
+    /// (the daemon's tests have `tether_testkit::ManualClock`: the kit
+    /// links the normal build of this crate, not the one under test).
+    #[derive(Debug, Clone)]
+    pub(crate) struct ManualClock(Arc<Mutex<SystemTime>>);
+
+    impl ManualClock {
+        /// A clock reading `unix_seconds`.
+        pub(crate) fn at_unix(unix_seconds: u64) -> Self {
+            Self(Arc::new(Mutex::new(
+                UNIX_EPOCH + Duration::from_secs(unix_seconds),
+            )))
+        }
+
+        /// Sets the time.
+        pub(crate) fn set_unix(&self, unix_seconds: u64) {
+            *self.0.lock().unwrap_or_else(PoisonError::into_inner) =
+                UNIX_EPOCH + Duration::from_secs(unix_seconds);
+        }
+
+        /// Moves the time forward (or back, with a negative jump via `set_unix`).
+        pub(crate) fn advance(&self, by: Duration) {
+            let mut t = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+            *t += by;
+        }
+    }
+
+    impl Clock for ManualClock {
+        fn now(&self) -> SystemTime {
+            *self.0.lock().unwrap_or_else(PoisonError::into_inner)
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests {
+    use std::time::{Duration, UNIX_EPOCH};
+
     use super::*;
 
     #[test]

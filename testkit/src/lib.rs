@@ -1,11 +1,13 @@
 //! The tests' kit: what the integration tests (`tests/it`, `tests/cloud`)
 //! and the crates' component tests need to run tether against real
 //! things. Nothing here names a `tether` type: the component tests link
-//! the test build of `tether`, and the kit the normal one.
+//! the test build of `tether`, and the kit the normal one (both link the
+//! same `tether-outbox`, whose clock trait [`ManualClock`] implements).
 //!
 //! - [`broker`]: a real mosquitto per test ([`Broker`], [`BrokerOptions`]).
 //! - [`certs`]: the test PKI ([`TestCa`], [`Issued`], [`untrusted_ca_pem`]).
 //! - [`child`]: part of a test run again in a child process, at trace level.
+//! - [`clock`]: a wall clock that moves only when told to ([`ManualClock`]).
 //! - [`dps`]: a stand-in for Azure DPS answering the device API on the test broker.
 //! - [`http`]: HTTP servers: the simulated controller, an upload hub, blobs.
 //! - [`mcu`]: the demo's simulated afLib4 MCU on a pty.
@@ -18,10 +20,12 @@
 pub mod broker;
 pub mod certs;
 pub mod child;
+pub mod clock;
 pub mod dps;
 
 pub use broker::{Broker, BrokerOptions, LogMark};
 pub use certs::{untrusted_ca_pem, Issued, TestCa};
+pub use clock::ManualClock;
 pub mod http;
 pub mod mcu;
 pub mod poison;

@@ -9,10 +9,9 @@ use std::time::Duration;
 
 use serde_json::Value;
 use tether::app::Daemon;
-use tether::clock::ManualClock;
 use tether_protocol::{dps, iothub, sas};
 use tether_testkit::dps::{Dps, Reply, Request};
-use tether_testkit::{Broker, BrokerOptions};
+use tether_testkit::{Broker, BrokerOptions, ManualClock};
 use tokio_util::sync::CancellationToken;
 
 const T0: u64 = 1_900_000_000;

@@ -9,8 +9,7 @@ use std::time::Duration;
 use crate::outbox_rig::{config_text, Rig, RigOptions, Subscriber, EVENTS};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
-use tether::clock::ManualClock;
-use tether_testkit::{Broker, BrokerOptions};
+use tether_testkit::{Broker, BrokerOptions, ManualClock};
 
 const WAIT: Duration = Duration::from_secs(20);
 

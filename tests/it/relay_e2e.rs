@@ -11,10 +11,9 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use tether::app::Daemon;
-use tether::clock::ManualClock;
 use tether_protocol::sas;
 use tether_testkit::http::{eclypse_tls, ECLYPSE_PASSWORD, ECLYPSE_USER};
-use tether_testkit::{Broker, BrokerOptions, TestCa};
+use tether_testkit::{Broker, BrokerOptions, ManualClock, TestCa};
 use tokio_util::sync::CancellationToken;
 
 use crate::dps_daemon::hub_username;

@@ -18,10 +18,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tether::app::Daemon;
-use tether::clock::ManualClock;
 use tether_protocol::time::unix_seconds;
 use tether_protocol::{iothub, sas};
-use tether_testkit::{Broker, BrokerOptions};
+use tether_testkit::{Broker, BrokerOptions, ManualClock};
 use tokio_util::sync::CancellationToken;
 
 const BIN: &str = env!("CARGO_BIN_EXE_tether");

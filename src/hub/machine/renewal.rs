@@ -52,9 +52,10 @@ impl RenewalDue {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::clock::{Clock, ManualClock};
+    use crate::clock::Clock;
     use crate::hub::credentials::{key_source, CredentialSource};
     use tether_protocol::time::unix_seconds;
+    use tether_testkit::ManualClock;
 
     const T0: u64 = 1_900_000_000;
     const DAY: Duration = Duration::from_secs(86_400);

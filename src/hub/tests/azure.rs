@@ -10,12 +10,11 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use tether_protocol::sas;
-use tether_testkit::{Broker, BrokerOptions};
+use tether_testkit::{Broker, BrokerOptions, ManualClock};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::support::{self, stop as stop_hub, wait_for, WAIT};
-use crate::clock::ManualClock;
 use crate::hub::credentials::azure_username;
 use crate::hub::Failure;
 use crate::hub::{ConnState, Hub, HubStatus, MethodCall, MethodResponse, Router};

@@ -16,13 +16,12 @@ use std::time::Duration;
 
 use tether_protocol::{dps, sas};
 use tether_testkit::dps::{Dps, Reply, Request};
-use tether_testkit::{Broker, BrokerOptions};
+use tether_testkit::{Broker, BrokerOptions, ManualClock};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::support::{self, wait_for};
-use crate::clock::ManualClock;
 use crate::config::Config;
 use crate::hub::credentials::azure_username;
 use crate::hub::provisioning::status::{ProvisioningState, ProvisioningStatus};

@@ -21,8 +21,8 @@ use std::time::Duration;
 use base64::Engine as _;
 use serde_json::Value;
 use tether_testkit::http::{eclypse, Eclypse, UploadHub, ECLYPSE_PASSWORD, ECLYPSE_USER};
+use tether_testkit::ManualClock;
 
-use crate::clock::ManualClock;
 use crate::config::{
     AzureAuth, AzureHub, BrokerHub, ControllerConfig, HubEndpoint, RelayConfig, Secret, SecretBytes,
 };
