@@ -116,14 +116,12 @@ pub enum OutboxError {
     Thread(#[from] std::io::Error),
 }
 
-/// An open outbox: the core, the intake, and what starting found.
+/// An open outbox: the core and the intake.
 pub struct Outbox {
     /// Shared state and operations.
     pub core: Arc<Core>,
     /// The in-process intake API.
     pub intake: Intake,
-    /// Set when an unusable store was moved aside at start.
-    pub moved_aside: Option<PathBuf>,
     high_water: Option<Arc<HighWater>>,
 }
 
@@ -199,7 +197,7 @@ impl Outbox {
         }
         let high_water = HighWater::new(cfg.path.clone(), verdict.store_id);
         high_water.update(&core, true);
-        Self::start(core, opened.moved_aside, Some(Arc::new(high_water)))
+        Self::start(core, Some(Arc::new(high_water)))
     }
 
     /// An outbox over any [`Storage`], with the sinks `hub` + `webhooks`:
@@ -223,20 +221,15 @@ impl Outbox {
                     source,
                 }
             })?;
-        Self::start(core, None, None)
+        Self::start(core, None)
     }
 
-    fn start(
-        core: Core,
-        moved_aside: Option<PathBuf>,
-        high_water: Option<Arc<HighWater>>,
-    ) -> Result<Self, OutboxError> {
+    fn start(core: Core, high_water: Option<Arc<HighWater>>) -> Result<Self, OutboxError> {
         let core = Arc::new(core);
         let (intake, _writer) = intake::spawn_writer(core.clone())?;
         Ok(Self {
             core,
             intake,
-            moved_aside,
             high_water,
         })
     }
