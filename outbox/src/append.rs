@@ -32,7 +32,10 @@ pub enum IntakeError {
         retry_after: Duration,
     },
     /// The disk is full: HTTP 507.
-    #[error("the disk holding the outbox is full")]
+    #[error(
+        "the disk holding the outbox is full: free space on it, and intake accepts again once \
+         there is room"
+    )]
     DiskFull,
     /// The request alone exceeds what the store may hold: HTTP 413.
     #[error("{size} bytes exceed what the outbox accepts at once ({max} bytes)")]

@@ -141,3 +141,70 @@ fn writer(core: &Core, mut rx: mpsc::Receiver<Job>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use crate::clock::SystemClock;
+    use crate::config::FullPolicy;
+    use crate::store::mem::MemStorage;
+    use crate::{IntakeError, NewMessage, Outbox, Settings, HUB_SINK};
+
+    fn outbox(storage: Arc<MemStorage>) -> Outbox {
+        let settings = Settings {
+            ttl: Duration::from_secs(3600),
+            failure_ttl: Duration::from_secs(3600),
+            max_bytes: 1 << 30,
+            full_policy: FullPolicy::RejectNew,
+        };
+        Outbox::with_storage(storage, settings, &[], Arc::new(SystemClock)).unwrap()
+    }
+
+    fn attribute(value: i64) -> NewMessage {
+        NewMessage::json(
+            "attribute",
+            &serde_json::json!({"attributeId": 7, "value": value}),
+        )
+    }
+
+    /// While syncs fail as on a full disk, intake refuses with the error
+    /// the daemon answers 507 for, keeps nothing of the refused request
+    /// and reports the store unwritable (the daemon's `/healthz`); once a
+    /// sync works again, intake accepts, and only what it accepted is
+    /// ever read for the hub.
+    #[tokio::test]
+    async fn a_full_disk_refuses_keeps_nothing_of_the_request_and_recovers() {
+        let storage = Arc::new(MemStorage::default());
+        let outbox = outbox(storage.clone());
+        let core = &outbox.core;
+        let hub = core.sink_id(HUB_SINK).unwrap();
+
+        storage.disk_full.store(true, Ordering::SeqCst);
+        let refused = outbox.intake.submit(vec![attribute(1), attribute(2)]).await;
+        assert_eq!(refused, Err(IntakeError::DiskFull));
+        let answer = IntakeError::DiskFull.to_string();
+        assert!(answer.contains("free space"), "says what to do: {answer}");
+        assert!(core.counters().write_failing(), "/healthz: outbox not ok");
+        assert_eq!(core.counters().totals().rejected_disk, 1);
+        let s = core.stats();
+        assert_eq!((s.accepted, s.messages), (0, 0), "{s:?}");
+        let segments = crate::ledger::segments(storage.as_ref(), 0, u64::MAX, 16).unwrap();
+        assert!(segments.is_empty(), "the refused segments are removed");
+        assert!(core.read(hub, 0, 100).unwrap().is_empty());
+
+        storage.disk_full.store(false, Ordering::SeqCst);
+        let accepted = outbox.intake.submit(vec![attribute(1)]).await.unwrap();
+        assert!(!core.counters().write_failing(), "/healthz: outbox ok");
+        let read = core.read(hub, 0, 100).unwrap();
+        let ids: Vec<_> = read.iter().map(|m| m.id).collect();
+        assert_eq!(ids, [accepted[0].id], "only the accepted message is sent");
+
+        core.delivered(hub, &[(read[0].seq, read[0].encoded_len())]);
+        outbox.upkeep().round(false).await;
+        let s = core.stats();
+        assert_eq!((s.accepted, s.messages), (1, 0), "{s:?}");
+    }
+}

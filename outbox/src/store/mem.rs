@@ -1,8 +1,10 @@
 //! An in-memory [`Storage`] for unit tests of the ledger and the core: a
-//! sorted map, batches applied whole; `sync` counts calls.
+//! sorted map, batches applied whole; `sync` counts calls, and fails as on
+//! a full disk on demand.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::io;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use super::{Batch, Op, Rows, Storage, StoreError};
@@ -13,6 +15,10 @@ pub(crate) struct MemStorage {
     map: Mutex<BTreeMap<Vec<u8>, Vec<u8>>>,
     /// `sync` calls so far.
     pub(crate) syncs: AtomicU64,
+    /// While set, `sync` fails as on a full disk. Only `sync`: what was
+    /// applied stays visible, as on an engine whose write-back fails, so
+    /// the outbox has to take back what it applied itself.
+    pub(crate) disk_full: AtomicBool,
 }
 
 impl Storage for MemStorage {
@@ -60,6 +66,10 @@ impl Storage for MemStorage {
 
     fn sync(&self) -> Result<(), StoreError> {
         self.syncs.fetch_add(1, Ordering::Relaxed);
+        if self.disk_full.load(Ordering::SeqCst) {
+            // The kind ENOSPC maps to, classified as the engines do.
+            return Err(StoreError::from_io(io::ErrorKind::StorageFull.into()));
+        }
         Ok(())
     }
 
