@@ -18,6 +18,7 @@
 
 // Rigs shared by several areas.
 mod chaos_rig;
+mod ci;
 mod outbox_rig;
 mod powercut_rig;
 mod powercut_run;
