@@ -17,9 +17,6 @@ pub(crate) mod metrics;
 pub(crate) mod pacing;
 pub(crate) mod webhook;
 
-#[cfg(test)]
-mod tests;
-
 use std::time::Duration;
 
 use tether_outbox::Outbox;

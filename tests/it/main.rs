@@ -7,12 +7,11 @@
 //! These drive the daemon from outside (its binary, or `tether::app::Daemon`
 //! in-process) through its public API only; component tests that need the
 //! crate's internals live beside their component (`src/hub/tests/`,
-//! `src/bridge/tests/`, `src/relay/tests/`, `src/outbox/tests/`,
-//! `src/admin/tests/`; `cargo test -p tether --lib`). Likewise the store:
-//! the outbox crate tests its layout and records (`cargo test -p
-//! tether-outbox`); the tests here see a store as files on disk, and put
-//! an older tether's store there or damage one with the engine itself
-//! (`outbox_rig::raw`).
+//! `src/bridge/tests/`, `src/relay/tests/`, `src/admin/tests/`;
+//! `cargo test -p tether --lib`). Likewise the store: the outbox crate
+//! tests its layout and records (`cargo test -p tether-outbox`); the tests
+//! here see a store as files on disk, and put an older tether's store
+//! there or damage one with the engine itself (`outbox_rig::raw`).
 //!
 //! Run one area with a filter, e.g. `cargo test -p tether --test it dps_daemon::`.
 

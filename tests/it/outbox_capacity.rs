@@ -1,8 +1,8 @@
 //! Capacity: `store.max_bytes` with `drop-oldest` (dropped messages become
 //! failures with the reason) and `reject-new` (503 + Retry-After). A full
-//! disk (507, nothing kept, no crash) is injected through the storage trait
-//! in the crate's own tests (`src/outbox/tests/full_disk.rs`), and made real
-//! on a tmpfs in `chaos_disk_full.rs`.
+//! disk (507, nothing kept, no crash) is made real on a tmpfs in
+//! `chaos_disk_full.rs`, and injected into the outbox crate's own tests
+//! (syncs that fail as on a full disk, `outbox/src/intake.rs`).
 
 use crate::outbox_rig::{Rig, RigOptions};
 use reqwest::{Method, StatusCode};
