@@ -32,15 +32,15 @@ use crate::store::{Batch, Storage, StoreError};
 
 /// Outbox settings, from `[store]`.
 #[derive(Debug, Clone)]
-pub struct Settings {
+pub(crate) struct Settings {
     /// Retention before a message becomes a push failure.
-    pub ttl: Duration,
+    pub(crate) ttl: Duration,
     /// Retention of push failures.
-    pub failure_ttl: Duration,
+    pub(crate) failure_ttl: Duration,
     /// Cap on the size on disk.
-    pub max_bytes: u64,
+    pub(crate) max_bytes: u64,
     /// What to do when full.
-    pub full_policy: FullPolicy,
+    pub(crate) full_policy: FullPolicy,
 }
 
 /// Bodies returned by one [`Core::read`] at most, so a backlog of large

@@ -84,9 +84,9 @@ fn legacy_number(id: &str) -> Option<u64> {
 }
 
 impl Core {
-    /// The failure ids of this store. A store without an identity (only
-    /// one opened through [`Outbox::with_storage`](super::Outbox::with_storage),
-    /// which skips the high-water check that assigns it) uses the empty one.
+    /// The failure ids of this store. A store without an identity (the
+    /// high-water check at open assigns one; only the crate's tests open a
+    /// store without it) uses the empty one.
     ///
     /// # Errors
     /// On storage errors, or [`StoreError::Corrupt`] when `k:id` is not UTF-8.

@@ -86,14 +86,15 @@ use self::config::StoreConfig;
 use self::highwater::HighWater;
 
 pub use self::append::{IntakeError, Receipt};
-pub use self::core::{Core, Settings, SinkId, READ_BYTES};
+pub(crate) use self::core::Settings;
+pub use self::core::{Core, SinkId, READ_BYTES};
 pub use self::counters::{Counters, Totals};
 pub use self::failure_id::FailureIds;
 pub use self::failure_record::{FailureRow, PushFailure};
 pub use self::intake::Intake;
 pub use self::maintain::{SinkStats, Stats};
 pub use self::message::NewMessage;
-pub use self::store::{Storage, StoreError};
+pub use self::store::StoreError;
 
 /// The hub's sink name (`partnerId` of its failures).
 pub const HUB_SINK: &str = "hub";
@@ -125,9 +126,8 @@ pub struct Outbox {
     high_water: Option<Arc<HighWater>>,
 }
 
-/// Settings derived from `[store]`, for [`Outbox::with_storage`] (and
-/// what [`Outbox::open`] runs with).
-pub fn settings(cfg: &StoreConfig) -> Settings {
+/// Settings derived from `[store]`: what [`Outbox::open`] runs with.
+fn settings(cfg: &StoreConfig) -> Settings {
     Settings {
         ttl: cfg.ttl,
         failure_ttl: cfg.failure_ttl,
@@ -200,16 +200,18 @@ impl Outbox {
         Self::start(core, Some(Arc::new(high_water)))
     }
 
-    /// An outbox over any [`Storage`], with the sinks `hub` + `webhooks`:
-    /// for a storage other than the engines [`Outbox::open`] picks, such as
-    /// one that fails on demand (tether's full-disk component test makes
-    /// every sync fail this way). The caller owns the storage: nothing is
-    /// moved aside or migrated, and there is no high-water record.
+    /// An outbox over any [`store::Storage`], with the sinks `hub` +
+    /// `webhooks`, for the crate's tests: a storage other than the engines
+    /// [`Outbox::open`] picks (one that fails on demand), or an engine
+    /// opened without the rest of `open`. The caller owns the storage:
+    /// nothing is moved aside or migrated, and there is no high-water
+    /// record.
     ///
     /// # Errors
     /// When loading fails or the thread cannot start.
-    pub fn with_storage(
-        storage: Arc<dyn Storage>,
+    #[cfg(test)]
+    pub(crate) fn with_storage(
+        storage: Arc<dyn store::Storage>,
         settings: Settings,
         webhooks: &[String],
         clock: SharedClock,

@@ -2,13 +2,11 @@
 //! the engine (sled or redb, `store.engine`) can be swapped, plus opening
 //! with hardening and format versioning (`open`).
 //!
-//! Public: [`Storage`] with its [`Batch`], [`Op`] and [`Rows`], the seam
-//! of [`crate::Outbox::with_storage`] for a storage other than the two
-//! engines (tether's full-disk component test makes syncs fail through
-//! it); [`StoreError`], which the daemon's APIs answer from; [`engine_in`]
-//! (`tether outbox import` checks a directory with it) and [`durable`]
-//! (the daemon writes its provisioning cache the same way). The engines,
-//! the format version and the names on disk are the crate's own.
+//! Public: [`StoreError`], which the daemon's APIs answer from;
+//! [`engine_in`] (`tether outbox import` checks a directory with it) and
+//! [`durable`] (the daemon writes its provisioning cache the same way). The
+//! storage trait (`Storage`, with its `Batch`, `Op` and `Rows`), the
+//! engines, the format version and the names on disk are the crate's own.
 
 pub mod durable;
 mod format;
@@ -30,7 +28,7 @@ pub(crate) use sled_store::SledStorage;
 
 /// One write in a [`Batch`].
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Op {
+pub(crate) enum Op {
     /// Insert or replace.
     Put(Vec<u8>, Vec<u8>),
     /// Remove (absent keys are fine).
@@ -39,24 +37,24 @@ pub enum Op {
 
 /// Writes applied atomically: all or none survive a crash.
 #[derive(Debug, Default, Clone)]
-pub struct Batch {
+pub(crate) struct Batch {
     /// The writes, in order.
-    pub ops: Vec<Op>,
+    pub(crate) ops: Vec<Op>,
 }
 
 impl Batch {
     /// Adds an insert.
-    pub fn put(&mut self, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) {
+    pub(crate) fn put(&mut self, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) {
         self.ops.push(Op::Put(key.into(), value.into()));
     }
 
     /// Adds a removal.
-    pub fn del(&mut self, key: impl Into<Vec<u8>>) {
+    pub(crate) fn del(&mut self, key: impl Into<Vec<u8>>) {
         self.ops.push(Op::Del(key.into()));
     }
 
     /// Whether there is nothing to write.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.ops.is_empty()
     }
 }
@@ -105,7 +103,7 @@ pub enum StoreError {
 
 impl StoreError {
     /// Classifies an I/O error, telling a full disk apart.
-    pub fn from_io(e: io::Error) -> Self {
+    pub(crate) fn from_io(e: io::Error) -> Self {
         match e.kind() {
             io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => StoreError::DiskFull(e),
             _ => StoreError::Io(e),
@@ -114,13 +112,12 @@ impl StoreError {
 }
 
 /// Key-value pairs from a scan.
-pub type Rows = Vec<(Vec<u8>, Vec<u8>)>;
+pub(crate) type Rows = Vec<(Vec<u8>, Vec<u8>)>;
 
 /// An ordered key-value store with atomic batches and an explicit
-/// durability point. Keys compare as bytes. The outbox runs on any
-/// implementation ([`crate::Outbox::with_storage`]); the outbox's crash
-/// guarantees hold when `apply` is atomic and `sync` is durable.
-pub trait Storage: Send + Sync + 'static {
+/// durability point. Keys compare as bytes. The outbox's crash guarantees
+/// hold when `apply` is atomic and `sync` is durable.
+pub(crate) trait Storage: Send + Sync + 'static {
     /// The value at `key`.
     ///
     /// # Errors
