@@ -410,7 +410,9 @@ mod humantime_serde_opt {
 
     use serde::{Deserialize, Deserializer};
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Duration>, D::Error> {
         Option::<String>::deserialize(d)?
             .map(|s| humantime::parse_duration(&s).map_err(serde::de::Error::custom))
             .transpose()

@@ -62,7 +62,7 @@ impl Change {
 }
 
 /// Step 3: the MCU reports changes; the cloud receives them.
-pub async fn updates(stack: &mut Stack) -> Result<(), DemoError> {
+pub(crate) async fn updates(stack: &mut Stack) -> Result<(), DemoError> {
     println!("\n3. The MCU reports attribute changes over the pty; tether sends them upstream");
     let changes = [Change::blink(true), Change::led(1)];
     let t0 = Instant::now();
@@ -74,7 +74,7 @@ pub async fn updates(stack: &mut Stack) -> Result<(), DemoError> {
 
 /// Step 4: `setAttribute` as a direct method; returns whether the MCU
 /// applied it and the cloud got 200.
-pub async fn set_attribute(stack: &mut Stack) -> Result<bool, DemoError> {
+pub(crate) async fn set_attribute(stack: &mut Stack) -> Result<bool, DemoError> {
     println!("\n4. The cloud calls setAttribute on the device (a direct method over MQTT)");
     let payload = json!({"attributeId": 1, "value": "false"}).to_string();
     println!("   cloud → devices/{DEVICE}/methods/POST/setAttribute {payload}");
@@ -107,7 +107,7 @@ pub async fn set_attribute(stack: &mut Stack) -> Result<bool, DemoError> {
 
 /// Steps 5 and 6: cut the link, make changes, restore it; returns how
 /// many updates tether kept through the outage.
-pub async fn outage(stack: &mut Stack) -> Result<u64, DemoError> {
+pub(crate) async fn outage(stack: &mut Stack) -> Result<u64, DemoError> {
     // Start from a quiet link, so what arrives later is the outage's.
     settled(&stack.admin, &stack.observer).await?;
     stack.observer.drain();

@@ -99,7 +99,13 @@ impl Default for Link {
 
 impl Link {
     /// Feeds received bytes.
-    pub fn handle_rx(&mut self, bytes: &[u8], now: u64, q: &mut OutQueue, out: &mut LinkOut) {
+    pub(crate) fn handle_rx(
+        &mut self,
+        bytes: &[u8],
+        now: u64,
+        q: &mut OutQueue,
+        out: &mut LinkOut,
+    ) {
         for &b in bytes {
             if matches!(self.state, State::Receiving { .. }) {
                 self.payload_byte(b, now, out);
@@ -130,12 +136,12 @@ impl Link {
     }
 
     /// Bytes discarded outside any frame since the link was made.
-    pub fn stray_bytes(&self) -> u64 {
+    pub(crate) fn stray_bytes(&self) -> u64 {
         self.stray
     }
 
     /// Earliest time [`Link::handle_timeout`] has work to do.
-    pub fn poll_timeout(&self, q: &OutQueue) -> Option<u64> {
+    pub(crate) fn poll_timeout(&self, q: &OutQueue) -> Option<u64> {
         let partial = (self.sync_len > 0).then_some(self.sync_started + STEP_TIMEOUT_MS);
         let state = match &self.state {
             State::Idle if self.sync_len == 0 && !q.is_empty() => Some(self.quiet_until),
@@ -152,7 +158,7 @@ impl Link {
     }
 
     /// Runs timers and starts an offer when something waits.
-    pub fn handle_timeout(&mut self, now: u64, q: &mut OutQueue, out: &mut LinkOut) {
+    pub(crate) fn handle_timeout(&mut self, now: u64, q: &mut OutQueue, out: &mut LinkOut) {
         if self.sync_len > 0 && now >= self.sync_started + STEP_TIMEOUT_MS {
             // A byte of the frame was lost on the line; the MCU sends it again.
             out.events
@@ -200,7 +206,7 @@ impl Link {
 
     /// Abandons any transaction without the quiet period (the session is
     /// restarting and clears the queue itself).
-    pub fn reset(&mut self, q: &mut OutQueue) {
+    pub(crate) fn reset(&mut self, q: &mut OutQueue) {
         if let State::AwaitAck {
             sending: Some(item),
             ..

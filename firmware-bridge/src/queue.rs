@@ -55,7 +55,7 @@ impl OutQueue {
     }
 
     /// Appends an item; hands it back when its lane is full.
-    pub fn push(&mut self, item: OutItem) -> Result<(), OutItem> {
+    pub(crate) fn push(&mut self, item: OutItem) -> Result<(), OutItem> {
         let lane = self.lane(item.urgent);
         if lane.len() >= MAX_QUEUED {
             return Err(item);
@@ -67,27 +67,27 @@ impl OutQueue {
     /// Appends an item of the boot sequence, which is bounded by the
     /// attribute table rather than by [`MAX_QUEUED`]: dropping part of it
     /// would leave afLib waiting for INITIALIZED forever.
-    pub fn push_boot(&mut self, item: OutItem) {
+    pub(crate) fn push_boot(&mut self, item: OutItem) {
         self.lane(item.urgent).push_back(item);
     }
 
     /// Takes the next item to send.
-    pub fn pop(&mut self) -> Option<OutItem> {
+    pub(crate) fn pop(&mut self) -> Option<OutItem> {
         self.urgent.pop_front().or_else(|| self.normal.pop_front())
     }
 
     /// Puts back an item whose transaction did not finish, ahead of the rest.
-    pub fn unpop(&mut self, item: OutItem) {
+    pub(crate) fn unpop(&mut self, item: OutItem) {
         self.lane(item.urgent).push_front(item);
     }
 
     /// Whether nothing waits.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.urgent.is_empty() && self.normal.is_empty()
     }
 
     /// Removes everything, returning the tags so requests can be failed.
-    pub fn clear(&mut self) -> Vec<Tag> {
+    pub(crate) fn clear(&mut self) -> Vec<Tag> {
         self.urgent
             .drain(..)
             .chain(self.normal.drain(..))

@@ -46,7 +46,7 @@ impl Default for Requests {
 
 impl Requests {
     /// Registers a request; `None` when too many are open.
-    pub fn open(&mut self, attr_id: u16, kind: Kind) -> Option<Pending> {
+    pub(crate) fn open(&mut self, attr_id: u16, kind: Kind) -> Option<Pending> {
         if self.list.len() >= MAX_QUEUED {
             return None;
         }
@@ -67,26 +67,26 @@ impl Requests {
     }
 
     /// Forgets a request whose message could not be queued.
-    pub fn cancel(&mut self, handle: u32) {
+    pub(crate) fn cancel(&mut self, handle: u32) {
         self.list.retain(|p| p.handle != handle);
     }
 
     /// Whether a SET of this attribute is open (one at a time, spec §5.4).
-    pub fn set_in_flight(&self, attr_id: u16) -> bool {
+    pub(crate) fn set_in_flight(&self, attr_id: u16) -> bool {
         self.list
             .iter()
             .any(|p| p.kind == Kind::Set && p.attr_id == attr_id)
     }
 
     /// Starts the answer deadline of a delivered request.
-    pub fn delivered(&mut self, handle: u32, now: u64, timeout: impl Fn(Kind) -> u64) {
+    pub(crate) fn delivered(&mut self, handle: u32, now: u64, timeout: impl Fn(Kind) -> u64) {
         if let Some(p) = self.list.iter_mut().find(|p| p.handle == handle) {
             p.deadline = Some(now + timeout(p.kind));
         }
     }
 
     /// Takes the delivered SET this UPDATE answers.
-    pub fn take_set(&mut self, attr_id: u16, wire_id: u8) -> Option<Pending> {
+    pub(crate) fn take_set(&mut self, attr_id: u16, wire_id: u8) -> Option<Pending> {
         let pos = self.list.iter().position(|p| {
             p.kind == Kind::Set
                 && p.deadline.is_some()
@@ -97,27 +97,27 @@ impl Requests {
     }
 
     /// Takes every delivered GET (and probe) of this attribute.
-    pub fn take_gets(&mut self, attr_id: u16) -> Vec<Pending> {
+    pub(crate) fn take_gets(&mut self, attr_id: u16) -> Vec<Pending> {
         self.take_where(|p| p.kind != Kind::Set && p.deadline.is_some() && p.attr_id == attr_id)
     }
 
     /// Takes the requests whose deadline passed.
-    pub fn take_expired(&mut self, now: u64) -> Vec<Pending> {
+    pub(crate) fn take_expired(&mut self, now: u64) -> Vec<Pending> {
         self.take_where(|p| p.deadline.is_some_and(|d| now >= d))
     }
 
     /// Takes everything (the session restarts).
-    pub fn take_all(&mut self) -> Vec<Pending> {
+    pub(crate) fn take_all(&mut self) -> Vec<Pending> {
         core::mem::take(&mut self.list)
     }
 
     /// Earliest answer deadline.
-    pub fn next_deadline(&self) -> Option<u64> {
+    pub(crate) fn next_deadline(&self) -> Option<u64> {
         self.list.iter().filter_map(|p| p.deadline).min()
     }
 
     /// Whether a probe is open.
-    pub fn probing(&self) -> bool {
+    pub(crate) fn probing(&self) -> bool {
         self.list.iter().any(|p| p.kind == Kind::Probe)
     }
 

@@ -84,7 +84,7 @@ pub(crate) enum ResetState {
 }
 
 impl ResetInput {
-    pub fn sample<P: InputPin>(&mut self, pin: &mut P) -> Result<ResetState, ErrorKind> {
+    pub(crate) fn sample<P: InputPin>(&mut self, pin: &mut P) -> Result<ResetState, ErrorKind> {
         let low = pin.is_low().map_err(pin_error)?;
         let was = core::mem::replace(&mut self.held, low);
         Ok(match (was, low) {
