@@ -4,6 +4,7 @@
 //! the test build of `tether`, and the kit the normal one (both link the
 //! same `tether-outbox`, whose clock trait [`ManualClock`] implements).
 //!
+//! - [`afero`]: Afero's push-failure record, parsed as strictly as its tech note.
 //! - [`broker`]: a real mosquitto per test ([`Broker`], [`BrokerOptions`]).
 //! - [`certs`]: the test PKI ([`TestCa`], [`Issued`], [`untrusted_ca_pem`]).
 //! - [`child`]: part of a test run again in a child process, at trace level.
@@ -17,6 +18,7 @@
 //!   and the tests alike).
 #![forbid(unsafe_code)]
 
+pub mod afero;
 pub mod broker;
 pub mod certs;
 pub mod child;

@@ -17,24 +17,12 @@ use std::time::{Duration, SystemTime};
 
 use crate::outbox_rig::{config_text, free_addr, Tether, TOKEN};
 use reqwest::StatusCode;
-use serde::Deserialize;
 use serde_json::{json, Value};
+use tether_testkit::afero::PushFailure;
 use tether_testkit::http::{Reply, Server};
 use uuid::Uuid;
 
 const WAIT: Duration = Duration::from_secs(20);
-
-/// A failure as Afero's tech note lists its fields; any other field fails
-/// the parse.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct PushFailure {
-    partner_push_failure_id: String,
-    partner_id: String,
-    created_timestamp: u64,
-    error_message: String,
-    partner_push_message: Value,
-}
 
 /// A partner's client written only from the tech note: a base URL, a
 /// bearer token and the partner id; list, then delete each.

@@ -12,9 +12,8 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use reqwest::StatusCode;
-use serde::Deserialize;
-use serde_json::Value;
 use tether_outbox::{FailureIds, NewMessage, Outbox};
+use tether_testkit::afero::PushFailure;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::{self, Admin, Bound};
@@ -23,18 +22,6 @@ use crate::config::Secret;
 use crate::hub::HubStatus;
 
 const TOKEN: &str = "0123456789abcdef0123456789abcdef";
-
-/// A failure as Afero's tech note lists its fields; any other field fails
-/// the parse.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct PushFailure {
-    partner_push_failure_id: String,
-    partner_id: String,
-    created_timestamp: u64,
-    error_message: String,
-    partner_push_message: Value,
-}
 
 thread_local! {
     /// One client per test (each runs on its own thread and runtime):
