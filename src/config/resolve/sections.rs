@@ -207,7 +207,10 @@ pub(super) fn store(raw: RawStore, cx: &mut Ctx) -> Result<StoreConfig, ConfigEr
         max_bytes,
         full_policy,
         engine,
-        cache_bytes: raw.cache_bytes.unwrap_or(4 * MIB),
+        // 2 MiB: under sustained load sled's heap follows its cache, and 4 MiB
+        // put the peak over the 24 MiB budget with no gain in throughput
+        // (BENCHMARKS.md, issue 12).
+        cache_bytes: raw.cache_bytes.unwrap_or(2 * MIB),
         batch_max_bytes: raw.batch_max_bytes.unwrap_or(0),
         failure_ttl: positive("store.failure_ttl", raw.failure_ttl.unwrap_or(DAY))?,
         extended_data,

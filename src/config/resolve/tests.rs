@@ -163,7 +163,7 @@ fn an_empty_broker_config_gets_the_documented_defaults() {
     );
     assert_eq!(
         (s.max_bytes, s.cache_bytes, s.batch_max_bytes),
-        (256 << 20, 4 << 20, 0)
+        (256 << 20, 2 << 20, 0)
     );
     assert_eq!(s.full_policy, FullPolicy::DropOldest);
     assert_eq!(
