@@ -7,7 +7,10 @@ use serde::Deserialize;
 use serde_json::Value;
 
 /// A push failure as Afero's tech note lists its fields; any other field
-/// fails the parse.
+/// fails the parse. Written from the note, not shared with the outbox's
+/// stored record (`tether_outbox::PushFailure`, which also carries what a
+/// replay needs): the tests check tether's answers against the contract,
+/// so a drift between the two fails them.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PushFailure {
