@@ -298,7 +298,8 @@ pub enum AdminListen {
 /// Logging settings.
 #[derive(Debug, Clone)]
 pub struct LogConfig {
-    /// `tracing` filter, e.g. `info` or `tether=debug`; `RUST_LOG` wins.
+    /// Log filter, e.g. `info` or `tether=debug,info` (`logging::parse_filter`);
+    /// `RUST_LOG` wins when it parses.
     pub level: String,
     /// `text` (default) or `json`.
     pub format: LogFormat,

@@ -318,6 +318,31 @@ fn the_daemon_starts_offline() {
     assert!(err.contains("cannot reach localhost"), "{err}");
 }
 
+/// A `RUST_LOG` that is not a filter does not silence the daemon: it logs
+/// at the config's level and says why.
+#[test]
+fn an_invalid_rust_log_falls_back_to_the_config_level() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "not-a-directory", "");
+    let config = write(
+        dir.path(),
+        "t.toml",
+        "[hub]\nurl = \"mqtt://127.0.0.1:1\"\nallow_insecure = true\ndevice_id = \"d\"\n\n[store]\npath = \"not-a-directory\"\n\n[log]\nlevel = \"warn\"\n",
+    );
+    let out = Command::new(BIN)
+        .args(["run", "-c", config.to_str().unwrap()])
+        .env("RUST_LOG", "tether=loud")
+        .output()
+        .expect("run tether");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("RUST_LOG is not a valid filter"), "{err}");
+    assert!(
+        err.contains("ERROR"),
+        "the store error was not logged: {err}"
+    );
+}
+
 /// At trace level, neither the SAS key nor a token or its signature shows
 /// up in the output: connecting with a key (the broker refuses the token),
 /// retrying, then reloading to a pre-made token and being refused again.

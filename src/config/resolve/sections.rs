@@ -373,7 +373,7 @@ pub(super) fn admin(raw: RawAdmin, cx: &mut Ctx) -> Result<AdminConfig, ConfigEr
 /// Resolves `[log]`.
 pub(super) fn log(raw: RawLog) -> Result<LogConfig, ConfigError> {
     let level = raw.level.unwrap_or_else(|| "info".to_owned());
-    if let Err(e) = tracing_subscriber::EnvFilter::try_new(&level) {
+    if let Err(e) = crate::logging::parse_filter(&level) {
         return Err(ConfigError::invalid(
             "log.level",
             format!("{e} (e.g. \"info\" or \"tether=debug,info\")"),
