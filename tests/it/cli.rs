@@ -318,6 +318,23 @@ fn the_daemon_starts_offline() {
     assert!(err.contains("cannot reach localhost"), "{err}");
 }
 
+/// The daemon does not load glibc's libm: `pow`, the one C math function
+/// its dependencies call, is its own (src/main.rs). Mapping libm costs 0.5
+/// MiB resident at idle, so a dependency that starts needing another math
+/// function should be a decision, not an accident.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[test]
+fn the_daemon_runs_without_libm() {
+    let broker = Broker::start(BrokerOptions::new().user("dev1", PASSWORD));
+    let run = Running::start(&broker_config(&broker, PASSWORD));
+    run.expect_notify("READY=1");
+    let maps = std::fs::read_to_string(format!("/proc/{}/maps", run.child.id())).unwrap();
+    let (code, err) = run.stop();
+    assert_eq!(code, Some(0), "{err}");
+    assert!(maps.contains("libc.so"), "not a glibc process? {maps}");
+    assert!(!maps.contains("libm.so"), "tether mapped libm:\n{maps}");
+}
+
 /// A `RUST_LOG` that is not a filter does not silence the daemon: it logs
 /// at the config's level and says why.
 #[test]
