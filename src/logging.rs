@@ -5,8 +5,8 @@
 //!
 //! The filter is `tracing_subscriber`'s `Targets` (`info`,
 //! `tether=debug,sled=warn`), not `EnvFilter`: span and field filters are
-//! not worth the regular-expression engine they link in, half a megabyte of
-//! code and tables that a controller keeps resident (issue 12's idle budget).
+//! not worth the regular-expression engine they link in, 216 KiB of the
+//! binary's code, which a controller keeps resident (issue 12's idle budget).
 
 use std::io::IsTerminal as _;
 
