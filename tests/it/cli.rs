@@ -139,20 +139,21 @@ fn run_with_an_invalid_config_exits_64() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("hub.url"));
 }
 
+/// A config whose store path is a file, followed by `extra`: the outbox
+/// cannot open, so tether logs an error and exits.
+fn unopenable_store_config(dir: &Path, extra: &str) -> PathBuf {
+    write(dir, "not-a-directory", "");
+    let text = "[hub]\nurl = \"mqtt://127.0.0.1:1\"\nallow_insecure = true\ndevice_id = \"d\"\n\n[store]\npath = \"not-a-directory\"\n";
+    write(dir, "t.toml", &format!("{text}{extra}"))
+}
+
 /// A log that is not a terminal gets no colour codes: tether's stderr
 /// redirected to a file (as `tether demo > out.txt 2>&1` does) holds the
 /// level and the message as plain text.
 #[test]
 fn logs_to_a_file_carry_no_colour_codes() {
     let dir = tempfile::tempdir().unwrap();
-    // A store path that is a file: the outbox cannot open, tether logs an
-    // error and exits.
-    write(dir.path(), "not-a-directory", "");
-    let config = write(
-        dir.path(),
-        "t.toml",
-        "[hub]\nurl = \"mqtt://127.0.0.1:1\"\nallow_insecure = true\ndevice_id = \"d\"\n\n[store]\npath = \"not-a-directory\"\n",
-    );
+    let config = unopenable_store_config(dir.path(), "");
     let log_path = dir.path().join("stderr.log");
     let status = Command::new(BIN)
         .args(["run", "-c", config.to_str().unwrap()])
@@ -340,12 +341,7 @@ fn the_daemon_runs_without_libm() {
 #[test]
 fn an_invalid_rust_log_falls_back_to_the_config_level() {
     let dir = tempfile::tempdir().unwrap();
-    write(dir.path(), "not-a-directory", "");
-    let config = write(
-        dir.path(),
-        "t.toml",
-        "[hub]\nurl = \"mqtt://127.0.0.1:1\"\nallow_insecure = true\ndevice_id = \"d\"\n\n[store]\npath = \"not-a-directory\"\n\n[log]\nlevel = \"warn\"\n",
-    );
+    let config = unopenable_store_config(dir.path(), "\n[log]\nlevel = \"warn\"\n");
     let out = Command::new(BIN)
         .args(["run", "-c", config.to_str().unwrap()])
         .env("RUST_LOG", "tether=loud")
