@@ -10,7 +10,6 @@
 
 use std::io::IsTerminal as _;
 
-use tracing::Subscriber;
 use tracing_subscriber::filter::{ParseError, Targets};
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
@@ -35,19 +34,24 @@ pub fn init(level: &str, format: LogFormat) {
         None => (config_filter(level), None),
     };
     let under_journal = std::env::var_os("JOURNAL_STREAM").is_some();
-    let builder = tracing_subscriber::fmt()
+    // The filter sits on the registry, under the formatter, so it alone
+    // sets the level (the `fmt()` builder would cap it at INFO) and the
+    // global maximum level stays the filter's.
+    let registry = tracing_subscriber::registry().with(filter);
+    let layer = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_target(false);
-    match (format, under_journal) {
-        (LogFormat::Json, _) => install(builder.json().flatten_event(true).finish(), filter),
-        (LogFormat::Text, true) => {
-            install(builder.without_time().with_ansi(false).finish(), filter)
-        }
-        (LogFormat::Text, false) => install(
-            builder.with_ansi(std::io::stderr().is_terminal()).finish(),
-            filter,
-        ),
-    }
+    let result = match (format, under_journal) {
+        (LogFormat::Json, _) => registry.with(layer.json().flatten_event(true)).try_init(),
+        (LogFormat::Text, true) => registry
+            .with(layer.without_time().with_ansi(false))
+            .try_init(),
+        (LogFormat::Text, false) => registry
+            .with(layer.with_ansi(std::io::stderr().is_terminal()))
+            .try_init(),
+    };
+    // Err only when a subscriber is already installed (tests).
+    drop(result);
     if let Some(e) = bad_env {
         tracing::warn!(
             error = %e,
@@ -62,14 +66,6 @@ pub fn init(level: &str, format: LogFormat) {
 /// fallback only guards a caller that skipped the check.
 fn config_filter(level: &str) -> Targets {
     parse_filter(level).unwrap_or_else(|_| Targets::new().with_default(tracing::Level::INFO))
-}
-
-fn install<S>(subscriber: S, filter: Targets)
-where
-    S: Subscriber + Send + Sync + 'static,
-{
-    // Err only when a subscriber is already installed.
-    drop(subscriber.with(filter).try_init());
 }
 
 #[cfg(test)]

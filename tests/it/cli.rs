@@ -336,6 +336,29 @@ fn the_daemon_runs_without_libm() {
     assert!(!maps.contains("libm.so"), "tether mapped libm:\n{maps}");
 }
 
+/// `[log] format = "json"` writes one JSON object per line, with the
+/// level and the message as fields.
+#[test]
+fn json_logs_are_one_object_per_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = unopenable_store_config(dir.path(), "\n[log]\nformat = \"json\"\n");
+    let out = Command::new(BIN)
+        .args(["run", "-c", config.to_str().unwrap()])
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run tether");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.lines().count() > 0, "nothing logged");
+    for line in err.lines() {
+        let event: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}"));
+        assert!(event["level"].is_string(), "{line}");
+        assert!(event["message"].is_string(), "{line}");
+    }
+    assert!(err.contains("\"level\":\"ERROR\""), "{err}");
+}
+
 /// A `RUST_LOG` that is not a filter does not silence the daemon: it logs
 /// at the config's level and says why.
 #[test]
