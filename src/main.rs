@@ -259,8 +259,9 @@ fn one_malloc_arena() {}
 /// the one C math function in the binary: tokio's scheduler calls it to
 /// weigh task poll times. Defined here, it keeps glibc's libm out of the
 /// process: the loader neither maps it nor runs its relocations, 0.5 MiB
-/// less resident at idle (issue 12's idle budget). `tests/it/no_libm.rs`
-/// fails when a new dependency needs another math function from libm.
+/// less resident at idle (issue 12's idle budget).
+/// `tests/it/cli.rs::the_daemon_runs_without_libm` fails when a new
+/// dependency needs another math function from libm.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 #[unsafe(no_mangle)]
 pub extern "C" fn pow(x: f64, y: f64) -> f64 {

@@ -147,6 +147,24 @@ fn unopenable_store_config(dir: &Path, extra: &str) -> PathBuf {
     write(dir, "t.toml", &format!("{text}{extra}"))
 }
 
+/// Runs the daemon on [`unopenable_store_config`] with `extra`, and
+/// `RUST_LOG` set to `rust_log` (removed for `None`); its stderr, after
+/// checking that it exited with an error.
+fn failed_start_stderr(extra: &str, rust_log: Option<&str>) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let config = unopenable_store_config(dir.path(), extra);
+    let mut cmd = Command::new(BIN);
+    cmd.args(["run", "-c", config.to_str().unwrap()]);
+    match rust_log {
+        Some(filter) => cmd.env("RUST_LOG", filter),
+        None => cmd.env_remove("RUST_LOG"),
+    };
+    let out = cmd.output().expect("run tether");
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "{err}");
+    err
+}
+
 /// A log that is not a terminal gets no colour codes: tether's stderr
 /// redirected to a file (as `tether demo > out.txt 2>&1` does) holds the
 /// level and the message as plain text.
@@ -340,15 +358,7 @@ fn the_daemon_runs_without_libm() {
 /// level and the message as fields.
 #[test]
 fn json_logs_are_one_object_per_line() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = unopenable_store_config(dir.path(), "\n[log]\nformat = \"json\"\n");
-    let out = Command::new(BIN)
-        .args(["run", "-c", config.to_str().unwrap()])
-        .env_remove("RUST_LOG")
-        .output()
-        .expect("run tether");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{err}");
+    let err = failed_start_stderr("\n[log]\nformat = \"json\"\n", None);
     assert!(err.lines().count() > 0, "nothing logged");
     for line in err.lines() {
         let event: serde_json::Value =
@@ -363,15 +373,7 @@ fn json_logs_are_one_object_per_line() {
 /// at the config's level and says why.
 #[test]
 fn an_invalid_rust_log_falls_back_to_the_config_level() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = unopenable_store_config(dir.path(), "\n[log]\nlevel = \"warn\"\n");
-    let out = Command::new(BIN)
-        .args(["run", "-c", config.to_str().unwrap()])
-        .env("RUST_LOG", "tether=loud")
-        .output()
-        .expect("run tether");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{err}");
+    let err = failed_start_stderr("\n[log]\nlevel = \"warn\"\n", Some("tether=loud"));
     assert!(err.contains("RUST_LOG is not a valid filter"), "{err}");
     assert!(
         err.contains("ERROR"),

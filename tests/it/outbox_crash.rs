@@ -130,16 +130,14 @@ async fn a_corrupt_store_is_moved_aside_and_a_new_one_started() {
     let store = dir.path().join("store").join("outbox");
     std::fs::create_dir_all(&store).unwrap();
     // A damaged store of the engine the rig configures.
-    let file = if std::env::var("TETHER_TEST_ENGINE").as_deref() == Ok("redb") {
-        "outbox.redb"
-    } else {
+    if outbox_rig::raw::test_engine() == "sled" {
         std::fs::write(
             store.join("conf"),
             b"segment_size: 524288\nuse_compression: false\nversion: 0.34\n",
         )
         .unwrap();
-        "db"
-    };
+    }
+    let file = outbox_rig::raw::test_engine_file();
     std::fs::write(store.join(file), vec![0xA5u8; 600_000]).unwrap();
     let http = client();
     let _tether = Tether::start(&cfg, &log);

@@ -21,6 +21,7 @@ use tether_outbox::config::StoreConfig;
 use tether_outbox::Outbox;
 use tokio_util::sync::CancellationToken;
 
+use crate::outbox_rig::raw::test_engine_file;
 use crate::outbox_rig::{client, config_text, free_addr, run_daemon, set_aside, test_message};
 
 /// The config of a daemon with its store under `root`, the hub at a port
@@ -144,13 +145,7 @@ async fn a_truncated_db_file_is_reported_and_numbers_continue() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = store_config(dir.path());
     let (first, _) = run(&cfg, 50).await;
-    // The data file of the engine the rig configures.
-    let file = if std::env::var("TETHER_TEST_ENGINE").as_deref() == Ok("redb") {
-        "outbox.redb"
-    } else {
-        "db"
-    };
-    let db = store_dir(&cfg).join(file);
+    let db = store_dir(&cfg).join(test_engine_file());
     let len = std::fs::metadata(&db).unwrap().len();
     let (second, _) = run(&cfg, 50).await;
     let f = std::fs::OpenOptions::new().write(true).open(&db).unwrap();

@@ -65,8 +65,7 @@ pub(crate) fn config_text(
     });
     // `TETHER_TEST_ENGINE=redb cargo test -p tether --test it outbox_` runs the
     // store-level tests on the other engine.
-    let engine = std::env::var("TETHER_TEST_ENGINE")
-        .map_or(String::new(), |e| format!("engine = \"{e}\"\n"));
+    let engine = format!("engine = \"{}\"\n", raw::test_engine());
     format!(
         "[hub]\nurl = \"mqtt://127.0.0.1:{port}\"\ndevice_id = \"dev1\"\nallow_insecure = true\n\
          keep_alive = \"5s\"\nconnect_timeout = \"2s\"\n[store]\npath = \"{}\"\n{engine}{store}\n{admin}",

@@ -24,6 +24,16 @@ pub(crate) fn test_engine() -> &'static str {
     }
 }
 
+/// The data file of a [`test_engine`] store, inside its directory: sled's
+/// `db` or redb's file.
+pub(crate) fn test_engine_file() -> &'static str {
+    if test_engine() == "redb" {
+        REDB_FILE
+    } else {
+        "db"
+    }
+}
+
 /// Keys and values, in key order.
 pub(crate) type Rows = Vec<(Vec<u8>, Vec<u8>)>;
 
